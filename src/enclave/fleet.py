@@ -1,0 +1,156 @@
+"""Fleet configuration: regions, their accreditation, power and node pools.
+
+A fleet is a TOML file (see ``enclave/fleets/*.toml`` for the built-in ``local`` and
+``gigawatt`` fleets). Parsing validates everything up front — unknown keys, unknown labels,
+non-positive sizes — so a bad file fails at start-up with a message naming the field.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from enclave.errors import InvalidInput
+from enclave.labels import DEFAULT_COMPARTMENTS, DEFAULT_LEVELS, Label, LabelScheme
+
+BUILTIN_FLEETS = ("local", "gigawatt")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NodePool(_Strict):
+    """Identical nodes; the scheduler works on pools, never node by node."""
+
+    name: str
+    count: Annotated[int, Field(gt=0)]
+    cpus: Annotated[int, Field(gt=0)]
+    memory_mb: Annotated[int, Field(gt=0)]
+    gpu_model: str | None = None
+    gpus: Annotated[int, Field(ge=0)] = 0
+    idle_w: Annotated[float, Field(ge=0)]  # whole node, idle
+    peak_w: Annotated[float, Field(gt=0)]  # whole node, all devices busy
+
+    @field_validator("peak_w")
+    @classmethod
+    def _peak_above_idle(cls, v: float, info: object) -> float:
+        data = getattr(info, "data", {})
+        if "idle_w" in data and v < data["idle_w"]:
+            raise ValueError("peak_w must be at least idle_w")
+        return v
+
+
+class Backend(_Strict):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: Literal["local", "slurm", "ray"] = "local"
+
+
+class Region(_Strict):
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")]
+    accreditation: str
+    power_cap_mw: Annotated[float, Field(gt=0)]
+    pue: Annotated[float, Field(ge=1.0, le=3.0)] = 1.2
+    carbon_g_per_kwh: Annotated[float, Field(ge=0)] = 400.0
+    price_per_kwh: Annotated[float, Field(ge=0)] = 0.10
+    backend: Backend = Backend()
+    pools: Annotated[list[NodePool], Field(min_length=1)]
+
+    @property
+    def nodes(self) -> int:
+        return sum(p.count for p in self.pools)
+
+    @property
+    def cpus(self) -> int:
+        return sum(p.count * p.cpus for p in self.pools)
+
+    @property
+    def gpus(self) -> int:
+        return sum(p.count * p.gpus for p in self.pools)
+
+    @property
+    def peak_facility_mw(self) -> float:
+        """Draw with every node at peak, PUE applied."""
+        return sum(p.count * p.peak_w for p in self.pools) * self.pue / 1e6
+
+    @property
+    def idle_facility_mw(self) -> float:
+        return sum(p.count * p.idle_w for p in self.pools) * self.pue / 1e6
+
+
+class LabelsConfig(_Strict):
+    levels: list[str] = list(DEFAULT_LEVELS)
+    compartments: list[str] = list(DEFAULT_COMPARTMENTS)
+    aliases: dict[str, str] | None = None
+
+
+class GuardPattern(_Strict):
+    pattern: str
+    marking: str
+
+
+class GuardConfig(_Strict):
+    patterns: list[GuardPattern] = []
+
+
+class Fleet(_Strict):
+    name: str
+    description: str = ""
+    labels: LabelsConfig = LabelsConfig()
+    guard: GuardConfig = GuardConfig()
+    regions: Annotated[list[Region], Field(min_length=1)]
+
+    @property
+    def scheme(self) -> LabelScheme:
+        cfg = self.labels
+        return LabelScheme.build(cfg.levels, cfg.compartments, cfg.aliases)
+
+    def region(self, name: str) -> Region:
+        for region in self.regions:
+            if region.name == name:
+                return region
+        raise InvalidInput(f"unknown region {name!r}")
+
+    def accreditation(self, region: Region) -> Label:
+        return self.scheme.parse(region.accreditation)
+
+    @property
+    def peak_facility_mw(self) -> float:
+        return sum(r.peak_facility_mw for r in self.regions)
+
+
+def parse_fleet(text: str, source: str = "<fleet>") -> Fleet:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInput(f"{source}: not valid TOML: {exc}") from exc
+    try:
+        fleet = Fleet.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidInput(f"{source}: {where}: {first['msg']}") from exc
+    names = [r.name for r in fleet.regions]
+    if len(set(names)) != len(names):
+        raise InvalidInput(f"{source}: region names must be unique")
+    scheme = fleet.scheme
+    for region in fleet.regions:
+        scheme.parse(region.accreditation)  # raises on an unknown marking
+    for item in fleet.guard.patterns:
+        scheme.parse(item.marking)
+    return fleet
+
+
+def load_fleet(name_or_path: str) -> Fleet:
+    """A built-in fleet by name (``local``, ``gigawatt``) or a TOML file by path."""
+    if name_or_path in BUILTIN_FLEETS:
+        text = resources.files("enclave.fleets").joinpath(f"{name_or_path}.toml").read_text()
+        return parse_fleet(text, name_or_path)
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise InvalidInput(f"no fleet named {name_or_path!r} (built-in: {', '.join(BUILTIN_FLEETS)}) and no such file")
+    return parse_fleet(path.read_text(), str(path))

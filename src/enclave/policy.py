@@ -1,0 +1,244 @@
+"""The policy gate: the one function that answers every access question.
+
+Pure: values in, a :class:`Decision` out. Services call :func:`decide` (or :func:`require`)
+before every read or write of a labelled object and before every privileged action; an API
+route never decides access itself.
+
+The model is Bell–LaPadula over :mod:`enclave.labels` plus tenancy:
+
+* a session label must be dominated by the user's clearance (checked on every decision, so
+  lowering a clearance takes effect on tokens already minted);
+* *simple security*: reading needs the session label to dominate the object's label;
+* *star property*: creating or changing an object happens at exactly the session label
+  (no write-down — and, to keep objects at the level they were made, no write-up);
+* tenancy is a second, independent check: an agency sees only its own objects and those
+  explicitly shared with it;
+* an object the session may not read is *invisible*: the decision says so and callers answer
+  404, leave it out of listings and counts, and never name it in an error.
+
+Rules are small, named and ordered; the first that denies wins. An action with no rule set
+is denied (deny by default).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from enclave.errors import Forbidden, NotFound
+from enclave.labels import Label, LabelScheme
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    OPERATOR = "operator"
+    USER = "user"
+    RELEASE_AUTHORITY = "release-authority"
+    AUDITOR = "auditor"
+
+
+class Action(StrEnum):
+    READ = "read"  # see an object or its content
+    CREATE = "create"  # make a new object (at the session label)
+    WRITE = "write"  # change an existing object
+    DELETE = "delete"
+    SHARE = "share"  # share an object with another agency
+    REQUEST_TRANSFER = "request_transfer"  # ask the guard to copy an object to another label
+    REVIEW_TRANSFER = "review_transfer"  # approve or refuse a downgrade
+    ADMINISTER = "administer"  # agencies, users, tokens for others
+    READ_AUDIT = "read_audit"  # list or verify audit records
+    MINT_TOKEN = "mint_token"  # a token for oneself at the session label
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Who is acting: a user, their agency, clearance and roles, and the session label."""
+
+    user: str
+    agency: str
+    clearance: Label
+    session: Label
+    roles: frozenset[Role] = frozenset()
+
+
+@dataclass(frozen=True)
+class Resource:
+    """What is acted on. ``label`` is None for unlabelled system objects (agencies, users)."""
+
+    kind: str
+    label: Label | None = None
+    agency: str | None = None
+    shared_with: frozenset[str] = frozenset()
+    owner: str | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    visible: bool
+    rule: str
+    reason: str
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+
+ALLOW = Decision(True, True, "allow", "allowed")
+Rule = Callable[[Subject, Action, Resource], Decision | None]
+
+
+def _deny(rule: str, reason: str, *, visible: bool) -> Decision:
+    return Decision(False, visible, rule, reason)
+
+
+# -- rules -------------------------------------------------------------------------------
+def session_within_clearance(s: Subject, a: Action, r: Resource) -> Decision | None:
+    if not s.clearance.dominates(s.session):
+        return _deny("session_within_clearance", "session label exceeds the user's clearance", visible=False)
+    return None
+
+
+def tenancy(s: Subject, a: Action, r: Resource) -> Decision | None:
+    """An agency sees its own objects and those shared with it (auditors read across agencies)."""
+    if r.agency is None or a is Action.READ_AUDIT:
+        return None
+    if r.agency == s.agency or s.agency in r.shared_with:
+        return None
+    return _deny("tenancy", "object belongs to another agency", visible=False)
+
+
+def simple_security(s: Subject, a: Action, r: Resource) -> Decision | None:
+    """No read up: the session must dominate the label of anything it sees."""
+    if r.label is None or s.session.dominates(r.label):
+        return None
+    return _deny("simple_security", "session label does not dominate the object label", visible=False)
+
+
+def star_property(s: Subject, a: Action, r: Resource) -> Decision | None:
+    """Writes happen at exactly the session label: no write-down, no write-up."""
+    if r.label is None or r.label == s.session:
+        return None
+    # Reached only after simple_security passed for existing objects, so the object is
+    # visible and the answer is "forbidden"; a create above the session is invisible-safe
+    # to report because the caller chose the label.
+    return _deny("star_property", f"writes happen at the session label {s.session}", visible=True)
+
+
+def owning_agency(s: Subject, a: Action, r: Resource) -> Decision | None:
+    """Only the owning agency changes, deletes or shares an object, not agencies it is shared with."""
+    if r.agency is None or r.agency == s.agency:
+        return None
+    return _deny("owning_agency", "only the owning agency may do this", visible=True)
+
+
+def _needs_role(*roles: Role) -> Rule:
+    def rule(s: Subject, a: Action, r: Resource) -> Decision | None:
+        if s.roles & set(roles):
+            return None
+        names = " or ".join(str(role) for role in roles)
+        return _deny("role", f"needs the {names} role", visible=True)
+
+    rule.__name__ = f"needs_role_{'_'.join(roles)}"
+    return rule
+
+
+def reviewer_clearance(s: Subject, a: Action, r: Resource) -> Decision | None:
+    """A release authority's clearance must dominate the label being released."""
+    if r.label is not None and not s.clearance.dominates(r.label):
+        return _deny("reviewer_clearance", "reviewer clearance does not dominate the source label", visible=True)
+    return None
+
+
+def not_own_request(s: Subject, a: Action, r: Resource) -> Decision | None:
+    """Two-person rule: a requester never reviews their own transfer."""
+    if r.owner is not None and r.owner == s.user:
+        return _deny("two_person", "a requester cannot review their own transfer", visible=True)
+    return None
+
+
+RULES: dict[Action, tuple[Rule, ...]] = {
+    Action.READ: (session_within_clearance, tenancy, simple_security),
+    Action.CREATE: (session_within_clearance, tenancy, owning_agency, star_property),
+    Action.WRITE: (session_within_clearance, tenancy, simple_security, owning_agency, star_property),
+    Action.DELETE: (session_within_clearance, tenancy, simple_security, owning_agency, star_property),
+    Action.SHARE: (session_within_clearance, tenancy, simple_security, owning_agency, star_property),
+    Action.REQUEST_TRANSFER: (session_within_clearance, tenancy, simple_security, owning_agency),
+    Action.REVIEW_TRANSFER: (
+        session_within_clearance,
+        tenancy,
+        simple_security,
+        _needs_role(Role.RELEASE_AUTHORITY),
+        reviewer_clearance,
+        not_own_request,
+    ),
+    Action.ADMINISTER: (session_within_clearance, _needs_role(Role.ADMIN)),
+    Action.READ_AUDIT: (session_within_clearance, _needs_role(Role.AUDITOR, Role.ADMIN), simple_security),
+    Action.MINT_TOKEN: (session_within_clearance,),
+}
+
+
+def decide(subject: Subject, action: Action, resource: Resource) -> Decision:
+    """Answer one access question. Deny by default; the first denying rule wins."""
+    rules = RULES.get(action)
+    if rules is None:
+        return _deny("default_deny", f"no policy for action {action}", visible=False)
+    for rule in rules:
+        verdict = rule(subject, action, resource)
+        if verdict is not None:
+            return verdict
+    return ALLOW
+
+
+def require(subject: Subject, action: Action, resource: Resource) -> Decision:
+    """Like :func:`decide` but raises: NotFound when invisible, Forbidden when visible."""
+    decision = decide(subject, action, resource)
+    if decision.allowed:
+        return decision
+    if not decision.visible:
+        raise NotFound(f"no such {resource.kind}")
+    raise Forbidden(decision.reason)
+
+
+def visible(subject: Subject, resources: Iterable[Resource]) -> list[Resource]:
+    """The resources the subject may read, in order (for listings and counts)."""
+    return [r for r in resources if decide(subject, Action.READ, r).allowed]
+
+
+def may_hold_session(clearance: Label, session: Label) -> bool:
+    """A token may be minted for ``session`` only at or below the user's clearance."""
+    return clearance.dominates(session)
+
+
+def may_place(label: Label, accreditation: Label) -> bool:
+    """A labelled object may live or run in a region only if the accreditation dominates it."""
+    return accreditation.dominates(label)
+
+
+def derived_label(scheme: LabelScheme, session: Label, inputs: Iterable[Label]) -> Label:
+    """The label of something derived from ``inputs`` by a session: at least their lub.
+
+    The result is the lub of the inputs and the session label; since a session can only
+    read inputs it dominates, this equals the session label in practice, but computing it
+    keeps the rule true even for inputs reached by other means (e.g. a system job).
+    """
+    return scheme.lub(session, *inputs)
+
+
+@dataclass(frozen=True)
+class TransferPlan:
+    """What the guard must do for a requested label change."""
+
+    downgrade: bool  # target does not dominate source: needs review and a content scan
+    reviews_needed: int = field(default=0)
+
+
+REVIEWS_FOR_DOWNGRADE = 2
+
+
+def plan_transfer(source: Label, target: Label) -> TransferPlan:
+    """A move to a label that dominates the source is an upgrade (no review, audited);
+    anything else — lower or incomparable — is a downgrade needing two reviews."""
+    if target.dominates(source):
+        return TransferPlan(downgrade=False, reviews_needed=0)
+    return TransferPlan(downgrade=True, reviews_needed=REVIEWS_FOR_DOWNGRADE)

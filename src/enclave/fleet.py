@@ -152,5 +152,7 @@ def load_fleet(name_or_path: str) -> Fleet:
         return parse_fleet(text, name_or_path)
     path = Path(name_or_path)
     if not path.is_file():
-        raise InvalidInput(f"no fleet named {name_or_path!r} (built-in: {', '.join(BUILTIN_FLEETS)}) and no such file")
+        raise InvalidInput(
+            f"no fleet named {name_or_path!r} (built-in: {', '.join(BUILTIN_FLEETS)}) and no such file"
+        )
     return parse_fleet(path.read_text(), str(path))

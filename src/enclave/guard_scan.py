@@ -9,6 +9,14 @@ Patterns recognised for every level above the lowest, by full name and alias:
 ``SECRET//SI``-style banner markings, ``(S)`` / ``(TS//SI)`` portion markings, a level
 alone on a banner line, and multi-word level names anywhere (``TOP SECRET``). Matching is
 case-sensitive, as markings are written in capitals; deployments add their own patterns.
+Full level names are matched as loosely as :meth:`LabelScheme.parse` reads them (any run of
+white space between words, spaces around ``//`` and ``/``); short aliases only in their
+tight form, so that code such as ``S // 2`` is not taken for a marking.
+
+The scan errs towards refusing: a compartment the scheme does not know (``SI-G``,
+``NOFORN``) is kept in the finding's label, so no label of the scheme dominates it, and a
+chunk boundary can add a finding (a level at the very end of a chunk looks like a banner
+line) but never hide one that fits in the overlap window.
 """
 
 from __future__ import annotations
@@ -21,7 +29,17 @@ from enclave.errors import InvalidInput
 from enclave.labels import Label, LabelScheme
 
 _OVERLAP_CHARS = 512  # a marking split across two chunks is still seen
+_COMPARTMENT = r"[A-Z0-9][A-Z0-9-]*"
 
+
+def _compartments(space: str) -> str:
+    """One or more compartments separated by '/', with ``space`` allowed around each '/'."""
+    return rf"{_COMPARTMENT}(?:{space}/{space}{_COMPARTMENT})*"
+
+
+def _words(name: str) -> str:
+    """A level name as a pattern, any run of white space between its words."""
+    return r"\s+".join(re.escape(word) for word in name.split())
 
 @dataclass(frozen=True)
 class Finding:
@@ -41,17 +59,22 @@ class MarkingScanner:
     def __init__(self, scheme: LabelScheme, extra: Iterable[ExtraPattern] = ()) -> None:
         self._scheme = scheme
         self._patterns: list[tuple[re.Pattern[str], Label | None]] = []
+        loose, tight = _compartments(r"[ \t]*"), _compartments("")
         for rank, name in enumerate(scheme.levels):
             if rank == 0:
                 continue
-            spellings = [name] + [alias for alias, target in scheme.aliases if target == name]
-            alt = "|".join(re.escape(s) for s in sorted(spellings, key=len, reverse=True))
+            full = _words(name)
             # Level plus compartments: banner form and portion form; compartments parsed later.
-            self._patterns.append((re.compile(rf"(?<![A-Z])(?:{alt})//[A-Z0-9]+(?:/[A-Z0-9]+)*"), None))
-            self._patterns.append((re.compile(rf"\((?:{alt})(?://[A-Z0-9]+(?:/[A-Z0-9]+)*)?\)"), None))
-            self._patterns.append((re.compile(rf"(?m)^[ \t]*(?:{re.escape(name)})[ \t]*\r?$"), None))
-            if " " in name:
-                self._patterns.append((re.compile(rf"(?<![A-Z]){re.escape(name)}(?![A-Z])"), None))
+            self._add(rf"(?<![A-Z]){full}[ \t]*//[ \t]*{loose}")
+            self._add(rf"\([ \t]*{full}(?:[ \t]*//[ \t]*{loose})?[ \t]*\)")
+            aliases = sorted((a for a, target in scheme.aliases if target == name), key=len, reverse=True)
+            if aliases:
+                alt = "|".join(re.escape(a) for a in aliases)
+                self._add(rf"(?<![A-Z])(?:{alt})//{tight}")
+                self._add(rf"\((?:{alt})(?://{tight})?\)")
+            self._add(rf"(?m)^[ \t]*{full}[ \t]*\r?$")
+            if len(name.split()) > 1:
+                self._add(rf"(?<![A-Z]){full}(?![A-Z])")
         for item in extra:
             try:
                 compiled = re.compile(item.pattern)
@@ -59,38 +82,47 @@ class MarkingScanner:
                 raise InvalidInput(f"bad guard pattern {item.pattern!r}: {exc}") from exc
             self._patterns.append((compiled, scheme.parse(item.marking)))
         self._tail = ""
-        self._findings: dict[str, Finding] = {}
+        self._context = 0  # leading chars of the tail kept only as context (look-behind, '^')
+        self._findings: dict[tuple[str, Label], Finding] = {}
+
+    def _add(self, pattern: str) -> None:
+        self._patterns.append((re.compile(pattern), None))
 
     def feed(self, chunk: bytes) -> None:
         text = self._tail + chunk.decode("latin-1")
         for pattern, implied in self._patterns:
-            for match in pattern.finditer(text):
+            for match in pattern.finditer(text, self._context):
                 found = match.group(0).strip()
-                if found not in self._findings:
-                    self._findings[found] = Finding(found, implied or self._label_of(found))
-        self._tail = text[-_OVERLAP_CHARS:]
+                if not found:  # an extra pattern that matches the empty string
+                    continue
+                label = implied or self._label_of(found)
+                # Keyed by text *and* label: an extra pattern may give a text that a built-in
+                # pattern also matches a higher label, and the higher one must not be lost.
+                self._findings.setdefault((found, label), Finding(found, label))
+        keep = _OVERLAP_CHARS + 1
+        if len(text) > keep:
+            self._tail, self._context = text[-keep:], 1
 
     def findings(self) -> list[Finding]:
-        return sorted(self._findings.values(), key=lambda f: (-f.label.rank, f.text))
+        return sorted(self._findings.values(), key=lambda f: (-f.label.rank, f.text, f.label.marking))
 
     def above(self, target: Label) -> list[Finding]:
         """Findings whose label the target does not dominate: the reasons to refuse."""
         return [f for f in self.findings() if not target.dominates(f.label)]
 
     def _label_of(self, marking: str) -> Label:
-        body = marking.strip().strip("()").strip()
+        body = marking.strip()
+        if body.startswith("(") and body.endswith(")"):
+            body = body[1:-1]
         level, _, comps = body.partition("//")
-        known = [c for c in comps.split("/") if c] if comps else []
         base = self._scheme.level(level)
-        kept = frozenset(c for c in known if c in self._scheme.compartments)
-        # An unknown compartment still marks the content as above any target: keep the
-        # level and treat the unknown compartment as unreleasable by raising to top.
-        if len(kept) != len(known):
-            return self._scheme.top
-        return Label(base.rank, base.level, kept)
+        # Unknown compartments are kept: the label then lies outside the scheme, so no target
+        # dominates it and the content can never be released on the strength of this scan.
+        return Label(base.rank, base.level, frozenset(c.strip() for c in comps.split("/") if c.strip()))
 
-
-def scan(scheme: LabelScheme, content: bytes, target: Label, extra: Iterable[ExtraPattern] = ()) -> list[Finding]:
+def scan(
+    scheme: LabelScheme, content: bytes, target: Label, extra: Iterable[ExtraPattern] = ()
+) -> list[Finding]:
     """One-shot helper: the findings in ``content`` above ``target``."""
     scanner = MarkingScanner(scheme, extra)
     scanner.feed(content)

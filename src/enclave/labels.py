@@ -58,12 +58,23 @@ class LabelScheme:
         if len(set(self.levels)) != len(self.levels):
             raise InvalidInput("label scheme levels must be distinct")
         for name in self.levels:
-            if name != _normalize(name) or "//" in name or "/" in name:
-                raise InvalidInput(f"level name {name!r} must be upper case without '/'")
+            if not name or name != _normalize(name) or "/" in name:
+                raise InvalidInput(f"level name {name!r} must be non-empty upper case without '/'")
         for comp in self.compartments:
             if not _COMPARTMENT_RE.match(comp):
                 raise InvalidInput(f"compartment name {comp!r} must be 1-16 upper-case letters/digits")
+        seen: set[str] = set()
         for alias, target in self.aliases:
+            # An alias that is not in canonical form could never match, one that repeats is
+            # ambiguous and one that is also a level name would be shadowed: all three are
+            # configuration mistakes that would otherwise be ignored without a word.
+            if not alias or alias != _normalize(alias) or "/" in alias:
+                raise InvalidInput(f"alias {alias!r} must be non-empty upper case without '/'")
+            if alias in self.levels:
+                raise InvalidInput(f"alias {alias!r} is already a level name")
+            if alias in seen:
+                raise InvalidInput(f"alias {alias!r} is defined twice")
+            seen.add(alias)
             if target not in self.levels:
                 raise InvalidInput(f"alias {alias!r} names unknown level {target!r}")
 
@@ -74,11 +85,17 @@ class LabelScheme:
         compartments: Iterable[str] = DEFAULT_COMPARTMENTS,
         aliases: dict[str, str] | None = None,
     ) -> LabelScheme:
+        """A scheme from loosely written names (any case, extra spaces).
+
+        With ``aliases`` left out, the default aliases (``U``, ``S``, ``TS``) are kept for the
+        levels the scheme has and no other. Aliases given explicitly must all name a level
+        of the scheme: an alias for a missing level is an error, never silently dropped.
+        """
         levels_n = tuple(_normalize(level) for level in levels)
-        alias_map = DEFAULT_ALIASES if aliases is None else aliases
-        kept = tuple(
-            (_normalize(a), _normalize(t)) for a, t in alias_map.items() if _normalize(t) in levels_n
-        )
+        if aliases is None:
+            kept = tuple((a, t) for a, t in DEFAULT_ALIASES.items() if t in levels_n and a not in levels_n)
+        else:
+            kept = tuple((_normalize(a), _normalize(t)) for a, t in aliases.items())
         return cls(levels_n, frozenset(_normalize(c) for c in compartments), kept)
 
     # -- construction ------------------------------------------------------------------

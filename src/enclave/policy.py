@@ -146,7 +146,9 @@ def _needs_role(*roles: Role) -> Rule:
 def reviewer_clearance(s: Subject, a: Action, r: Resource) -> Decision | None:
     """A release authority's clearance must dominate the label being released."""
     if r.label is not None and not s.clearance.dominates(r.label):
-        return _deny("reviewer_clearance", "reviewer clearance does not dominate the source label", visible=True)
+        return _deny(
+            "reviewer_clearance", "reviewer clearance does not dominate the source label", visible=True
+        )
     return None
 
 

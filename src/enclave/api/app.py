@@ -1,0 +1,66 @@
+"""The application factory: context, bootstrap, middleware, error mapping, routers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from enclave import __version__
+from enclave.api import problems
+from enclave.api.limits import BodyLimit
+from enclave.api.routes import artifacts, audit, auth, regions, tenancy, transfers
+from enclave.services.bootstrap import bootstrap
+from enclave.services.context import Context, Settings, default_home
+
+
+def create_app(settings: Settings | None = None, ctx: Context | None = None) -> FastAPI:
+    """Build the app. Pass ``ctx`` to share one context (tests); else one is made at start-up."""
+    settings = settings or (ctx.settings if ctx else Settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = app.state.ctx is None
+        if own:
+            app.state.ctx = Context(settings)
+        bootstrap(app.state.ctx)
+        yield
+        if own:
+            app.state.ctx.close()
+
+    app = FastAPI(
+        title="Enclave",
+        version=__version__,
+        description="Self-hosted AI + HPC cloud control plane with mandatory access control.",
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    problems.install(app)
+    for module in (auth, tenancy, regions, artifacts, transfers, audit):
+        app.include_router(module.router, prefix="/v1")
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    app.add_middleware(
+        BodyLimit,
+        default_bytes=settings.max_json_bytes,
+        overrides={("POST", artifacts.UPLOAD_PATH): settings.max_upload_bytes},
+    )
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` (used by ``enclave up``): settings from the environment."""
+    home = Path(os.environ["ENCLAVE_HOME"]).expanduser() if "ENCLAVE_HOME" in os.environ else default_home()
+    return create_app(
+        Settings(
+            home=home,
+            db_url=os.environ.get("ENCLAVE_DB_URL") or None,
+            fleet=os.environ.get("ENCLAVE_FLEET", "local"),
+        )
+    )

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from enclave.api.deps import ActorDep, CtxDep
+from enclave.api.schemas import AgencyIn, PasswordIn, ProjectIn, QuotasIn, UserIn, UserPatch
+from enclave.services import tenancy
+
+router = APIRouter(tags=["tenancy"])
+
+
+def _quotas(q: QuotasIn) -> tenancy.Quotas:
+    return tenancy.Quotas(q.gpu_hours, q.kwh, q.storage_bytes)
+
+
+@router.post("/agencies", status_code=201)
+def create_agency(body: AgencyIn, ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
+    return tenancy.create_agency(ctx, actor, body.name, _quotas(body.quotas))
+
+
+@router.get("/agencies")
+def list_agencies(ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
+    items = tenancy.list_agencies(ctx, actor)
+    return {"items": items, "count": len(items)}
+
+
+@router.get("/agencies/{name}")
+def get_agency(name: str, ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
+    return tenancy.get_agency(ctx, actor, name)
+
+
+@router.put("/agencies/{name}/quotas")
+def set_quotas(name: str, body: QuotasIn, ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
+    return tenancy.update_quotas(ctx, actor, name, _quotas(body))
+
+
+@router.post("/agencies/{name}/projects", status_code=201)
+def create_project(name: str, body: ProjectIn, ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
+    return tenancy.create_project(ctx, actor, name, body.name)
+
+
+@router.get("/agencies/{name}/projects")
+def list_projects(name: str, ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
+    items = tenancy.list_projects(ctx, actor, name)
+    return {"items": items, "count": len(items)}
+
+
+@router.post("/users", status_code=201)
+def create_user(body: UserIn, ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
+    return tenancy.create_user(ctx, actor, body.name, body.agency, body.clearance, body.roles, body.password)
+
+
+@router.get("/users")
+def list_users(ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
+    items = tenancy.list_users(ctx, actor)
+    return {"items": items, "count": len(items)}
+
+
+@router.get("/users/{name}")
+def get_user(name: str, ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
+    return tenancy.get_user(ctx, actor, name)
+
+
+@router.patch("/users/{name}")
+def update_user(name: str, body: UserPatch, ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
+    return tenancy.update_user(ctx, actor, name, body.clearance, body.roles, body.disabled)
+
+
+@router.put("/users/{name}/password", status_code=204)
+def set_password(name: str, body: PasswordIn, ctx: CtxDep, actor: ActorDep) -> None:
+    tenancy.set_password(ctx, actor, name, body.new_password, body.current_password)

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from enclave.api.deps import ActorDep, CtxDep
+from enclave.api.schemas import ReviewIn, TransferIn
+from enclave.services import transfers
+from enclave.services.transfers import TransferState
+
+router = APIRouter(tags=["transfers"])
+
+
+@router.post("/transfers", status_code=201)
+def request(body: TransferIn, ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
+    return transfers.request(ctx, actor, body.artifact_id, body.to, body.why)
+
+
+@router.get("/transfers")
+def list_(
+    ctx: CtxDep, actor: ActorDep, state: Annotated[TransferState | None, Query()] = None
+) -> dict[str, Any]:
+    items = transfers.list_visible(ctx, actor, state)
+    return {"items": items, "count": len(items)}
+
+
+@router.get("/transfers/{transfer_id}")
+def show(transfer_id: str, ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
+    return transfers.show(ctx, actor, transfer_id)
+
+
+@router.post("/transfers/{transfer_id}/approve")
+def approve(transfer_id: str, ctx: CtxDep, actor: ActorDep, body: ReviewIn | None = None) -> dict[str, Any]:
+    return transfers.review(ctx, actor, transfer_id, True, body.comment if body else None)
+
+
+@router.post("/transfers/{transfer_id}/refuse")
+def refuse(transfer_id: str, ctx: CtxDep, actor: ActorDep, body: ReviewIn | None = None) -> dict[str, Any]:
+    return transfers.review(ctx, actor, transfer_id, False, body.comment if body else None)
+
+
+@router.post("/transfers/{transfer_id}/release")
+def release(transfer_id: str, ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
+    return transfers.release(ctx, actor, transfer_id)

@@ -1,0 +1,75 @@
+"""Request bodies. Unknown fields are errors; sizes and lengths are bounded."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Name = Annotated[str, Field(min_length=1, max_length=64)]
+Marking = Annotated[str, Field(min_length=1, max_length=256)]
+Password = Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginIn(Strict):
+    user: Name
+    password: Password
+    label: Marking
+
+
+class TokenIn(Strict):
+    user: Name
+    label: Marking
+    ttl_s: Annotated[int, Field(gt=0, le=366 * 24 * 3600)] | None = None
+
+
+class QuotasIn(Strict):
+    gpu_hours: Annotated[float, Field(ge=0)] | None = None
+    kwh: Annotated[float, Field(ge=0)] | None = None
+    storage_bytes: Annotated[int, Field(ge=0)] | None = None
+
+
+class AgencyIn(Strict):
+    name: Name
+    quotas: QuotasIn = QuotasIn()
+
+
+class ProjectIn(Strict):
+    name: Name
+
+
+class UserIn(Strict):
+    name: Name
+    agency: Name
+    clearance: Marking
+    roles: Annotated[list[str], Field(max_length=8)] = ["user"]
+    password: Password | None = None
+
+
+class UserPatch(Strict):
+    clearance: Marking | None = None
+    roles: Annotated[list[str], Field(max_length=8)] | None = None
+    disabled: bool | None = None
+
+
+class PasswordIn(Strict):
+    new_password: Password
+    current_password: Password | None = None
+
+
+class ShareIn(Strict):
+    agency: Name
+
+
+class TransferIn(Strict):
+    artifact_id: Annotated[str, Field(min_length=1, max_length=64)]
+    to: Marking
+    why: Annotated[str, Field(min_length=1, max_length=4000)]
+
+
+class ReviewIn(Strict):
+    comment: Annotated[str, Field(max_length=4000)] | None = None

@@ -1,0 +1,1 @@
+"""Tamper-evident audit log: hash-chained, Ed25519-signed records with signed checkpoints."""

@@ -1,0 +1,36 @@
+"""Every kind of audit record. Services emit these; tests assert exact sequences."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class AuditEvent(StrEnum):
+    SERVER_BOOTSTRAPPED = "server.bootstrapped"
+    LOGIN_SUCCEEDED = "auth.login_succeeded"
+    LOGIN_FAILED = "auth.login_failed"
+    TOKEN_MINTED = "auth.token_minted"
+    TOKEN_REVOKED = "auth.token_revoked"
+    ACCESS_DENIED = "access.denied"
+    AGENCY_CREATED = "admin.agency_created"
+    AGENCY_UPDATED = "admin.agency_updated"
+    PROJECT_CREATED = "admin.project_created"
+    USER_CREATED = "admin.user_created"
+    USER_UPDATED = "admin.user_updated"
+    PASSWORD_SET = "admin.password_set"
+    ARTIFACT_CREATED = "artifact.created"
+    ARTIFACT_READ = "artifact.read"
+    ARTIFACT_DELETED = "artifact.deleted"
+    ARTIFACT_SHARED = "artifact.shared"
+    TRANSFER_REQUESTED = "transfer.requested"
+    TRANSFER_APPROVED = "transfer.approved"  # one reviewer's approval
+    TRANSFER_REFUSED = "transfer.refused"
+    TRANSFER_SCAN_REFUSED = "transfer.scan_refused"
+    TRANSFER_RELEASED = "transfer.released"
+    AUDIT_LISTED = "audit.listed"
+    AUDIT_VERIFIED = "audit.verified"
+
+
+class Outcome(StrEnum):
+    ALLOW = "allow"
+    DENY = "deny"

@@ -1,0 +1,151 @@
+"""Appending to and verifying the audit chain stored in the database.
+
+Appends happen inside the caller's transaction, so a record commits if and only if the
+action it records commits. The head row is locked (``SELECT … FOR UPDATE``; SQLite
+transactions are already serialised) so concurrent writers, even in different server
+processes, extend one chain instead of forking it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from enclave.audit.chain import (
+    Checkpoint,
+    VerifyResult,
+    canonical_json,
+    make_checkpoint,
+    record_hash,
+    sign,
+    verify_chain,
+)
+from enclave.audit.events import AuditEvent, Outcome
+from enclave.store.models import AuditHead, AuditRecord
+
+VERIFY_BATCH = 2000
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What a service wants recorded; the log adds sequence, time, chain and signature."""
+
+    event: AuditEvent
+    outcome: Outcome = Outcome.ALLOW
+    actor: str | None = None
+    agency: str | None = None
+    session_label: str | None = None
+    object_kind: str | None = None
+    object_id: str | None = None
+    object_label: str | None = None
+    label_rank: int = 0
+    details: dict[str, Any] | None = None
+
+
+def load_or_create_key(path: Path) -> Ed25519PrivateKey:
+    """The server's audit signing key (PEM, mode 0600), created on first use."""
+    if path.exists():
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ValueError(f"{path} is not an Ed25519 private key")
+        return key
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+    return key
+
+
+class AuditLog:
+    def __init__(self, key: Ed25519PrivateKey, checkpoint_path: Path) -> None:
+        self._key = key
+        self.public_key: Ed25519PublicKey = key.public_key()
+        self._checkpoint_path = checkpoint_path
+        self._checkpoint_lock = threading.Lock()
+
+    def append(self, session: Session, entry: Entry, now: datetime) -> AuditRecord:
+        head = session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one()
+        fields: dict[str, Any] = {
+            "seq": head.seq + 1,
+            "ts": now.isoformat(timespec="microseconds"),
+            "event": str(entry.event),
+            "outcome": str(entry.outcome),
+            "actor": entry.actor,
+            "agency": entry.agency,
+            "session_label": entry.session_label,
+            "object_kind": entry.object_kind,
+            "object_id": entry.object_id,
+            "object_label": entry.object_label,
+            "details": canonical_json(entry.details or {}),
+        }
+        digest = record_hash(head.hash, fields)
+        record = AuditRecord(
+            **fields,
+            label_rank=entry.label_rank,
+            prev_hash=head.hash,
+            hash=digest,
+            signature=sign(self._key, digest),
+        )
+        session.add(record)
+        head.seq, head.hash = record.seq, digest
+        return record
+
+    # -- checkpoints -------------------------------------------------------------------
+    def write_checkpoint(self, session: Session, now: datetime) -> Checkpoint:
+        """Sign the current head and store it beside the database (atomic replace)."""
+        head = session.execute(select(AuditHead).where(AuditHead.id == 1)).scalar_one()
+        cp = make_checkpoint(self._key, head.seq, head.hash, now.isoformat(timespec="microseconds"))
+        with self._checkpoint_lock:
+            current = self.read_checkpoint()
+            if current is not None and current.seq > cp.seq:
+                return current  # another writer checkpointed a newer head already
+            self._checkpoint_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = self._checkpoint_path.with_suffix(f".{os.getpid()}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(json.dumps(cp.__dict__))
+            os.replace(tmp, self._checkpoint_path)
+            return cp
+
+    def read_checkpoint(self) -> Checkpoint | None:
+        try:
+            data = json.loads(self._checkpoint_path.read_text())
+        except FileNotFoundError:
+            return None
+        except (ValueError, OSError):
+            # An unreadable checkpoint is itself tampering: verify against an impossible one.
+            return Checkpoint(seq=0, hash="", ts="", signature="")
+        return Checkpoint(int(data["seq"]), str(data["hash"]), str(data["ts"]), str(data["signature"]))
+
+    # -- verification ------------------------------------------------------------------
+    def verify(self, session: Session) -> VerifyResult:
+        return verify_chain(self._rows(session), self.public_key, self.read_checkpoint())
+
+    @staticmethod
+    def _rows(session: Session) -> Iterator[dict[str, Any]]:
+        cols = [c for c in AuditRecord.__table__.columns]
+        last = 0
+        while True:
+            batch = session.execute(
+                select(*cols).where(AuditRecord.seq > last).order_by(AuditRecord.seq).limit(VERIFY_BATCH)
+            ).all()
+            if not batch:
+                return
+            for row in batch:
+                yield dict(row._mapping)
+            last = batch[-1].seq

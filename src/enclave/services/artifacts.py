@@ -1,0 +1,252 @@
+"""Labelled artifacts: encrypted blobs plus metadata, read and written only through the gate.
+
+An artifact is created at exactly the session label (star property), stored encrypted with
+its label's key, checksummed, size-limited and soft-deleted. Uploads stream: content is
+encrypted to a temporary file as it arrives and published only when the size, checksum and
+policy checks have passed, so a refused upload leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from enclave.audit.events import AuditEvent
+from enclave.errors import Conflict, InvalidInput, NotFound, TooLarge
+from enclave.policy import Action, Resource, decide
+from enclave.services.context import Context
+from enclave.services.tenancy import agency_by_name
+from enclave.services.unit import Actor, Unit, entry_for, unit
+from enclave.store.models import Agency, Artifact, Project, Share
+
+MAX_NAME_CHARS = 256
+
+
+def resource_of(
+    ctx: Context, art: Artifact, agency: str, shared_with: frozenset[str] = frozenset()
+) -> Resource:
+    return Resource(
+        kind="artifact", label=ctx.scheme.parse(art.label), agency=agency, shared_with=shared_with
+    )
+
+
+def load(u: Unit, actor: Actor, artifact_id: str, action: Action = Action.READ) -> tuple[Artifact, Resource]:
+    """Fetch an artifact through the gate: missing and invisible look the same."""
+    row = u.session.execute(
+        select(Artifact, Agency.name)
+        .join(Agency, Artifact.agency_id == Agency.id)
+        .where(Artifact.id == artifact_id, Artifact.deleted_at.is_(None))
+    ).first()
+    if row is None:
+        raise NotFound(f"artifact {artifact_id} not found")
+    art, agency = row
+    res = resource_of(u.ctx, art, agency, _shares(u.session, art.id))
+    u.require(actor, action, res, artifact_id)
+    return art, res
+
+
+def _shares(session: Session, object_id: str) -> frozenset[str]:
+    rows = session.execute(
+        select(Agency.name).join(Share, Share.agency_id == Agency.id).where(Share.object_id == object_id)
+    )
+    return frozenset(rows.scalars())
+
+
+def view(art: Artifact, agency: str, shared_with: frozenset[str] = frozenset()) -> dict[str, Any]:
+    return {
+        "id": art.id,
+        "name": art.name,
+        "kind": art.kind,
+        "label": art.label,
+        "agency": agency,
+        "size_bytes": art.size_bytes,
+        "sha256": art.sha256,
+        "metadata": art.meta,
+        "derived_from": art.derived_from,
+        "shared_with": sorted(shared_with),
+        "created_at": art.created_at.isoformat(),
+    }
+
+
+def _check_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > MAX_NAME_CHARS or any(ord(c) < 32 for c in name):
+        raise InvalidInput(f"artifact name must be 1-{MAX_NAME_CHARS} printable characters")
+    return name
+
+
+async def put(
+    ctx: Context,
+    actor: Actor,
+    name: str,
+    content: AsyncIterator[bytes],
+    *,
+    expected_sha256: str | None = None,
+    project: str | None = None,
+    kind: str = "artifact",
+    meta: dict[str, Any] | None = None,
+    max_bytes: int | None = None,
+) -> dict[str, Any]:
+    name = _check_name(name)
+    if expected_sha256 is not None and (len(expected_sha256) != 64 or not _is_hex(expected_sha256)):
+        raise InvalidInput("checksum must be 64 hex digits of SHA-256")
+    label = actor.subject.session
+    res = Resource(kind="artifact", label=label, agency=actor.subject.agency)
+    limit = min(max_bytes or ctx.settings.max_upload_bytes, ctx.settings.max_upload_bytes)
+    # Check policy and quota before reading a byte, then again when committing.
+    with unit(ctx) as u:
+        u.require(actor, Action.CREATE, res)
+        project_id = _project_id(u.session, actor, project)
+        limit = min(limit, _storage_left(u.session, actor.agency_id))
+    art_id = str(uuid.uuid4())
+    writer = ctx.blobs.writer(label.marking, art_id, limit)
+    try:
+        async for chunk in content:
+            writer.write(chunk)
+        if writer.size == 0:
+            raise InvalidInput("empty content: nothing to store")
+        if expected_sha256 is not None and expected_sha256.lower() != writer.sha256:
+            raise InvalidInput("checksum mismatch: the content is not what was sent")
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    try:
+        with unit(ctx) as u:
+            u.require(actor, Action.CREATE, res)
+            if writer.size > _storage_left(u.session, actor.agency_id):
+                raise TooLarge("agency storage quota exceeded")
+            art = Artifact(
+                id=art_id,
+                name=name,
+                kind=kind,
+                label=label.marking,
+                label_rank=label.rank,
+                agency_id=actor.agency_id,
+                project_id=project_id,
+                owner_id=actor.user_id,
+                size_bytes=writer.size,
+                sha256=writer.sha256,
+                blob_key=art_id,
+                meta=meta or {},
+                derived_from=[],
+                created_at=ctx.now(),
+            )
+            u.session.add(art)
+            u.record(
+                entry_for(
+                    actor,
+                    AuditEvent.ARTIFACT_CREATED,
+                    res,
+                    art_id,
+                    details={"name": name, "size": writer.size, "sha256": writer.sha256},
+                )
+            )
+    except BaseException:
+        ctx.blobs.delete(label.marking, art_id)
+        raise
+    return view(art, actor.subject.agency)
+
+
+def _is_hex(text: str) -> bool:
+    try:
+        int(text, 16)
+    except ValueError:
+        return False
+    return True
+
+
+def _project_id(session: Session, actor: Actor, project: str | None) -> int | None:
+    if project is None:
+        return None
+    pid = session.execute(
+        select(Project.id).where(Project.agency_id == actor.agency_id, Project.name == project)
+    ).scalar_one_or_none()
+    if pid is None:
+        raise InvalidInput(f"no project {project!r} in agency {actor.subject.agency}")
+    return pid
+
+
+def _storage_left(session: Session, agency_id: int) -> int:
+    quota = session.execute(select(Agency.quota_storage_bytes).where(Agency.id == agency_id)).scalar_one()
+    if quota is None:
+        return 1 << 62
+    used = session.execute(
+        select(func.coalesce(func.sum(Artifact.size_bytes), 0)).where(
+            Artifact.agency_id == agency_id, Artifact.deleted_at.is_(None)
+        )
+    ).scalar_one()
+    return max(0, int(quota) - int(used))
+
+
+def list_visible(
+    ctx: Context, actor: Actor, kind: str | None = None, limit: int = 1000
+) -> list[dict[str, Any]]:
+    """Artifacts the session may read. SQL narrows by agency and level; the gate decides."""
+    s = actor.subject
+    shared_ids = select(Share.object_id).where(Share.agency_id == actor.agency_id)
+    query = (
+        select(Artifact, Agency.name)
+        .join(Agency, Artifact.agency_id == Agency.id)
+        .where(
+            Artifact.deleted_at.is_(None),
+            Artifact.label_rank <= s.session.rank,
+            or_(Artifact.agency_id == actor.agency_id, Artifact.id.in_(shared_ids)),
+        )
+        .order_by(Artifact.created_at, Artifact.id)
+    )
+    if kind is not None:
+        query = query.where(Artifact.kind == kind)
+    out: list[dict[str, Any]] = []
+    with unit(ctx) as u:
+        for art, agency in u.session.execute(query).tuples():
+            shares = _shares(u.session, art.id)
+            res = resource_of(ctx, art, agency, shares)
+            if decide(s, Action.READ, res).allowed:
+                out.append(view(art, agency, shares))
+                if len(out) >= limit:
+                    break
+    return out
+
+
+def show(ctx: Context, actor: Actor, artifact_id: str) -> dict[str, Any]:
+    with unit(ctx) as u:
+        art, res = load(u, actor, artifact_id)
+        u.record(entry_for(actor, AuditEvent.ARTIFACT_READ, res, artifact_id, details={"part": "metadata"}))
+        return view(art, res.agency or "", res.shared_with)
+
+
+def open_content(ctx: Context, actor: Actor, artifact_id: str) -> tuple[dict[str, Any], Iterator[bytes]]:
+    """Authorise and audit a read, then return the metadata and a decrypting iterator."""
+    with unit(ctx) as u:
+        art, res = load(u, actor, artifact_id)
+        u.record(entry_for(actor, AuditEvent.ARTIFACT_READ, res, artifact_id, details={"part": "content"}))
+    return view(art, res.agency or "", res.shared_with), ctx.blobs.read(art.label, art.blob_key)
+
+
+def delete(ctx: Context, actor: Actor, artifact_id: str) -> None:
+    """Soft delete: the row stays (for audit and lineage), the artifact disappears."""
+    with unit(ctx) as u:
+        art, res = load(u, actor, artifact_id, Action.DELETE)
+        art.deleted_at = ctx.now()
+        u.record(entry_for(actor, AuditEvent.ARTIFACT_DELETED, res, artifact_id))
+
+
+def share(ctx: Context, actor: Actor, artifact_id: str, agency_name: str) -> dict[str, Any]:
+    with unit(ctx) as u:
+        art, res = load(u, actor, artifact_id, Action.SHARE)
+        target = agency_by_name(u.session, agency_name)
+        if target.id == actor.agency_id:
+            raise InvalidInput("an artifact is always visible to its own agency")
+        if u.session.get(Share, (artifact_id, target.id)) is not None:
+            raise Conflict(f"artifact already shared with {agency_name}")
+        u.session.add(Share(object_id=artifact_id, agency_id=target.id, created_at=ctx.now()))
+        u.record(
+            entry_for(actor, AuditEvent.ARTIFACT_SHARED, res, artifact_id, details={"with": agency_name})
+        )
+        shared = res.shared_with | {agency_name}
+        return view(art, res.agency or "", shared)

@@ -1,0 +1,74 @@
+"""Everything a use case needs, built once per server process."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from enclave.audit.log import AuditLog, load_or_create_key
+from enclave.blobs import BlobStore, load_or_create_master_key
+from enclave.fleet import Fleet, load_fleet
+from enclave.guard_scan import ExtraPattern
+from enclave.labels import LabelScheme
+from enclave.store.db import make_engine, migrate, session_factory, sqlite_url
+
+DEFAULT_HOME = Path("~/.enclave")
+MAX_UPLOAD_BYTES = 1 << 30  # 1 GiB per artifact
+MAX_JSON_BYTES = 1 << 20  # 1 MiB per JSON request body
+TOKEN_TTL_S = 12 * 3600
+ADMIN_TOKEN_TTL_S = 365 * 24 * 3600
+LOGIN_MAX_FAILURES = 5  # within LOGIN_WINDOW_S, then locked for LOGIN_LOCKOUT_S
+LOGIN_WINDOW_S = 15 * 60
+LOGIN_LOCKOUT_S = 15 * 60
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("ENCLAVE_HOME", str(DEFAULT_HOME))).expanduser()
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path = field(default_factory=default_home)
+    db_url: str | None = None  # default: SQLite file under home
+    fleet: str = "local"
+    max_upload_bytes: int = MAX_UPLOAD_BYTES
+    max_json_bytes: int = MAX_JSON_BYTES
+    token_ttl_s: int = TOKEN_TTL_S
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or sqlite_url(self.home / "enclave.db")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Context:
+    """Engine, fleet, keys and stores of one control-plane process."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], datetime] = utc_now) -> None:
+        self.settings = settings
+        home = settings.home
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(home, 0o700)
+        self.fleet: Fleet = load_fleet(settings.fleet)
+        self.scheme: LabelScheme = self.fleet.scheme
+        self.guard_patterns = tuple(ExtraPattern(p.pattern, p.marking) for p in self.fleet.guard.patterns)
+        self.engine: Engine = make_engine(settings.database_url)
+        migrate(self.engine)
+        self.sessions: sessionmaker[Session] = session_factory(self.engine)
+        self.audit = AuditLog(
+            load_or_create_key(home / "keys" / "audit-ed25519.pem"), home / "audit" / "checkpoint.json"
+        )
+        self.blobs = BlobStore(home / "blobs", load_or_create_master_key(home / "keys" / "master.key"))
+        self.now = clock
+
+    def close(self) -> None:
+        self.engine.dispose()

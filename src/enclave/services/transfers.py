@@ -1,0 +1,337 @@
+"""The cross-domain guard: the only way content moves to a label it is not already at.
+
+* Upgrade (target dominates source): copied at once, no review, audited.
+* Downgrade (target lower or incomparable): a request with a justification; the content is
+  scanned for markings above the target (refused at once if any); two distinct release
+  authorities whose clearance dominates the source approve (the requester never counts);
+  the guard scans again and writes a copy at the target label. One refusal ends it.
+
+States: ``pending → approved → released``, or ``refused`` from pending or approved. The
+approval that completes the review commits before the release runs, so a release that fails
+midway (disk, crash) leaves an ``approved`` transfer that ``release`` finishes later.
+"""
+
+from __future__ import annotations
+
+import uuid
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import select
+
+from enclave.audit.events import AuditEvent, Outcome
+from enclave.errors import Conflict, InvalidInput, NotFound
+from enclave.guard_scan import MarkingScanner
+from enclave.labels import Label
+from enclave.policy import Action, Resource, decide, plan_transfer
+from enclave.services import artifacts
+from enclave.services.context import Context
+from enclave.services.unit import Actor, Unit, entry_for, unit
+from enclave.store.models import Agency, Artifact, Transfer, TransferReview, User
+
+MAX_JUSTIFICATION_CHARS = 4000
+
+
+class TransferState(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REFUSED = "refused"
+    RELEASED = "released"
+
+
+def _resource(ctx: Context, t: Transfer, agency: str, requester: str) -> Resource:
+    return Resource(kind="transfer", label=ctx.scheme.parse(t.source_label), agency=agency, owner=requester)
+
+
+def _load(u: Unit, actor: Actor, transfer_id: str, action: Action = Action.READ) -> tuple[Transfer, Resource]:
+    row = u.session.execute(
+        select(Transfer, Agency.name, User.name)
+        .join(Agency, Transfer.agency_id == Agency.id)
+        .join(User, Transfer.requester_id == User.id)
+        .where(Transfer.id == transfer_id)
+    ).first()
+    if row is None:
+        raise NotFound(f"transfer {transfer_id} not found")
+    t, agency, requester = row
+    res = _resource(u.ctx, t, agency, requester)
+    u.require(actor, action, res, transfer_id)
+    return t, res
+
+
+def _view(u: Unit, t: Transfer, requester: str) -> dict[str, Any]:
+    reviews = u.session.execute(
+        select(TransferReview, User.name)
+        .join(User, TransferReview.reviewer_id == User.id)
+        .where(TransferReview.transfer_id == t.id)
+        .order_by(TransferReview.id)
+    ).tuples()
+    return {
+        "id": t.id,
+        "artifact_id": t.artifact_id,
+        "source_label": t.source_label,
+        "target_label": t.target_label,
+        "justification": t.justification,
+        "requester": requester,
+        "downgrade": t.downgrade,
+        "state": t.state,
+        "reason": t.reason,
+        "reviews": [
+            {"reviewer": name, "decision": r.decision, "comment": r.comment, "at": r.created_at.isoformat()}
+            for r, name in reviews
+        ],
+        "released_artifact_id": t.result_artifact_id,
+        "created_at": t.created_at.isoformat(),
+        "updated_at": t.updated_at.isoformat(),
+    }
+
+
+def _scan(ctx: Context, art: Artifact, target: Label) -> list[str]:
+    scanner = MarkingScanner(ctx.scheme, ctx.guard_patterns)
+    for chunk in ctx.blobs.read(art.label, art.blob_key):
+        scanner.feed(chunk)
+    return [f.text for f in scanner.above(target)]
+
+
+def request(
+    ctx: Context, actor: Actor, artifact_id: str, target_marking: str, justification: str
+) -> dict[str, Any]:
+    target = ctx.scheme.parse(target_marking)
+    justification = justification.strip()
+    if not justification or len(justification) > MAX_JUSTIFICATION_CHARS:
+        raise InvalidInput(f"a justification of 1-{MAX_JUSTIFICATION_CHARS} characters is required")
+    with unit(ctx) as u:
+        art, art_res = artifacts.load(u, actor, artifact_id, Action.REQUEST_TRANSFER)
+        source = ctx.scheme.parse(art.label)
+    if target == source:
+        raise InvalidInput(f"artifact is already at {target}")
+    plan = plan_transfer(source, target)
+    found = _scan(ctx, art, target) if plan.downgrade else []
+    now = ctx.now()
+    transfer_id = str(uuid.uuid4())
+    with unit(ctx) as u:
+        art, art_res = artifacts.load(u, actor, artifact_id, Action.REQUEST_TRANSFER)
+        t = Transfer(
+            id=transfer_id,
+            artifact_id=artifact_id,
+            agency_id=art.agency_id,
+            source_label=source.marking,
+            source_rank=source.rank,
+            target_label=target.marking,
+            justification=justification,
+            requester_id=actor.user_id,
+            downgrade=plan.downgrade,
+            state=TransferState.PENDING if plan.downgrade else TransferState.APPROVED,
+            created_at=now,
+            updated_at=now,
+        )
+        u.session.add(t)
+        res = _resource(ctx, t, art_res.agency or "", actor.subject.user)
+        details: dict[str, object] = {
+            "artifact": artifact_id,
+            "to": target.marking,
+            "downgrade": plan.downgrade,
+        }
+        u.record(entry_for(actor, AuditEvent.TRANSFER_REQUESTED, res, transfer_id, details=details))
+        if found:
+            t.state = TransferState.REFUSED
+            t.reason = f"guard scan found markings above {target}: {', '.join(found[:10])}"
+            u.record(
+                entry_for(
+                    actor,
+                    AuditEvent.TRANSFER_SCAN_REFUSED,
+                    res,
+                    transfer_id,
+                    outcome=Outcome.DENY,
+                    details={"found": found[:50]},
+                )
+            )
+    if not plan.downgrade:
+        return release(ctx, actor, transfer_id)
+    return show(ctx, actor, transfer_id)
+
+
+def review(
+    ctx: Context, actor: Actor, transfer_id: str, approve: bool, comment: str | None = None
+) -> dict[str, Any]:
+    with unit(ctx) as u:
+        t, res = _load(u, actor, transfer_id, Action.REVIEW_TRANSFER)
+        if t.state != TransferState.PENDING:
+            raise Conflict(f"transfer is {t.state}, not pending")
+        already = u.session.execute(
+            select(TransferReview.id).where(
+                TransferReview.transfer_id == t.id, TransferReview.reviewer_id == actor.user_id
+            )
+        ).first()
+        if already:
+            raise Conflict("you have already reviewed this transfer; a second reviewer must be someone else")
+        now = ctx.now()
+        u.session.add(
+            TransferReview(
+                transfer_id=t.id,
+                reviewer_id=actor.user_id,
+                decision="approve" if approve else "refuse",
+                comment=comment,
+                created_at=now,
+            )
+        )
+        t.updated_at = now
+        if not approve:
+            t.state = TransferState.REFUSED
+            t.reason = f"refused by {actor.subject.user}" + (f": {comment}" if comment else "")
+            u.record(
+                entry_for(
+                    actor,
+                    AuditEvent.TRANSFER_REFUSED,
+                    res,
+                    transfer_id,
+                    outcome=Outcome.DENY,
+                    details={"comment": comment},
+                )
+            )
+        else:
+            u.session.flush()
+            approvals = (
+                u.session.execute(
+                    select(TransferReview.reviewer_id).where(
+                        TransferReview.transfer_id == t.id, TransferReview.decision == "approve"
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            if (
+                len(set(approvals))
+                >= plan_transfer(
+                    ctx.scheme.parse(t.source_label), ctx.scheme.parse(t.target_label)
+                ).reviews_needed
+            ):
+                t.state = TransferState.APPROVED
+            u.record(
+                entry_for(
+                    actor,
+                    AuditEvent.TRANSFER_APPROVED,
+                    res,
+                    transfer_id,
+                    details={"approvals": len(set(approvals)), "comment": comment},
+                )
+            )
+        state = t.state
+    if state == TransferState.APPROVED:
+        return release(ctx, actor, transfer_id)
+    return show(ctx, actor, transfer_id)
+
+
+def release(ctx: Context, actor: Actor, transfer_id: str) -> dict[str, Any]:
+    """Finish an approved transfer: scan again, write the copy at the target label."""
+    with unit(ctx) as u:
+        t, res = _load(u, actor, transfer_id)
+        if t.state == TransferState.RELEASED:
+            return _view(u, t, res.owner or "")
+        if t.state != TransferState.APPROVED:
+            raise Conflict(f"transfer is {t.state}, not approved")
+        art = u.session.get_one(Artifact, t.artifact_id)
+    target = ctx.scheme.parse(t.target_label)
+    found = _scan(ctx, art, target) if t.downgrade else []
+    new_id = str(uuid.uuid4())
+    if not found:
+        writer = ctx.blobs.writer(target.marking, new_id, max(art.size_bytes, 1))
+        try:
+            for chunk in ctx.blobs.read(art.label, art.blob_key):
+                writer.write(chunk)
+            writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+    try:
+        with unit(ctx) as u:
+            t, res = _load(u, actor, transfer_id)
+            if t.state != TransferState.APPROVED:
+                raise Conflict(f"transfer is {t.state}, not approved")
+            now = ctx.now()
+            t.updated_at = now
+            if found:
+                t.state = TransferState.REFUSED
+                t.reason = f"guard scan found markings above {target}: {', '.join(found[:10])}"
+                u.record(
+                    entry_for(
+                        actor,
+                        AuditEvent.TRANSFER_SCAN_REFUSED,
+                        res,
+                        transfer_id,
+                        outcome=Outcome.DENY,
+                        details={"found": found[:50]},
+                    )
+                )
+            else:
+                copy = Artifact(
+                    id=new_id,
+                    name=art.name,
+                    kind=art.kind,
+                    label=target.marking,
+                    label_rank=target.rank,
+                    agency_id=art.agency_id,
+                    project_id=art.project_id,
+                    owner_id=t.requester_id,
+                    size_bytes=art.size_bytes,
+                    sha256=art.sha256,
+                    blob_key=new_id,
+                    meta={**art.meta, "transfer": t.id},
+                    derived_from=[art.id],
+                    created_at=now,
+                )
+                u.session.add(copy)
+                t.state = TransferState.RELEASED
+                t.result_artifact_id = new_id
+                copy_res = Resource(kind="artifact", label=target, agency=res.agency)
+                u.record(
+                    entry_for(
+                        actor,
+                        AuditEvent.TRANSFER_RELEASED,
+                        res,
+                        transfer_id,
+                        details={"artifact": new_id, "to": target.marking},
+                    )
+                )
+                u.record(
+                    entry_for(
+                        actor,
+                        AuditEvent.ARTIFACT_CREATED,
+                        copy_res,
+                        new_id,
+                        details={"by": "guard", "transfer": t.id},
+                    )
+                )
+            return _view(u, t, res.owner or "")
+    except BaseException:
+        if not found:
+            ctx.blobs.delete(target.marking, new_id)
+        raise
+
+
+def show(ctx: Context, actor: Actor, transfer_id: str) -> dict[str, Any]:
+    with unit(ctx) as u:
+        t, res = _load(u, actor, transfer_id)
+        return _view(u, t, res.owner or "")
+
+
+def list_visible(
+    ctx: Context, actor: Actor, state: str | None = None, limit: int = 1000
+) -> list[dict[str, Any]]:
+    s = actor.subject
+    query = (
+        select(Transfer, Agency.name, User.name)
+        .join(Agency, Transfer.agency_id == Agency.id)
+        .join(User, Transfer.requester_id == User.id)
+        .where(Transfer.agency_id == actor.agency_id, Transfer.source_rank <= s.session.rank)
+        .order_by(Transfer.created_at, Transfer.id)
+    )
+    if state is not None:
+        query = query.where(Transfer.state == TransferState(state).value)
+    out: list[dict[str, Any]] = []
+    with unit(ctx) as u:
+        for t, agency, requester in u.session.execute(query).tuples():
+            if decide(s, Action.READ, _resource(ctx, t, agency, requester)).allowed:
+                out.append(_view(u, t, requester))
+                if len(out) >= limit:
+                    break
+    return out

@@ -1,0 +1,117 @@
+"""The unit of work: one transaction, the policy gate, and audit records inside it.
+
+``with unit(ctx) as u:`` opens a transaction. ``u.require(...)`` asks the policy gate; a
+denial rolls the transaction back, then records ``access.denied`` in a transaction of its
+own (a denial must be audited even though the action is not), and raises NotFound when the
+object is invisible or Forbidden when it is visible. ``u.record(entry)`` appends an audit
+record that commits with the action. After a commit that wrote records, the signed
+checkpoint is refreshed so that truncating the log is detectable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from enclave.audit.events import AuditEvent, Outcome
+from enclave.audit.log import Entry
+from enclave.errors import Forbidden, NotFound
+from enclave.policy import Action, Decision, Resource, Subject, decide
+from enclave.services.context import Context
+
+
+@dataclass(frozen=True)
+class Actor:
+    """An authenticated session: the policy subject plus the ids the store needs."""
+
+    subject: Subject
+    user_id: int
+    agency_id: int
+    token_id: str | None = None
+
+
+class _Denied(Exception):
+    def __init__(self, entry: Entry, public: Exception) -> None:
+        self.entry = entry
+        self.public = public
+
+
+class Unit:
+    def __init__(self, ctx: Context, session: Session) -> None:
+        self.ctx = ctx
+        self.session = session
+        self.recorded = 0
+
+    def record(self, entry: Entry) -> None:
+        self.ctx.audit.append(self.session, entry, self.ctx.now())
+        self.recorded += 1
+
+    def require(self, actor: Actor | None, action: Action, resource: Resource, ref: str = "") -> Decision:
+        if actor is None:
+            raise NotFound(f"{resource.kind} {ref} not found".replace("  ", " "))
+        decision = decide(actor.subject, action, resource)
+        if decision.allowed:
+            return decision
+        public: Exception
+        if decision.visible:
+            public = Forbidden(decision.reason)
+        else:
+            # Same words as a truly missing object: an invisible one must not be told apart.
+            public = NotFound(f"{resource.kind} {ref} not found".replace("  ", " "))
+        entry = entry_for(
+            actor,
+            AuditEvent.ACCESS_DENIED,
+            resource,
+            ref,
+            outcome=Outcome.DENY,
+            details={"action": str(action), "rule": decision.rule, "reason": decision.reason},
+        )
+        raise _Denied(entry, public)
+
+
+def entry_for(
+    actor: Actor | None,
+    event: AuditEvent,
+    resource: Resource | None = None,
+    ref: str | None = None,
+    *,
+    outcome: Outcome = Outcome.ALLOW,
+    details: dict[str, object] | None = None,
+) -> Entry:
+    s = actor.subject if actor else None
+    label = resource.label if resource else None
+    return Entry(
+        event=event,
+        outcome=outcome,
+        actor=s.user if s else None,
+        agency=s.agency if s else None,
+        session_label=s.session.marking if s else None,
+        object_kind=resource.kind if resource else None,
+        object_id=ref or None,
+        object_label=label.marking if label else None,
+        label_rank=label.rank if label else 0,
+        details=dict(details or {}),
+    )
+
+
+@contextmanager
+def unit(ctx: Context) -> Iterator[Unit]:
+    try:
+        with ctx.sessions() as session, session.begin():
+            u = Unit(ctx, session)
+            yield u
+    except _Denied as denied:
+        with ctx.sessions() as session, session.begin():
+            ctx.audit.append(session, denied.entry, ctx.now())
+        _checkpoint(ctx)
+        raise denied.public from None
+    if u.recorded:
+        _checkpoint(ctx)
+
+
+def _checkpoint(ctx: Context) -> None:
+    with ctx.sessions() as session:
+        ctx.audit.write_checkpoint(session, ctx.now())

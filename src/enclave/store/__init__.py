@@ -1,0 +1,1 @@
+"""Durable state: SQLAlchemy models, engine set-up and Alembic migrations."""

@@ -2,11 +2,13 @@
 
 A fleet is a TOML file (see ``enclave/fleets/*.toml`` for the built-in ``local`` and
 ``gigawatt`` fleets). Parsing validates everything up front — unknown keys, unknown labels,
-non-positive sizes — so a bad file fails at start-up with a message naming the field.
+non-positive sizes, infinite or NaN numbers, duplicate names, guard patterns that do not
+compile — so a bad file fails at start-up with a message naming the field.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -21,7 +23,8 @@ BUILTIN_FLEETS = ("local", "gigawatt")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # TOML has inf and nan: an infinite power cap or node draw would make the cap meaningless.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class NodePool(_Strict):
@@ -137,22 +140,39 @@ def parse_fleet(text: str, source: str = "<fleet>") -> Fleet:
     names = [r.name for r in fleet.regions]
     if len(set(names)) != len(names):
         raise InvalidInput(f"{source}: region names must be unique")
-    scheme = fleet.scheme
     for region in fleet.regions:
-        scheme.parse(region.accreditation)  # raises on an unknown marking
-    for item in fleet.guard.patterns:
-        scheme.parse(item.marking)
+        pools = [p.name for p in region.pools]
+        if len(set(pools)) != len(pools):
+            raise InvalidInput(f"{source}: regions.{region.name}.pools: pool names must be unique")
+    where = "labels"
+    try:
+        scheme = fleet.scheme
+        for region in fleet.regions:
+            where = f"regions.{region.name}.accreditation"
+            scheme.parse(region.accreditation)  # raises on an unknown marking
+        for i, item in enumerate(fleet.guard.patterns):
+            where = f"guard.patterns.{i}.marking"
+            scheme.parse(item.marking)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{source}: {where}: {exc.detail}") from exc
+    for i, item in enumerate(fleet.guard.patterns):
+        try:
+            re.compile(item.pattern)
+        except re.error as exc:
+            raise InvalidInput(
+                f"{source}: guard.patterns.{i}.pattern: not a valid regular expression: {exc}"
+            ) from exc
     return fleet
 
 
 def load_fleet(name_or_path: str) -> Fleet:
     """A built-in fleet by name (``local``, ``gigawatt``) or a TOML file by path."""
     if name_or_path in BUILTIN_FLEETS:
-        text = resources.files("enclave.fleets").joinpath(f"{name_or_path}.toml").read_text()
+        text = resources.files("enclave.fleets").joinpath(f"{name_or_path}.toml").read_text(encoding="utf-8")
         return parse_fleet(text, name_or_path)
     path = Path(name_or_path)
     if not path.is_file():
         raise InvalidInput(
             f"no fleet named {name_or_path!r} (built-in: {', '.join(BUILTIN_FLEETS)}) and no such file"
         )
-    return parse_fleet(path.read_text(), str(path))
+    return parse_fleet(path.read_text(encoding="utf-8"), str(path))

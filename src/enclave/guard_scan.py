@@ -41,6 +41,7 @@ def _words(name: str) -> str:
     """A level name as a pattern, any run of white space between its words."""
     return r"\s+".join(re.escape(word) for word in name.split())
 
+
 @dataclass(frozen=True)
 class Finding:
     text: str  # the matched marking, as written
@@ -102,6 +103,8 @@ class MarkingScanner:
         keep = _OVERLAP_CHARS + 1
         if len(text) > keep:
             self._tail, self._context = text[-keep:], 1
+        else:
+            self._tail = text
 
     def findings(self) -> list[Finding]:
         return sorted(self._findings.values(), key=lambda f: (-f.label.rank, f.text, f.label.marking))
@@ -119,6 +122,7 @@ class MarkingScanner:
         # Unknown compartments are kept: the label then lies outside the scheme, so no target
         # dominates it and the content can never be released on the strength of this scan.
         return Label(base.rank, base.level, frozenset(c.strip() for c in comps.split("/") if c.strip()))
+
 
 def scan(
     scheme: LabelScheme, content: bytes, target: Label, extra: Iterable[ExtraPattern] = ()

@@ -17,7 +17,9 @@ The model is Bell–LaPadula over :mod:`enclave.labels` plus tenancy:
   404, leave it out of listings and counts, and never name it in an error.
 
 Rules are small, named and ordered; the first that denies wins. An action with no rule set
-is denied (deny by default).
+(or an empty one) is denied (deny by default). Rules that make an object invisible come
+before rules that answer "forbidden", so a refusal never confirms that an unreadable object
+exists.
 """
 
 from __future__ import annotations
@@ -99,9 +101,13 @@ def session_within_clearance(s: Subject, a: Action, r: Resource) -> Decision | N
     return None
 
 
+_CROSS_AGENCY_AUDIT = frozenset({Role.AUDITOR, Role.ADMIN})
+
+
 def tenancy(s: Subject, a: Action, r: Resource) -> Decision | None:
-    """An agency sees its own objects and those shared with it (auditors read across agencies)."""
-    if r.agency is None or a is Action.READ_AUDIT:
+    """An agency sees its own objects and those shared with it (auditors read audit records
+    across agencies; to anyone else another agency's audit record is invisible)."""
+    if r.agency is None or (a is Action.READ_AUDIT and s.roles & _CROSS_AGENCY_AUDIT):
         return None
     if r.agency == s.agency or s.agency in r.shared_with:
         return None
@@ -130,6 +136,14 @@ def owning_agency(s: Subject, a: Action, r: Resource) -> Decision | None:
     if r.agency is None or r.agency == s.agency:
         return None
     return _deny("owning_agency", "only the owning agency may do this", visible=True)
+
+
+def new_object_labelled(s: Subject, a: Action, r: Resource) -> Decision | None:
+    """Every object a session creates carries a label (mandatory access control on every
+    object); unlabelled system objects such as agencies and users are made by ADMINISTER."""
+    if r.label is None:
+        return _deny("new_object_labelled", "a new object needs a label", visible=True)
+    return None
 
 
 def _needs_role(*roles: Role) -> Rule:
@@ -161,7 +175,7 @@ def not_own_request(s: Subject, a: Action, r: Resource) -> Decision | None:
 
 RULES: dict[Action, tuple[Rule, ...]] = {
     Action.READ: (session_within_clearance, tenancy, simple_security),
-    Action.CREATE: (session_within_clearance, tenancy, owning_agency, star_property),
+    Action.CREATE: (session_within_clearance, tenancy, owning_agency, new_object_labelled, star_property),
     Action.WRITE: (session_within_clearance, tenancy, simple_security, owning_agency, star_property),
     Action.DELETE: (session_within_clearance, tenancy, simple_security, owning_agency, star_property),
     Action.SHARE: (session_within_clearance, tenancy, simple_security, owning_agency, star_property),
@@ -175,7 +189,12 @@ RULES: dict[Action, tuple[Rule, ...]] = {
         not_own_request,
     ),
     Action.ADMINISTER: (session_within_clearance, _needs_role(Role.ADMIN)),
-    Action.READ_AUDIT: (session_within_clearance, _needs_role(Role.AUDITOR, Role.ADMIN), simple_security),
+    Action.READ_AUDIT: (
+        session_within_clearance,
+        tenancy,
+        simple_security,
+        _needs_role(Role.AUDITOR, Role.ADMIN),
+    ),
     Action.MINT_TOKEN: (session_within_clearance,),
 }
 
@@ -183,7 +202,7 @@ RULES: dict[Action, tuple[Rule, ...]] = {
 def decide(subject: Subject, action: Action, resource: Resource) -> Decision:
     """Answer one access question. Deny by default; the first denying rule wins."""
     rules = RULES.get(action)
-    if rules is None:
+    if not rules:
         return _deny("default_deny", f"no policy for action {action}", visible=False)
     for rule in rules:
         verdict = rule(subject, action, resource)

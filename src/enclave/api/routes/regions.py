@@ -21,6 +21,9 @@ def region_view(ctx: Context, actor: Actor, r: Region) -> dict[str, Any]:
         "accreditation": accreditation.marking,
         "accepts_session_label": may_place(actor.subject.session, accreditation),
         "backend": r.backend.model_dump(),
+        # The local executor runs inside this process: serving the request proves it is up.
+        # Remote back ends (Slurm, Ray) report their own health once they exist.
+        "healthy": r.backend.type == "local",
         "power_cap_mw": r.power_cap_mw,
         "pue": r.pue,
         "carbon_g_per_kwh": r.carbon_g_per_kwh,

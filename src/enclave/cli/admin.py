@@ -1,0 +1,149 @@
+"""`enclave admin ...`: agencies, projects, users and tokens."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from enclave.cli.common import JsonOpt, client, print_json, print_table, read_password
+
+app = typer.Typer(help="Administer agencies, projects, users and tokens.", no_args_is_help=True)
+agency_app = typer.Typer(help="Agencies (tenants) and their quotas.", no_args_is_help=True)
+project_app = typer.Typer(help="Projects inside an agency.", no_args_is_help=True)
+user_app = typer.Typer(help="Users, clearances and roles.", no_args_is_help=True)
+token_app = typer.Typer(help="Bearer tokens bound to one session label.", no_args_is_help=True)
+app.add_typer(agency_app, name="agency")
+app.add_typer(project_app, name="project")
+app.add_typer(user_app, name="user")
+app.add_typer(token_app, name="token")
+
+
+def _quotas(gpu_hours: float | None, kwh: float | None, storage_bytes: int | None) -> dict[str, float | int]:
+    values = {"gpu_hours": gpu_hours, "kwh": kwh, "storage_bytes": storage_bytes}
+    return {k: v for k, v in values.items() if v is not None}
+
+
+@agency_app.command("create")
+def agency_create(
+    name: str,
+    gpu_hours: Annotated[float | None, typer.Option(help="GPU-hour quota")] = None,
+    kwh: Annotated[float | None, typer.Option(help="Energy quota in kWh")] = None,
+    storage_bytes: Annotated[int | None, typer.Option(help="Storage quota in bytes")] = None,
+) -> None:
+    with client() as api:
+        agency = api.create_agency(name, _quotas(gpu_hours, kwh, storage_bytes))
+    typer.echo(agency["name"])
+
+
+@agency_app.command("list")
+def agency_list(as_json: bool = JsonOpt) -> None:
+    with client() as api:
+        items = api.list_agencies()
+    if as_json:
+        print_json(items)
+    else:
+        print_table(items, ["name", "quotas", "created_at"], "Agencies")
+
+
+@agency_app.command("quotas")
+def agency_quotas(
+    name: str,
+    gpu_hours: Annotated[float | None, typer.Option()] = None,
+    kwh: Annotated[float | None, typer.Option()] = None,
+    storage_bytes: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """Replace an agency's quotas (an omitted quota becomes unlimited)."""
+    with client() as api:
+        print_json(api.set_quotas(name, _quotas(gpu_hours, kwh, storage_bytes)))
+
+
+@project_app.command("create")
+def project_create(agency: str, name: str) -> None:
+    with client() as api:
+        api.create_project(agency, name)
+    typer.echo(name)
+
+
+@project_app.command("list")
+def project_list(agency: str, as_json: bool = JsonOpt) -> None:
+    with client() as api:
+        items = api.list_projects(agency)
+    if as_json:
+        print_json(items)
+    else:
+        print_table(items, ["agency", "name"], "Projects")
+
+
+@user_app.command("create")
+def user_create(
+    name: str,
+    agency: Annotated[str, typer.Option(help="The user's agency")],
+    clearance: Annotated[str, typer.Option(help="Highest label, e.g. 'TOP SECRET//SI'")],
+    role: Annotated[
+        list[str] | None, typer.Option(help="admin, operator, user, release-authority, auditor")
+    ] = None,
+    password_stdin: Annotated[bool, typer.Option(help="Read an initial password from stdin")] = False,
+) -> None:
+    password = read_password("Password", True) if password_stdin else None
+    with client() as api:
+        user = api.create_user(name, agency, clearance, role or ["user"], password)
+    typer.echo(user["name"])
+
+
+@user_app.command("list")
+def user_list(as_json: bool = JsonOpt) -> None:
+    with client() as api:
+        items = api.list_users()
+    if as_json:
+        print_json(items)
+    else:
+        print_table(items, ["name", "agency", "clearance", "roles", "disabled"], "Users")
+
+
+@user_app.command("set")
+def user_set(
+    name: str,
+    clearance: Annotated[str | None, typer.Option()] = None,
+    role: Annotated[list[str] | None, typer.Option(help="Replaces all roles")] = None,
+    disabled: Annotated[bool | None, typer.Option("--disable/--enable")] = None,
+) -> None:
+    changes: dict[str, object] = {}
+    if clearance is not None:
+        changes["clearance"] = clearance
+    if role is not None:
+        changes["roles"] = role
+    if disabled is not None:
+        changes["disabled"] = disabled
+    with client() as api:
+        print_json(api.update_user(name, **changes))
+
+
+@user_app.command("password")
+def user_password(
+    name: str, password_stdin: Annotated[bool, typer.Option(help="Read the password from stdin")] = False
+) -> None:
+    """Set a user's password (admins)."""
+    password = read_password("New password", password_stdin)
+    with client() as api:
+        api.set_password(name, password)
+    typer.echo("password set")
+
+
+@token_app.command("create")
+def token_create(
+    user: Annotated[str, typer.Option(help="Whose token")],
+    label: Annotated[str, typer.Option(help="Session label, at or below the user's clearance")],
+    ttl: Annotated[int | None, typer.Option(help="Lifetime in seconds")] = None,
+) -> None:
+    """Mint a token; prints only the token."""
+    with client() as api:
+        minted = api.mint_token(user, label, ttl)
+    typer.echo(minted["token"])
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: str) -> None:
+    with client() as api:
+        api.revoke_token(token_id)
+    typer.echo("revoked")

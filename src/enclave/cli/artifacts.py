@@ -1,0 +1,101 @@
+"""`enclave artifact ...`: labelled, encrypted objects."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+from enclave.cli.common import JsonOpt, client, print_json, print_table
+from enclave.errors import InvalidInput
+
+app = typer.Typer(
+    help="Labelled artifacts (stored encrypted, read through the policy gate).", no_args_is_help=True
+)
+
+
+@app.command("put")
+def put(
+    file: Path,
+    name: Annotated[str | None, typer.Option(help="Name (default: the file name)")] = None,
+    project: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Upload FILE at the token's session label; prints the new artifact's id."""
+    if not file.is_file():
+        raise InvalidInput(f"no such file: {file}")
+    size = file.stat().st_size
+    with (
+        client() as api,
+        Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            transient=True,
+            disable=not sys.stderr.isatty(),
+            console=None,
+        ) as bar,
+    ):
+        task = bar.add_task(f"uploading {file.name}", total=size)
+        art = api.put_artifact(file, name, project, progress=lambda n: bar.advance(task, n))
+    typer.echo(art["id"])
+
+
+@app.command("get")
+def get(
+    artifact_id: str,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write here (default: stdout)")
+    ] = None,
+) -> None:
+    with client() as api:
+        if output is None:
+            api.download(artifact_id, sys.stdout.buffer)
+            return
+        tmp = output.with_name(output.name + ".part")
+        try:
+            with tmp.open("wb") as fh:
+                api.download(artifact_id, fh)
+            tmp.replace(output)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+@app.command("list")
+def list_(as_json: bool = JsonOpt, kind: Annotated[str | None, typer.Option()] = None) -> None:
+    with client() as api:
+        items = api.list_artifacts(kind)
+    if as_json:
+        print_json(items)
+    else:
+        print_table(items, ["id", "name", "label", "agency", "size_bytes", "created_at"], "Artifacts")
+
+
+@app.command("show")
+def show(artifact_id: str, as_json: bool = JsonOpt) -> None:
+    with client() as api:
+        art = api.artifact(artifact_id)
+    if as_json:
+        print_json(art)
+    else:
+        print_table([art], ["id", "name", "label", "agency", "size_bytes", "sha256", "derived_from"])
+
+
+@app.command("rm")
+def rm(artifact_id: str) -> None:
+    """Soft-delete an artifact (audited)."""
+    with client() as api:
+        api.delete_artifact(artifact_id)
+    typer.echo("deleted")
+
+
+@app.command("share")
+def share(
+    artifact_id: str, with_: Annotated[str, typer.Option("--with", help="Agency to share with")]
+) -> None:
+    with client() as api:
+        api.share_artifact(artifact_id, with_)
+    typer.echo(f"shared with {with_}")

@@ -1,0 +1,146 @@
+"""The `enclave` command line (Typer + rich). Talks to the server through enclave.client.
+
+Errors print as one line on stderr and exit 1; nothing prints a traceback for a domain error.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from enclave.cli import admin, artifacts, audit, transfers
+from enclave.cli.common import (
+    SESSION_TOKEN_FILE,
+    JsonOpt,
+    client,
+    home,
+    print_json,
+    print_table,
+    read_password,
+    server_url,
+    write_secret,
+)
+from enclave.client import Client
+from enclave.errors import EnclaveError
+from enclave.fleet import load_fleet
+
+app = typer.Typer(
+    name="enclave",
+    help="Enclave: a sovereign AI + HPC cloud control plane with mandatory access control.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(admin.app, name="admin")
+app.add_typer(artifacts.app, name="artifact")
+app.add_typer(transfers.app, name="transfer")
+app.add_typer(audit.app, name="audit")
+
+
+@app.command()
+def up(
+    port: Annotated[int, typer.Option(help="TCP port")] = 8080,
+    host: Annotated[str, typer.Option(help="Address to bind")] = "127.0.0.1",
+    fleet: Annotated[str, typer.Option(help="Built-in fleet name or a fleet TOML file")] = "local",
+    db: Annotated[str | None, typer.Option(help="Database URL (default: SQLite under $ENCLAVE_HOME)")] = None,
+) -> None:
+    """Start the control plane (embedded default: SQLite + local executor, fleet `local`)."""
+    import uvicorn
+
+    load_fleet(fleet)  # fail fast, with one line, on a bad fleet
+    enclave_home = home()
+    enclave_home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.environ["ENCLAVE_HOME"] = str(enclave_home)
+    os.environ["ENCLAVE_FLEET"] = str(fleet)
+    if db:
+        os.environ["ENCLAVE_DB_URL"] = db
+    typer.echo(
+        f"Enclave on http://{host}:{port}  fleet={fleet}  home={enclave_home}  "
+        f"admin token: {enclave_home / 'admin.token'}",
+        err=True,
+    )
+    uvicorn.run("enclave.api.app:app_from_env", factory=True, host=host, port=port, log_level="warning")
+
+
+@app.command()
+def login(
+    user: Annotated[str, typer.Option(help="User name")],
+    label: Annotated[str, typer.Option(help="Session label, at or below your clearance")],
+    password_stdin: Annotated[bool, typer.Option(help="Read the password from stdin")] = False,
+) -> None:
+    """Log in with a password; later commands use the saved session token."""
+    password = read_password("Password", password_stdin)
+    with Client(server_url()) as api:
+        minted = api.login(user, password, label)
+    write_secret(home() / SESSION_TOKEN_FILE, minted["token"])
+    typer.echo(f"logged in as {user} at {minted['label']} until {minted['expires_at']}")
+
+
+@app.command()
+def logout() -> None:
+    """Forget the saved session token."""
+    (home() / SESSION_TOKEN_FILE).unlink(missing_ok=True)
+    typer.echo("logged out")
+
+
+@app.command()
+def whoami(as_json: bool = JsonOpt) -> None:
+    with client() as api:
+        me = api.whoami()
+    if as_json:
+        print_json(me)
+    else:
+        typer.echo(
+            f"{me['user']} ({me['agency']}) at {me['label']}; clearance {me['clearance']}; roles {', '.join(me['roles'])}"
+        )
+
+
+@app.command()
+def passwd(
+    password_stdin: Annotated[
+        bool, typer.Option(help="Read current and new password from stdin, one per line")
+    ] = False,
+) -> None:
+    """Change your own password."""
+    current = read_password("Current password", password_stdin)
+    new = read_password("New password", password_stdin)
+    with client() as api:
+        api.set_password(api.whoami()["user"], new, current or None)
+    typer.echo("password changed")
+
+
+@app.command()
+def regions(as_json: bool = JsonOpt) -> None:
+    """Regions of the fleet: accreditation, power cap, capacity, back end."""
+    with client() as api:
+        items = api.regions()
+    if as_json:
+        print_json(items)
+        return
+    rows = [
+        {
+            **r,
+            "backend": r["backend"]["type"],
+            "nodes": r["capacity"]["nodes"],
+            "gpus": r["capacity"]["gpus"],
+            "peak_mw": r["capacity"]["peak_facility_mw"],
+        }
+        for r in items
+    ]
+    print_table(
+        rows,
+        ["name", "accreditation", "power_cap_mw", "peak_mw", "nodes", "gpus", "backend", "healthy"],
+        "Regions",
+    )
+
+
+def main() -> None:
+    try:
+        app()
+    except EnclaveError as exc:
+        typer.echo(f"error: {exc.detail}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,239 @@
+"""A small typed Python SDK over the HTTP API (httpx). The CLI is built on it.
+
+    from enclave.client import Client
+    with Client("http://127.0.0.1:8080", token) as api:
+        art = api.put_artifact(Path("report.pdf"))
+
+Errors come back as the same :mod:`enclave.errors` classes the server raised, carrying the
+server's problem+json ``detail``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import httpx
+
+from enclave import errors
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+UPLOAD_CHUNK_BYTES = 1 << 20
+_BY_STATUS: dict[int, type[errors.EnclaveError]] = {
+    400: errors.InvalidInput,
+    401: errors.NotAuthenticated,
+    403: errors.Forbidden,
+    404: errors.NotFound,
+    409: errors.Conflict,
+    413: errors.TooLarge,
+    422: errors.InvalidInput,
+    503: errors.Unavailable,
+}
+
+
+class Client:
+    def __init__(self, url: str = DEFAULT_URL, token: str | None = None, timeout_s: float = 60.0) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- plumbing ----------------------------------------------------------------------
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise errors.Unavailable(
+                f"cannot reach Enclave at {self.url} ({exc.__class__.__name__})"
+            ) from exc
+        _raise_for_problem(response)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._send(method, path, **kwargs)
+        return response.json() if response.content else None
+
+    # -- auth --------------------------------------------------------------------------
+    def login(self, user: str, password: str, label: str) -> dict[str, Any]:
+        return dict(
+            self._json("POST", "/v1/auth/login", json={"user": user, "password": password, "label": label})
+        )
+
+    def whoami(self) -> dict[str, Any]:
+        return dict(self._json("GET", "/v1/whoami"))
+
+    def mint_token(self, user: str, label: str, ttl_s: int | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"user": user, "label": label}
+        if ttl_s is not None:
+            body["ttl_s"] = ttl_s
+        return dict(self._json("POST", "/v1/tokens", json=body))
+
+    def revoke_token(self, token_id: str) -> None:
+        self._send("DELETE", f"/v1/tokens/{token_id}")
+
+    # -- tenancy -----------------------------------------------------------------------
+    def create_agency(self, name: str, quotas: dict[str, Any] | None = None) -> dict[str, Any]:
+        return dict(self._json("POST", "/v1/agencies", json={"name": name, "quotas": quotas or {}}))
+
+    def list_agencies(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/v1/agencies")["items"])
+
+    def set_quotas(self, agency: str, quotas: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._json("PUT", f"/v1/agencies/{agency}/quotas", json=quotas))
+
+    def create_project(self, agency: str, name: str) -> dict[str, Any]:
+        return dict(self._json("POST", f"/v1/agencies/{agency}/projects", json={"name": name}))
+
+    def list_projects(self, agency: str) -> list[dict[str, Any]]:
+        return list(self._json("GET", f"/v1/agencies/{agency}/projects")["items"])
+
+    def create_user(
+        self, name: str, agency: str, clearance: str, roles: list[str], password: str | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": name, "agency": agency, "clearance": clearance, "roles": roles}
+        if password is not None:
+            body["password"] = password
+        return dict(self._json("POST", "/v1/users", json=body))
+
+    def list_users(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/v1/users")["items"])
+
+    def update_user(self, name: str, **changes: Any) -> dict[str, Any]:
+        return dict(self._json("PATCH", f"/v1/users/{name}", json=changes))
+
+    def set_password(self, name: str, new_password: str, current_password: str | None = None) -> None:
+        body = {"new_password": new_password}
+        if current_password is not None:
+            body["current_password"] = current_password
+        self._send("PUT", f"/v1/users/{name}/password", json=body)
+
+    def regions(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/v1/regions")["items"])
+
+    # -- artifacts ---------------------------------------------------------------------
+    def put_artifact(
+        self,
+        path: Path,
+        name: str | None = None,
+        project: str | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Stream a file up; the server checks the SHA-256 we computed beforehand."""
+        digest = _sha256_file(path)
+        params: dict[str, str] = {"name": name or path.name}
+        if project:
+            params["project"] = project
+        with path.open("rb") as fh:
+            return dict(
+                self._json(
+                    "POST",
+                    "/v1/artifacts",
+                    params=params,
+                    content=_chunks(fh, progress),
+                    headers={"X-Content-SHA256": digest, "Content-Type": "application/octet-stream"},
+                )
+            )
+
+    def list_artifacts(self, kind: str | None = None) -> list[dict[str, Any]]:
+        params = {"kind": kind} if kind else {}
+        return list(self._json("GET", "/v1/artifacts", params=params)["items"])
+
+    def artifact(self, artifact_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/v1/artifacts/{artifact_id}"))
+
+    def download(self, artifact_id: str, out: BinaryIO) -> dict[str, str]:
+        """Stream content into ``out``; raises if the bytes do not match the server's checksum."""
+        digest = hashlib.sha256()
+        try:
+            with self._http.stream("GET", f"/v1/artifacts/{artifact_id}/content") as response:
+                if response.is_error:
+                    response.read()
+                    _raise_for_problem(response)
+                for chunk in response.iter_bytes():
+                    digest.update(chunk)
+                    out.write(chunk)
+                expected = response.headers.get("x-content-sha256", "")
+                label = response.headers.get("x-enclave-label", "")
+        except httpx.TransportError as exc:
+            raise errors.Unavailable(f"download failed: {exc.__class__.__name__}") from exc
+        if digest.hexdigest() != expected:
+            raise errors.EnclaveError("downloaded content does not match its checksum")
+        return {"sha256": expected, "label": label}
+
+    def delete_artifact(self, artifact_id: str) -> None:
+        self._send("DELETE", f"/v1/artifacts/{artifact_id}")
+
+    def share_artifact(self, artifact_id: str, agency: str) -> dict[str, Any]:
+        return dict(self._json("POST", f"/v1/artifacts/{artifact_id}/shares", json={"agency": agency}))
+
+    # -- transfers ---------------------------------------------------------------------
+    def request_transfer(self, artifact_id: str, to: str, why: str) -> dict[str, Any]:
+        return dict(
+            self._json("POST", "/v1/transfers", json={"artifact_id": artifact_id, "to": to, "why": why})
+        )
+
+    def review_transfer(self, transfer_id: str, approve: bool, comment: str | None = None) -> dict[str, Any]:
+        verb = "approve" if approve else "refuse"
+        body = {"comment": comment} if comment else None
+        return dict(self._json("POST", f"/v1/transfers/{transfer_id}/{verb}", json=body))
+
+    def release_transfer(self, transfer_id: str) -> dict[str, Any]:
+        return dict(self._json("POST", f"/v1/transfers/{transfer_id}/release"))
+
+    def transfer(self, transfer_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/v1/transfers/{transfer_id}"))
+
+    def list_transfers(self, state: str | None = None) -> list[dict[str, Any]]:
+        params = {"state": state} if state else {}
+        return list(self._json("GET", "/v1/transfers", params=params)["items"])
+
+    # -- audit -------------------------------------------------------------------------
+    def audit_records(
+        self, after: int = 0, limit: int = 100, event: str | None = None
+    ) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"after": after, "limit": limit}
+        if event:
+            params["event"] = event
+        return list(self._json("GET", "/v1/audit", params=params)["items"])
+
+    def audit_verify(self) -> dict[str, Any]:
+        return dict(self._json("GET", "/v1/audit/verify"))
+
+
+def _raise_for_problem(response: httpx.Response) -> None:
+    if not response.is_error:
+        return
+    detail = response.reason_phrase or f"HTTP {response.status_code}"
+    try:
+        body = response.json()
+        detail = str(body.get("detail") or body.get("title") or detail)
+    except ValueError:
+        pass
+    if response.status_code == 429:
+        raise errors.RateLimited(detail, int(response.headers.get("retry-after", "1")))
+    raise _BY_STATUS.get(response.status_code, errors.EnclaveError)(detail)
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(UPLOAD_CHUNK_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _chunks(fh: BinaryIO, progress: Callable[[int], None] | None) -> Iterator[bytes]:
+    while block := fh.read(UPLOAD_CHUNK_BYTES):
+        if progress:
+            progress(len(block))
+        yield block

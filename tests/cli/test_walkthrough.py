@@ -1,0 +1,209 @@
+"""The README walkthrough, for real: `enclave up` in a subprocess, the CLI in subprocesses.
+
+Covers the issue's "done when": tokens at two labels, a SECRET object invisible to an
+UNCLASSIFIED session, a downgrade approved by two release authorities (and one refused when
+a marking is found), `enclave audit verify` clean, then broken after editing one row by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+CLI = [sys.executable, "-m", "enclave"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    home: Path
+    url: str
+
+    def run(
+        self, *args: str, token: str | None = None, stdin: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "ENCLAVE_HOME": str(self.home), "ENCLAVE_URL": self.url, "COLUMNS": "200"}
+        env.pop("ENCLAVE_TOKEN", None)
+        if token is not None:
+            env["ENCLAVE_TOKEN"] = token
+        proc = subprocess.run([*CLI, *args], env=env, input=stdin, capture_output=True, text=True, timeout=60)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"enclave {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
+        return proc
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    home = tmp_path / "enclave-home"
+    port = _free_port()
+    env = {**os.environ, "ENCLAVE_HOME": str(home)}
+    proc = subprocess.Popen([*CLI, "up", "--port", str(port)], env=env, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"enclave up did not start: {proc.stderr.read() if proc.stderr else ''}")
+            time.sleep(0.1)
+        yield Server(home, url)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+        if proc.stderr:
+            proc.stderr.close()
+
+
+def test_readme_walkthrough(server: Server, tmp_path: Path) -> None:
+    assert (server.home / "admin.token").stat().st_mode & 0o077 == 0
+    server.run("admin", "agency", "create", "nasa")
+    server.run("admin", "user", "create", "alice", "--agency", "nasa", "--clearance", "SECRET")
+    for name in ("rob", "rita"):
+        server.run(
+            "admin",
+            "user",
+            "create",
+            name,
+            "--agency",
+            "nasa",
+            "--clearance",
+            "TOP SECRET",
+            "--role",
+            "release-authority",
+        )
+
+    secret = server.run("admin", "token", "create", "--user", "alice", "--label", "SECRET").stdout.strip()
+    low = server.run("admin", "token", "create", "--user", "alice", "--label", "UNCLASSIFIED").stdout.strip()
+    assert secret.startswith("enc_") and "\n" not in secret
+
+    clean = tmp_path / "forecast.txt"
+    clean.write_text("wind tunnel results, no markings\n")
+    art = server.run("artifact", "put", str(clean), token=secret).stdout.strip()
+
+    # Invisible, not forbidden: same one-line error as an id that never existed.
+    hidden = server.run("artifact", "get", art, token=low, check=False)
+    missing = server.run("artifact", "get", "00000000-0000-0000-0000-000000000000", token=low, check=False)
+    assert hidden.returncode != 0 and missing.returncode != 0
+    assert hidden.stderr.strip().replace(art, "ID") == missing.stderr.strip().replace(
+        "00000000-0000-0000-0000-000000000000", "ID"
+    )
+    assert len(hidden.stderr.strip().splitlines()) == 1
+    assert json.loads(server.run("artifact", "list", "--json", token=low).stdout) == []
+    assert [a["id"] for a in json.loads(server.run("artifact", "list", "--json", token=secret).stdout)] == [
+        art
+    ]
+
+    # Downgrade with two distinct release authorities.
+    transfer = server.run(
+        "transfer", "request", art, "--to", "UNCLASSIFIED", "--why", "public release", token=secret
+    ).stdout.strip()
+    rob = server.run("admin", "token", "create", "--user", "rob", "--label", "SECRET").stdout.strip()
+    rita = server.run("admin", "token", "create", "--user", "rita", "--label", "SECRET").stdout.strip()
+    assert server.run("transfer", "approve", transfer, token=secret, check=False).returncode != 0  # requester
+    assert server.run("transfer", "approve", transfer, token=rob).stdout.strip() == "pending"
+    assert server.run("transfer", "approve", transfer, token=rita).stdout.strip() == "released"
+    shown = json.loads(server.run("transfer", "show", transfer, "--json", token=secret).stdout)
+    assert shown["state"] == "released"
+    out = tmp_path / "released.txt"
+    server.run("artifact", "get", shown["released_artifact_id"], "-o", str(out), token=low)
+    assert out.read_text() == clean.read_text()
+
+    # Refused when the content carries a marking above the target.
+    dirty = tmp_path / "brief.txt"
+    dirty.write_text("TOP SECRET//SI\nsource details\n")
+    server.run("admin", "user", "set", "alice", "--clearance", "TOP SECRET//SI")
+    ts = server.run("admin", "token", "create", "--user", "alice", "--label", "TOP SECRET//SI").stdout.strip()
+    dirty_id = server.run("artifact", "put", str(dirty), token=ts).stdout.strip()
+    refused = server.run(
+        "transfer", "request", dirty_id, "--to", "SECRET", "--why", "share", token=ts
+    ).stdout.strip()
+    view = json.loads(server.run("transfer", "show", refused, "--json", token=ts).stdout)
+    assert view["state"] == "refused" and "TOP SECRET//SI" in view["reason"]
+
+    # Audit: clean, then broken after editing one row by hand.
+    verified = server.run("audit", "verify")
+    assert verified.returncode == 0 and "intact" in verified.stdout
+    db = sqlite3.connect(server.home / "enclave.db")
+    with db:
+        db.execute("UPDATE audit_records SET actor = 'mallory' WHERE seq = 5")
+    db.close()
+    broken = server.run("audit", "verify", check=False)
+    assert broken.returncode == 1
+    assert "record 5" in broken.stderr
+
+
+def test_cli_errors_are_one_line(server: Server, tmp_path: Path) -> None:
+    bad_label = server.run("admin", "token", "create", "--user", "admin", "--label", "ULTRA", check=False)
+    assert bad_label.returncode == 1
+    assert bad_label.stderr.startswith("error: ") and len(bad_label.stderr.strip().splitlines()) == 1
+    no_file = server.run("artifact", "put", str(tmp_path / "nope"), check=False)
+    assert no_file.returncode == 1 and "no such file" in no_file.stderr
+    bad_token = server.run("whoami", token="enc_forged", check=False)
+    assert bad_token.returncode == 1 and "invalid or expired token" in bad_token.stderr
+
+
+def test_password_login_saves_session(server: Server) -> None:
+    server.run("admin", "agency", "create", "doe")
+    server.run(
+        "admin",
+        "user",
+        "create",
+        "dana",
+        "--agency",
+        "doe",
+        "--clearance",
+        "CUI",
+        "--password-stdin",
+        stdin="correct horse battery\n",
+    )
+    logged = server.run(
+        "login", "--user", "dana", "--label", "CUI", "--password-stdin", stdin="correct horse battery\n"
+    )
+    assert "logged in as dana at CUI" in logged.stdout
+    assert (server.home / "session.token").stat().st_mode & 0o077 == 0
+    me = json.loads(server.run("whoami", "--json").stdout)
+    assert (me["user"], me["label"]) == ("dana", "CUI")
+    wrong = server.run(
+        "login",
+        "--user",
+        "dana",
+        "--label",
+        "CUI",
+        "--password-stdin",
+        stdin="wrong password!!\n",
+        check=False,
+    )
+    assert wrong.returncode == 1 and "wrong user name or password" in wrong.stderr
+    server.run("logout")
+    assert json.loads(server.run("whoami", "--json").stdout)["user"] == "admin"
+
+
+def test_unreachable_server_is_one_line(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "ENCLAVE_HOME": str(tmp_path),
+        "ENCLAVE_URL": f"http://127.0.0.1:{_free_port()}",
+        "ENCLAVE_TOKEN": "enc_x",
+    }
+    proc = subprocess.run([*CLI, "artifact", "list"], env=env, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1 and proc.stderr.startswith("error: cannot reach Enclave")

@@ -1,0 +1,239 @@
+"""Free capacity and power of a fleet, aggregated by pools of identical nodes.
+
+A pool is a count of idle nodes plus the few nodes that shared (sub-node) jobs use in part,
+so a fleet of 100,000 nodes costs a handful of integers, not 100,000 objects. Multi-node
+jobs, and jobs asking for a whole node's CPUs or GPUs, take whole idle nodes (gang: all of
+them or none). Smaller single-node jobs pack onto partly used nodes, best fit first.
+
+Power: a region draws ``(idle draw of every node + busy_w of every running job) × PUE``;
+a job's busy_w is its share of ``peak_w - idle_w`` on each node it holds. The cap check
+uses the same formula, so the predicted draw never exceeds the cap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from enclave.fleet import Fleet, NodePool
+from enclave.labels import Label
+from enclave.policy import may_place
+from enclave.scheduler.model import Job, Placement, Running
+
+Free = tuple[int, int, int]  # cpus, memory_mb, gpus free on one node
+
+
+@dataclass
+class PoolState:
+    spec: NodePool
+    idle: int  # nodes with nothing running
+    partial: dict[int, Free] = field(default_factory=dict)  # shared nodes in use: free parts
+    _by_free: dict[Free, dict[int, None]] = field(default_factory=dict)  # free parts -> nodes
+    _next_node: int = 0
+
+    def _set_partial(self, node: int, free: Free | None) -> None:
+        old = self.partial.pop(node, None)
+        if old is not None:
+            nodes = self._by_free[old]
+            del nodes[node]
+            if not nodes:
+                del self._by_free[old]
+        if free is not None:
+            self.partial[node] = free
+            self._by_free.setdefault(free, {})[node] = None
+
+    @property
+    def full(self) -> Free:
+        return (self.spec.cpus, self.spec.memory_mb, self.spec.gpus)
+
+    def exclusive_for(self, job: Job) -> bool:
+        s = self.spec
+        return job.nodes > 1 or job.cpus >= s.cpus or (s.gpus > 0 and job.gpus >= s.gpus)
+
+    def can_ever_hold(self, job: Job) -> bool:
+        s = self.spec
+        return (
+            job.cpus <= s.cpus
+            and job.memory_mb <= s.memory_mb
+            and job.gpus <= s.gpus
+            and job.nodes <= s.count
+        )
+
+    def busy_w(self, job: Job, exclusive: bool) -> float:
+        s = self.spec
+        share = 1.0 if exclusive else max(job.cpus / s.cpus, job.gpus / s.gpus if s.gpus else 0.0)
+        return job.nodes * (s.peak_w - s.idle_w) * share
+
+    def find_shared(self, job: Job) -> int | None:
+        """Best fit among partly used nodes (least CPU left that still fits), else None."""
+        best, best_left = None, None
+        for node, (c, m, g) in self.partial.items():
+            if (
+                c >= job.cpus
+                and m >= job.memory_mb
+                and g >= job.gpus
+                and (best_left is None or c < best_left)
+            ):
+                best, best_left = node, c
+        return best
+
+    def fits_now(self, job: Job) -> bool:
+        if self.exclusive_for(job):
+            return self.idle >= job.nodes
+        return self.idle > 0 or self.find_shared(job) is not None
+
+
+@dataclass
+class RegionState:
+    name: str
+    accreditation: Label
+    cap_w: float  # facility power cap
+    pue: float
+    pools: list[PoolState]
+    idle_it_w: float  # every node idle
+    busy_w: float = 0.0  # above idle, summed over running jobs
+
+    @property
+    def facility_w(self) -> float:
+        return (self.idle_it_w + self.busy_w) * self.pue
+
+    def draw_ok(self, busy_w: float) -> bool:
+        """Would the region stay within its cap with ``busy_w`` above idle in total?"""
+        return (self.idle_it_w + busy_w) * self.pue <= self.cap_w * (1 + 1e-12)  # float slack only
+
+    def power_fits(self, extra_busy_w: float) -> bool:
+        return self.draw_ok(self.busy_w + extra_busy_w)
+
+    def pool(self, name: str) -> PoolState:
+        for p in self.pools:
+            if p.spec.name == name:
+                return p
+        raise KeyError(name)
+
+
+class ClusterState:
+    """Mutable free-capacity view of a fleet. The driver applies starts and ends to it."""
+
+    def __init__(self, regions: list[RegionState]) -> None:
+        self.regions = regions
+        self._by_name = {r.name: r for r in regions}
+        self.running: dict[str, Running] = {}
+        self.by_pool: dict[tuple[str, str], dict[str, Running]] = {
+            (r.name, p.spec.name): {} for r in regions for p in r.pools
+        }
+        self.preempting: set[str] = set()  # signalled, still in their grace period
+
+    @classmethod
+    def from_fleet(cls, fleet: Fleet, power_cap_scale: float = 1.0) -> ClusterState:
+        regions = []
+        for r in fleet.regions:
+            pools = [PoolState(p, p.count) for p in r.pools]
+            regions.append(
+                RegionState(
+                    name=r.name,
+                    accreditation=fleet.accreditation(r),
+                    cap_w=r.power_cap_mw * 1e6 * power_cap_scale,
+                    pue=r.pue,
+                    pools=pools,
+                    idle_it_w=sum(p.count * p.idle_w for p in r.pools),
+                )
+            )
+        return cls(regions)
+
+    def region(self, name: str) -> RegionState:
+        return self._by_name[name]
+
+    def candidates(self, job: Job) -> list[tuple[RegionState, PoolState]]:
+        """Accredited regions (the job's own, if it named one) and pools that could ever hold it."""
+        out = []
+        for r in self.regions:
+            if job.region is not None and r.name != job.region:
+                continue
+            if not may_place(job.label, r.accreditation):
+                continue
+            out.extend((r, p) for p in r.pools if p.can_ever_hold(job))
+        return out
+
+    def accredited(self, job: Job) -> bool:
+        return any(
+            may_place(job.label, r.accreditation) and (job.region is None or r.name == job.region)
+            for r in self.regions
+        )
+
+    # -- applying decisions ---------------------------------------------------------------
+    def allocate(self, job: Job, region: RegionState, pool: PoolState) -> Placement:
+        """Take the job's resources in ``pool``; the caller has checked fit and power."""
+        exclusive = pool.exclusive_for(job)
+        busy = pool.busy_w(job, exclusive)
+        node = None
+        if exclusive:
+            if pool.idle < job.nodes:
+                raise ValueError(
+                    f"pool {pool.spec.name} has {pool.idle} idle nodes, job {job.id} needs {job.nodes}"
+                )
+            pool.idle -= job.nodes
+        else:
+            node = pool.find_shared(job)
+            if node is None:
+                if pool.idle < 1:
+                    raise ValueError(f"pool {pool.spec.name} cannot hold job {job.id}")
+                pool.idle -= 1
+                node = pool._next_node
+                pool._next_node += 1
+                pool._set_partial(node, pool.full)
+            c, m, g = pool.partial[node]
+            pool._set_partial(node, (c - job.cpus, m - job.memory_mb, g - job.gpus))
+        region.busy_w += busy
+        return Placement(region.name, pool.spec.name, job.nodes, exclusive, node, busy)
+
+    def start(self, job: Job, placement: Placement, now: float) -> None:
+        run = Running(job, placement, now)
+        self.running[job.id] = run
+        self.by_pool[(placement.region, placement.pool)][job.id] = run
+
+    def place(self, job: Job, placement: Placement, now: float) -> None:
+        """Re-apply a known placement (restart reconciliation, or the simulator replaying)."""
+        region = self.region(placement.region)
+        pool = region.pool(placement.pool)
+        if placement.exclusive:
+            pool.idle -= placement.nodes
+        else:
+            node = placement.node if placement.node is not None else pool._next_node
+            pool._next_node = max(pool._next_node, node + 1)
+            if node not in pool.partial:
+                pool.idle -= 1
+                pool._set_partial(node, pool.full)
+            c, m, g = pool.partial[node]
+            pool._set_partial(node, (c - job.cpus, m - job.memory_mb, g - job.gpus))
+        region.busy_w += placement.busy_w
+        self.start(job, placement, now)
+
+    def release(self, job_id: str) -> Running | None:
+        """Give back a finished (or preempted, cancelled) job's resources."""
+        run = self.running.pop(job_id, None)
+        if run is None:
+            return None
+        self.preempting.discard(job_id)
+        pl, job = run.placement, run.job
+        del self.by_pool[(pl.region, pl.pool)][job_id]
+        region = self.region(pl.region)
+        pool = region.pool(pl.pool)
+        if pl.exclusive:
+            pool.idle += pl.nodes
+        elif pl.node is not None:
+            c, m, g = pool.partial[pl.node]
+            free = (c + job.cpus, m + job.memory_mb, g + job.gpus)
+            if free == pool.full:
+                pool._set_partial(pl.node, None)
+                pool.idle += 1
+            else:
+                pool._set_partial(pl.node, free)
+        region.busy_w = max(0.0, region.busy_w - pl.busy_w)
+        return run
+
+    def release_many(self, job_ids: Iterable[str]) -> None:
+        for job_id in job_ids:
+            self.release(job_id)
+
+    def facility_w(self) -> dict[str, float]:
+        return {r.name: r.facility_w for r in self.regions}

@@ -1,0 +1,256 @@
+"""One scheduling pass: ``schedule(state, queue, now, policy) -> PassResult``.
+
+The pass walks the queue in the policy's order and starts every job that fits now — in an
+accredited region, whole (gang) or not at all, within the region's power cap. When a job
+does not fit:
+
+* FCFS stops there: nothing behind it starts (strict order).
+* EASY reserves the earliest time it can start (the *shadow time*, from the walltime
+  estimates of running jobs) and lets later jobs start only if they cannot delay it: they end
+  before the shadow time, or they use nodes and power left over at that time.
+* An URGENT job that does not fit asks for lower-QOS jobs to be preempted (requeued after a
+  grace signal) and holds the reservation while they stop.
+
+The pass applies its starts to ``state`` (which the driver owns) and returns them together
+with a reason for every job left pending. It is deterministic: ties break on submission
+order, candidates are tried in a fixed order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from enclave.scheduler.capacity import ClusterState, PoolState, RegionState
+from enclave.scheduler.model import QOS, QOS_RANK, Job, PassResult, Reason, Reservation, Running
+from enclave.scheduler.policies import Policy
+
+Candidate = tuple[RegionState, PoolState]
+PREEMPTIBLE = frozenset({QOS.LOW, QOS.NORMAL})
+
+
+@dataclass
+class _Hold:
+    """What the head job's reservation still leaves for backfill."""
+
+    region: str
+    pool: str
+    shadow_s: float
+    extra_nodes: int
+    extra_busy_w: float  # IT watts of headroom in the region at the shadow time
+
+
+def schedule(state: ClusterState, queue: Sequence[Job], now: float, policy: Policy) -> PassResult:
+    result = PassResult()
+    ordered = policy.order(queue, now, state)
+    cand_cache: dict[str, list[Candidate]] = {}
+    cannot_fit: set[str] = set()  # shapes that failed now: resources only shrink
+    held_from: dict[str, float] = {}  # shape -> shortest walltime the reservation held back
+    hold: _Hold | None = None
+    stopped = False
+
+    for job in ordered:
+        shape = job.shape
+        cands = cand_cache.get(shape)
+        if cands is None:
+            cands = _sorted_candidates(state, job)
+            cand_cache[shape] = cands
+        if not cands:
+            result.reasons[job.id] = (
+                Reason.UNSATISFIABLE if state.accredited(job) else Reason.NO_ACCREDITED_REGION
+            )
+            continue
+        if stopped:
+            result.reasons[job.id] = Reason.PRIORITY
+            continue
+        if hold is None:
+            outcome = _FAILED if shape in cannot_fit else _start_first_fit(state, job, cands, now, result, None)
+            if outcome is _STARTED:
+                continue
+            cannot_fit.add(shape)
+            why = _why_not(job, cands)
+            if job.qos is QOS.URGENT:
+                victims = _plan_preemption(state, job, cands)
+                if victims is not None:
+                    result.preempt.extend(victims)
+                    state.preempting.update(victims)
+                    why = Reason.PREEMPTING
+            if not policy.backfill:
+                result.reasons[job.id] = why
+                stopped = True
+                continue
+            hold = _reserve(state, job, cands, now)
+            if hold is not None:
+                result.reservation = Reservation(job.id, hold.region, hold.pool, hold.shadow_s)
+                result.reasons[job.id] = Reason.PREEMPTING if why is Reason.PREEMPTING else Reason.RESERVED
+            else:
+                result.reasons[job.id] = why  # can never start under the current caps
+            continue
+        # Backfill: start only what cannot delay the reserved job.
+        if shape in cannot_fit:
+            result.reasons[job.id] = Reason.RESOURCES
+            continue
+        if job.walltime_s >= held_from.get(shape, math.inf):  # the hold only tightens
+            result.reasons[job.id] = Reason.PRIORITY
+            continue
+        outcome = _start_first_fit(state, job, cands, now, result, hold)
+        if outcome is _FAILED:
+            cannot_fit.add(shape)
+            result.reasons[job.id] = _why_not(job, cands)
+        elif outcome is _HELD:
+            held_from[shape] = min(job.walltime_s, held_from.get(shape, math.inf))
+            result.reasons[job.id] = Reason.PRIORITY
+    return result
+
+
+def _sorted_candidates(state: ClusterState, job: Job) -> list[Candidate]:
+    # Lowest sufficient accreditation first: keep higher regions for work only they may run.
+    return sorted(state.candidates(job), key=lambda rp: rp[0].accreditation.rank)
+
+
+_STARTED, _HELD, _FAILED = "started", "held", "failed"
+
+
+def _start_first_fit(
+    state: ClusterState, job: Job, cands: list[Candidate], now: float, result: PassResult, hold: _Hold | None
+) -> str:
+    """Start the job in the first candidate that fits; say whether only the hold stopped it."""
+    held = False
+    for region, pool in cands:
+        if not pool.fits_now(job):
+            continue
+        exclusive = pool.exclusive_for(job)
+        busy = pool.busy_w(job, exclusive)
+        if not region.power_fits(busy):
+            continue
+        if hold is not None and not _backfill_ok(hold, job, region, pool, exclusive, busy, now):
+            held = True
+            continue
+        placement = state.allocate(job, region, pool)
+        state.start(job, placement, now)
+        result.started.append((job, placement))
+        return _STARTED
+    return _HELD if held else _FAILED
+
+
+def _backfill_ok(
+    hold: _Hold, job: Job, region: RegionState, pool: PoolState, exclusive: bool, busy: float, now: float
+) -> bool:
+    if now + job.walltime_s <= hold.shadow_s or region.name != hold.region:
+        return True
+    nodes = job.nodes if exclusive else 1  # a shared job may hold back one node: count it
+    same_pool = pool.spec.name == hold.pool
+    if busy > hold.extra_busy_w or (same_pool and nodes > hold.extra_nodes):
+        return False
+    hold.extra_busy_w -= busy
+    if same_pool:
+        hold.extra_nodes -= nodes
+    return True
+
+
+def _why_not(job: Job, cands: list[Candidate]) -> Reason:
+    for region, pool in cands:
+        if pool.fits_now(job) and not region.power_fits(pool.busy_w(job, pool.exclusive_for(job))):
+            return Reason.POWER_CAP
+    return Reason.RESOURCES
+
+
+def _reserve(state: ClusterState, job: Job, cands: list[Candidate], now: float) -> _Hold | None:
+    """The earliest (shadow) time the job can start in any candidate, from running jobs' ends."""
+    best: _Hold | None = None
+    for region, pool in cands:
+        exclusive = pool.exclusive_for(job)
+        need = job.nodes if exclusive else 1
+        busy = pool.busy_w(job, exclusive)
+        if not region.draw_ok(busy):
+            continue  # not even an idle region leaves room for this job
+        # Node releases in this pool: exclusive jobs give back their nodes; a shared node
+        # comes back when its last job ends. Power comes back as any job in the region ends.
+        node_free: dict[int, float] = {}
+        releases: list[tuple[float, int, float]] = []  # (time, nodes, busy_w)
+        for pool_state in region.pools:
+            same = pool_state is pool
+            for run in state.by_pool[(region.name, pool_state.spec.name)].values():
+                end = now if run.job.id in state.preempting else max(now, run.end_estimate_s)
+                pl = run.placement
+                if same and pl.exclusive:
+                    releases.append((end, pl.nodes, pl.busy_w))
+                else:
+                    releases.append((end, 0, pl.busy_w))
+                    if same and pl.node is not None:
+                        node_free[pl.node] = max(node_free.get(pl.node, now), end)
+        releases.extend((t, 1, 0.0) for t in node_free.values())
+        releases.sort(key=lambda e: e[0])
+        idle = pool.idle
+        region_busy = region.busy_w
+        shadow = math.inf
+        if idle >= need and region.power_fits(busy):
+            shadow = now
+        else:
+            i = 0
+            while i < len(releases):
+                t = releases[i][0]
+                while i < len(releases) and releases[i][0] == t:  # everything ending at t
+                    idle += releases[i][1]
+                    region_busy -= releases[i][2]
+                    i += 1
+                if idle >= need and (region.idle_it_w + region_busy + busy) * region.pue <= region.cap_w * (
+                    1 + 1e-12
+                ):
+                    shadow = t
+                    break
+        if shadow == math.inf:
+            continue
+        if best is None or shadow < best.shadow_s:
+            extra_w = region.cap_w / region.pue - (region.idle_it_w + max(0.0, region_busy) + busy)
+            best = _Hold(region.name, pool.spec.name, shadow, idle - need, max(0.0, extra_w))
+    return best
+
+
+def _plan_preemption(state: ClusterState, job: Job, cands: list[Candidate]) -> list[str] | None:
+    """Fewest lower-QOS victims that make room; None if impossible.
+
+    A victim unit is an exclusive job (its nodes) or a whole shared node (every job on it
+    must be preemptible). Units with the lowest QOS, then the latest start, go first: they
+    lose the least work.
+    """
+    best: list[str] | None = None
+    for region, pool in cands:
+        exclusive = pool.exclusive_for(job)
+        need = job.nodes if exclusive else 1
+        busy = pool.busy_w(job, exclusive)
+        idle, region_busy = pool.idle, region.busy_w
+        units: list[tuple[tuple[int, float], list[str], int, float]] = []  # (sort key, ids, nodes, busy_w)
+        shared: dict[int, list[Running]] = {}
+        for run in state.by_pool[(region.name, pool.spec.name)].values():
+            if run.placement.exclusive:
+                if run.job.id in state.preempting:  # already signalled: counts as freed
+                    idle += run.placement.nodes
+                    region_busy -= run.placement.busy_w
+                elif run.job.qos in PREEMPTIBLE:
+                    key = (QOS_RANK[run.job.qos], -run.start_s)
+                    units.append((key, [run.job.id], run.placement.nodes, run.placement.busy_w))
+            elif run.placement.node is not None:
+                shared.setdefault(run.placement.node, []).append(run)
+        for runs in shared.values():
+            live = [r for r in runs if r.job.id not in state.preempting]
+            if not live:
+                idle += 1
+                region_busy -= sum(r.placement.busy_w for r in runs)
+            elif all(r.job.qos in PREEMPTIBLE for r in live):
+                key = (max(QOS_RANK[r.job.qos] for r in live), -max(r.start_s for r in live))
+                units.append((key, [r.job.id for r in live], 1, sum(r.placement.busy_w for r in runs)))
+        victims: list[str] = []
+        if not (idle >= need and region.draw_ok(region_busy + busy)):
+            for _key, ids, nodes, unit_busy in sorted(units, key=lambda u: (u[0], u[1])):
+                victims.extend(ids)
+                idle += nodes
+                region_busy -= unit_busy
+                if idle >= need and region.draw_ok(region_busy + busy):
+                    break
+            else:
+                continue  # even every preemptible job would not make room here
+        if best is None or len(victims) < len(best):
+            best = victims
+    return best

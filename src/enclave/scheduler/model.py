@@ -1,0 +1,94 @@
+"""What the scheduler knows of jobs: requests, placements and decisions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from enclave.labels import Label
+
+
+class QOS(StrEnum):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+    URGENT = "urgent"  # may preempt LOW and NORMAL jobs
+
+
+QOS_RANK: dict[QOS, int] = {QOS.LOW: 0, QOS.NORMAL: 1, QOS.HIGH: 2, QOS.URGENT: 3}
+
+
+class Reason(StrEnum):
+    """Why a job is still pending after a pass (shown to users)."""
+
+    PRIORITY = "priority"  # resources exist, but a higher-priority job's reservation holds them
+    RESOURCES = "resources"  # not enough free nodes/CPUs/GPUs/memory in any accredited region
+    POWER_CAP = "power_cap"  # it fits, but starting it would exceed the region's power cap
+    NO_ACCREDITED_REGION = "no_accredited_region"  # no region may run this label
+    UNSATISFIABLE = "unsatisfiable"  # no pool of any accredited region can ever hold it
+    PREEMPTING = "preempting"  # lower-QOS jobs are being preempted to make room
+    RESERVED = "reserved"  # head of the queue: resources reserved for it (EASY)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A queued job as the scheduler sees it. Resources are per node; walltime is the limit."""
+
+    id: str
+    agency: str
+    label: Label
+    nodes: int
+    cpus: int
+    memory_mb: int
+    gpus: int
+    walltime_s: float
+    submit_s: float
+    qos: QOS = QOS.NORMAL
+    region: str | None = None  # None: any accredited region
+    seq: int = 0  # tie-breaker: submission order
+    # Jobs of one shape fit in the same places. A str so its hash is computed once: the pass
+    # looks shapes up for every queued job.
+    shape: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        key = f"{self.label.marking}|{self.region}|{self.nodes}|{self.cpus}|{self.memory_mb}|{self.gpus}"
+        object.__setattr__(self, "shape", key)
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where a job runs. Exclusive jobs own whole nodes; shared ones a slice of one node."""
+
+    region: str
+    pool: str
+    nodes: int
+    exclusive: bool
+    node: int | None = None  # the shared node's index inside the pool
+    busy_w: float = 0.0  # IT power the job adds above its nodes' idle draw
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    job: Job
+    placement: Placement
+    start_s: float
+
+    @property
+    def end_estimate_s(self) -> float:
+        return self.start_s + self.job.walltime_s
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    job_id: str
+    region: str
+    pool: str
+    start_s: float  # the shadow time: the head job starts no later than this
+
+
+@dataclass
+class PassResult:
+    started: list[tuple[Job, Placement]] = field(default_factory=list)
+    preempt: list[str] = field(default_factory=list)  # running job ids to preempt (requeue)
+    reasons: dict[str, Reason] = field(default_factory=dict)
+    reservation: Reservation | None = None

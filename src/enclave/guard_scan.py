@@ -14,21 +14,23 @@ white space between words, spaces around ``//`` and ``/``); short aliases only i
 tight form, so that code such as ``S // 2`` is not taken for a marking.
 
 The scan errs towards refusing: a compartment the scheme does not know (``SI-G``,
-``NOFORN``) is kept in the finding's label, so no label of the scheme dominates it, and a
-chunk boundary can add a finding (a level at the very end of a chunk looks like a banner
-line) but never hide one that fits in the overlap window.
+``NOFORN``) is kept in the finding's label, so no label of the scheme dominates it. Where
+the chunks fall does not change the findings for markings shorter than the overlap window
+(512 chars): the window keeps one extra char of context for look-behinds and ``^``, and a
+match that ends near the end of the data so far waits for the data that follows it.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from enclave.errors import InvalidInput
 from enclave.labels import Label, LabelScheme
 
 _OVERLAP_CHARS = 512  # a marking split across two chunks is still seen
+_SETTLE_CHARS = 256  # a match ending this close to the end of the data so far waits for more
 _COMPARTMENT = r"[A-Z0-9][A-Z0-9-]*"
 
 
@@ -91,27 +93,39 @@ class MarkingScanner:
 
     def feed(self, chunk: bytes) -> None:
         text = self._tail + chunk.decode("latin-1")
-        for pattern, implied in self._patterns:
-            for match in pattern.finditer(text, self._context):
-                found = match.group(0).strip()
-                if not found:  # an extra pattern that matches the empty string
-                    continue
-                label = implied or self._label_of(found)
-                # Keyed by text *and* label: an extra pattern may give a text that a built-in
-                # pattern also matches a higher label, and the higher one must not be lost.
-                self._findings.setdefault((found, label), Finding(found, label))
-        keep = _OVERLAP_CHARS + 1
+        for start, end, finding in self._matches(text, self._context):
+            # A match close to the end of what has arrived may still change with the text that
+            # follows ("SECRET//SI/" then "TK"; a level that turns out not to end its line). If
+            # it lies wholly in the tail kept below, the next feed or findings() takes it then.
+            if end > len(text) - _SETTLE_CHARS and start >= len(text) - _OVERLAP_CHARS:
+                continue
+            self._findings.setdefault((finding.text, finding.label), finding)
+        keep = _OVERLAP_CHARS + 1  # plus one char of context
         if len(text) > keep:
             self._tail, self._context = text[-keep:], 1
         else:
             self._tail = text
 
     def findings(self) -> list[Finding]:
-        return sorted(self._findings.values(), key=lambda f: (-f.label.rank, f.text, f.label.marking))
+        """Every marking seen so far, highest label first, as if the content ended here."""
+        found = dict(self._findings)
+        for _start, _end, finding in self._matches(self._tail, self._context):
+            found.setdefault((finding.text, finding.label), finding)
+        return sorted(found.values(), key=lambda f: (-f.label.rank, f.text, f.label.marking))
 
     def above(self, target: Label) -> list[Finding]:
         """Findings whose label the target does not dominate: the reasons to refuse."""
         return [f for f in self.findings() if not target.dominates(f.label)]
+
+    def _matches(self, text: str, start: int) -> Iterator[tuple[int, int, Finding]]:
+        """Every match in ``text`` from ``start`` (earlier chars are context for look-behind and
+        '^'). Findings are keyed by text *and* label: an extra pattern may give a text that a
+        built-in pattern also matches a higher label, and the higher one must not be lost."""
+        for pattern, implied in self._patterns:
+            for match in pattern.finditer(text, start):
+                found = match.group(0).strip()
+                if found:  # an extra pattern may match the empty string
+                    yield match.start(), match.end(), Finding(found, implied or self._label_of(found))
 
     def _label_of(self, marking: str) -> Label:
         body = marking.strip()

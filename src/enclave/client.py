@@ -197,6 +197,32 @@ class Client:
         params = {"state": state} if state else {}
         return list(self._json("GET", "/v1/transfers", params=params)["items"])
 
+    # -- jobs ------------------------------------------------------------------------------
+    def submit_job(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Submit one job (the JSON of ``POST /v1/jobs``); returns it with its ``id`` and ``state``."""
+        return dict(self._json("POST", "/v1/jobs", json=spec))
+
+    def submit_jobs(self, specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Submit many jobs in one request and one transaction."""
+        return list(self._json("POST", "/v1/jobs/batch", json={"jobs": specs})["jobs"])
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/v1/jobs/{job_id}"))
+
+    def list_jobs(self, state: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit}
+        if state:
+            params["state"] = state
+        return list(self._json("GET", "/v1/jobs", params=params)["items"])
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        return dict(self._json("POST", f"/v1/jobs/{job_id}/cancel"))
+
+    def job_logs(self, job_id: str, stream: str = "stdout", offset: int = 0) -> tuple[str, int]:
+        """Output from byte ``offset``; returns the text and the offset to ask for next."""
+        response = self._send("GET", f"/v1/jobs/{job_id}/logs", params={"stream": stream, "offset": offset})
+        return response.text, int(response.headers.get("x-next-offset", offset))
+
     # -- audit -------------------------------------------------------------------------
     def audit_records(
         self, after: int = 0, limit: int = 100, event: str | None = None

@@ -51,6 +51,7 @@ class Action(StrEnum):
     ADMINISTER = "administer"  # agencies, users, tokens for others
     READ_AUDIT = "read_audit"  # list or verify audit records
     MINT_TOKEN = "mint_token"  # a token for oneself at the session label
+    USE_URGENT_QOS = "use_urgent_qos"  # submit work that may preempt others
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,7 @@ RULES: dict[Action, tuple[Rule, ...]] = {
         _needs_role(Role.AUDITOR, Role.ADMIN),
     ),
     Action.MINT_TOKEN: (session_within_clearance,),
+    Action.USE_URGENT_QOS: (session_within_clearance, _needs_role(Role.OPERATOR, Role.ADMIN)),
 }
 
 

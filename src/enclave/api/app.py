@@ -12,13 +12,19 @@ from fastapi import FastAPI
 from enclave import __version__
 from enclave.api import problems
 from enclave.api.limits import BodyLimit
-from enclave.api.routes import artifacts, audit, auth, regions, tenancy, transfers
+from enclave.api.routes import artifacts, audit, auth, jobs, regions, tenancy, transfers
 from enclave.services.bootstrap import bootstrap
 from enclave.services.context import Context, Settings, default_home
+from enclave.services.runner import JobRunner
 
 
-def create_app(settings: Settings | None = None, ctx: Context | None = None) -> FastAPI:
-    """Build the app. Pass ``ctx`` to share one context (tests); else one is made at start-up."""
+def create_app(
+    settings: Settings | None = None, ctx: Context | None = None, run_jobs: bool = True
+) -> FastAPI:
+    """Build the app. Pass ``ctx`` to share one context (tests); else one is made at start-up.
+
+    ``run_jobs`` starts the live scheduling loop with the server (the embedded default).
+    """
     settings = settings or (ctx.settings if ctx else Settings())
 
     @asynccontextmanager
@@ -27,7 +33,13 @@ def create_app(settings: Settings | None = None, ctx: Context | None = None) -> 
         if own:
             app.state.ctx = Context(settings)
         bootstrap(app.state.ctx)
+        runner = JobRunner(app.state.ctx) if run_jobs else None
+        if runner is not None:
+            runner.start()
+        app.state.runner = runner
         yield
+        if runner is not None:
+            runner.stop()
         if own:
             app.state.ctx.close()
 
@@ -39,7 +51,7 @@ def create_app(settings: Settings | None = None, ctx: Context | None = None) -> 
     )
     app.state.ctx = ctx
     problems.install(app)
-    for module in (auth, tenancy, regions, artifacts, transfers, audit):
+    for module in (auth, tenancy, regions, artifacts, transfers, jobs, audit):
         app.include_router(module.router, prefix="/v1")
 
     @app.get("/healthz", tags=["health"])

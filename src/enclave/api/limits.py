@@ -41,28 +41,35 @@ class BodyLimit:
                     await _reject(send, scope["path"], limit)
                     return
         seen = 0
-        started = False
+        started = exceeded = False
 
         async def counting_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
+                    exceeded = True
                     raise _TooLarge
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if exceeded:
+                # The app may catch the interruption and answer on its own (FastAPI turns an
+                # error while reading a JSON body into 400): that answer is replaced by 413.
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
             await self.app(scope, counting_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await _reject(send, scope["path"], limit)
+        except Exception:
+            if not exceeded:
+                raise
+        if exceeded and not started:
+            await _reject(send, scope["path"], limit)
 
 
 async def _reject(send: Send, path: str, limit: int) -> None:

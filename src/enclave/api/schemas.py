@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -73,3 +73,34 @@ class TransferIn(Strict):
 
 class ReviewIn(Strict):
     comment: Annotated[str, Field(max_length=4000)] | None = None
+
+
+class ResourcesIn(Strict):
+    nodes: Annotated[int, Field(ge=1, le=1_000_000)] = 1
+    cpus_per_node: Annotated[int, Field(ge=1, le=100_000)] = 1
+    memory_mb: Annotated[int, Field(ge=1, le=1 << 40)] = 1024
+    gpus_per_node: Annotated[int, Field(ge=0, le=1024)] = 0
+
+
+class DependencyIn(Strict):
+    type: Literal["afterok", "afterany"] = "afterok"
+    job: Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class JobIn(Strict):
+    name: Annotated[str, Field(min_length=1, max_length=256)] = "job"
+    command: Annotated[list[Annotated[str, Field(max_length=4096)]], Field(min_length=1, max_length=256)]
+    label: Marking | None = None
+    walltime_s: Annotated[int, Field(ge=1, le=30 * 24 * 3600)] = 3600
+    resources: ResourcesIn = ResourcesIn()
+    region: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    qos: Literal["low", "normal", "high", "urgent"] = "normal"
+    env: Annotated[dict[str, Annotated[str, Field(max_length=4096)]], Field(max_length=64)] = {}
+    depends_on: Annotated[list[DependencyIn], Field(max_length=64)] = []
+    array: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    project: Name | None = None
+
+
+class JobBatchIn(Strict):
+    jobs: Annotated[list[JobIn], Field(min_length=1, max_length=10_000)]

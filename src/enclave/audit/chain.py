@@ -29,6 +29,7 @@ HASHED_FIELDS = (
     "object_kind",
     "object_id",
     "object_label",
+    "label_rank",  # listings filter on it: an unhashed rank could hide a record from auditors
     "details",
 )
 

@@ -27,6 +27,10 @@ class AuditEvent(StrEnum):
     TRANSFER_REFUSED = "transfer.refused"
     TRANSFER_SCAN_REFUSED = "transfer.scan_refused"
     TRANSFER_RELEASED = "transfer.released"
+    JOB_SUBMITTED = "job.submitted"
+    JOB_TRANSITION = "job.transition"
+    JOB_CANCEL_REQUESTED = "job.cancel_requested"
+    JOB_LOGS_READ = "job.logs_read"
     AUDIT_LISTED = "audit.listed"
     AUDIT_VERIFIED = "audit.verified"
 

@@ -91,12 +91,12 @@ class AuditLog:
             "object_kind": entry.object_kind,
             "object_id": entry.object_id,
             "object_label": entry.object_label,
+            "label_rank": entry.label_rank,
             "details": canonical_json(entry.details or {}),
         }
         digest = record_hash(head.hash, fields)
         record = AuditRecord(
             **fields,
-            label_rank=entry.label_rank,
             prev_hash=head.hash,
             hash=digest,
             signature=sign(self._key, digest),
@@ -125,16 +125,27 @@ class AuditLog:
     def read_checkpoint(self) -> Checkpoint | None:
         try:
             data = json.loads(self._checkpoint_path.read_text())
+            return Checkpoint(int(data["seq"]), str(data["hash"]), str(data["ts"]), str(data["signature"]))
         except FileNotFoundError:
             return None
-        except (ValueError, OSError):
+        except (ValueError, OSError, KeyError, TypeError):
             # An unreadable checkpoint is itself tampering: verify against an impossible one.
             return Checkpoint(seq=0, hash="", ts="", signature="")
-        return Checkpoint(int(data["seq"]), str(data["hash"]), str(data["ts"]), str(data["signature"]))
 
     # -- verification ------------------------------------------------------------------
     def verify(self, session: Session) -> VerifyResult:
-        return verify_chain(self._rows(session), self.public_key, self.read_checkpoint())
+        checkpoint = self.read_checkpoint()
+        result = verify_chain(self._rows(session), self.public_key, checkpoint)
+        if result.ok and checkpoint is None and result.records:
+            # Every commit that appends records rewrites the checkpoint, so records without
+            # one mean it was removed — and without it a truncated tail would pass unseen.
+            return VerifyResult(
+                False,
+                result.records,
+                result.records + 1,
+                f"the signed checkpoint is missing: records after {result.records} may have been removed",
+            )
+        return result
 
     @staticmethod
     def _rows(session: Session) -> Iterator[dict[str, Any]]:

@@ -145,7 +145,7 @@ class ClusterState:
 
     def candidates(self, job: Job) -> list[tuple[RegionState, PoolState]]:
         """Accredited regions (the job's own, if it named one) and pools that could ever hold it."""
-        out = []
+        out: list[tuple[RegionState, PoolState]] = []
         for r in self.regions:
             if job.region is not None and r.name != job.region:
                 continue
@@ -229,6 +229,10 @@ class ClusterState:
             else:
                 pool._set_partial(pl.node, free)
         region.busy_w = max(0.0, region.busy_w - pl.busy_w)
+        if not any(self.by_pool[(region.name, p.spec.name)] for p in region.pools):
+            # Nothing runs in the region: drop the rounding residue of adding and subtracting
+            # fractional shares, which would otherwise accumulate over a long run.
+            region.busy_w = 0.0
         return run
 
     def release_many(self, job_ids: Iterable[str]) -> None:

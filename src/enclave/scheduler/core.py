@@ -45,7 +45,9 @@ def schedule(state: ClusterState, queue: Sequence[Job], now: float, policy: Poli
     result = PassResult()
     ordered = policy.order(queue, now, state)
     cand_cache: dict[str, list[Candidate]] = {}
-    cannot_fit: set[str] = set()  # shapes that failed now: resources only shrink
+    # Shapes that could not start now, and why: free resources and power headroom only shrink
+    # during a pass. RESOURCES stays true; POWER_CAP may turn into RESOURCES, so it is rechecked.
+    cannot_fit: dict[str, Reason] = {}
     held_from: dict[str, float] = {}  # shape -> shortest walltime the reservation held back
     hold: _Hold | None = None
     stopped = False
@@ -65,11 +67,13 @@ def schedule(state: ClusterState, queue: Sequence[Job], now: float, policy: Poli
             result.reasons[job.id] = Reason.PRIORITY
             continue
         if hold is None:
-            outcome = _FAILED if shape in cannot_fit else _start_first_fit(state, job, cands, now, result, None)
+            outcome = (
+                _FAILED if shape in cannot_fit else _start_first_fit(state, job, cands, now, result, None)
+            )
             if outcome is _STARTED:
                 continue
-            cannot_fit.add(shape)
             why = _why_not(job, cands)
+            cannot_fit[shape] = why
             if job.qos is QOS.URGENT:
                 victims = _plan_preemption(state, job, cands)
                 if victims is not None:
@@ -78,7 +82,9 @@ def schedule(state: ClusterState, queue: Sequence[Job], now: float, policy: Poli
                     why = Reason.PREEMPTING
             if not policy.backfill:
                 result.reasons[job.id] = why
-                stopped = True
+                # A job no region's cap can ever allow is skipped like an unsatisfiable one:
+                # waiting for it would stop the queue for good.
+                stopped = _ever_within_cap(job, cands)
                 continue
             hold = _reserve(state, job, cands, now)
             if hold is not None:
@@ -89,15 +95,17 @@ def schedule(state: ClusterState, queue: Sequence[Job], now: float, policy: Poli
             continue
         # Backfill: start only what cannot delay the reserved job.
         if shape in cannot_fit:
-            result.reasons[job.id] = Reason.RESOURCES
+            why = cannot_fit[shape]
+            result.reasons[job.id] = _why_not(job, cands) if why is Reason.POWER_CAP else why
             continue
         if job.walltime_s >= held_from.get(shape, math.inf):  # the hold only tightens
             result.reasons[job.id] = Reason.PRIORITY
             continue
         outcome = _start_first_fit(state, job, cands, now, result, hold)
         if outcome is _FAILED:
-            cannot_fit.add(shape)
-            result.reasons[job.id] = _why_not(job, cands)
+            why = _why_not(job, cands)
+            cannot_fit[shape] = why
+            result.reasons[job.id] = why
         elif outcome is _HELD:
             held_from[shape] = min(job.walltime_s, held_from.get(shape, math.inf))
             result.reasons[job.id] = Reason.PRIORITY
@@ -106,7 +114,11 @@ def schedule(state: ClusterState, queue: Sequence[Job], now: float, policy: Poli
 
 def _sorted_candidates(state: ClusterState, job: Job) -> list[Candidate]:
     # Lowest sufficient accreditation first: keep higher regions for work only they may run.
-    return sorted(state.candidates(job), key=lambda rp: rp[0].accreditation.rank)
+    # Level, then number of compartments: a region that strictly dominates another sorts after
+    # it (SECRET before SECRET//SI), whatever the order of the fleet file.
+    return sorted(
+        state.candidates(job), key=lambda rp: (rp[0].accreditation.rank, len(rp[0].accreditation.compartments))
+    )
 
 
 _STARTED, _HELD, _FAILED = "started", "held", "failed"
@@ -154,6 +166,11 @@ def _why_not(job: Job, cands: list[Candidate]) -> Reason:
         if pool.fits_now(job) and not region.power_fits(pool.busy_w(job, pool.exclusive_for(job))):
             return Reason.POWER_CAP
     return Reason.RESOURCES
+
+
+def _ever_within_cap(job: Job, cands: list[Candidate]) -> bool:
+    """Could the job start in some candidate once everything else in its region has ended?"""
+    return any(region.draw_ok(pool.busy_w(job, pool.exclusive_for(job))) for region, pool in cands)
 
 
 def _reserve(state: ClusterState, job: Job, cands: list[Candidate], now: float) -> _Hold | None:

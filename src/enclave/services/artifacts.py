@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, or_, select
@@ -19,9 +20,9 @@ from enclave.audit.events import AuditEvent
 from enclave.errors import Conflict, InvalidInput, NotFound, TooLarge
 from enclave.policy import Action, Resource, decide
 from enclave.services.context import Context
-from enclave.services.tenancy import agency_by_name
+from enclave.services.tenancy import agency_by_name, project_id_of
 from enclave.services.unit import Actor, Unit, entry_for, unit
-from enclave.store.models import Agency, Artifact, Project, Share
+from enclave.store.models import Agency, Artifact, Share
 
 MAX_NAME_CHARS = 256
 
@@ -100,7 +101,7 @@ async def put(
     # Check policy and quota before reading a byte, then again when committing.
     with unit(ctx) as u:
         u.require(actor, Action.CREATE, res)
-        project_id = _project_id(u.session, actor, project)
+        project_id = project_id_of(u.session, actor.agency_id, actor.subject.agency, project)
         limit = min(limit, _storage_left(u.session, actor.agency_id))
     art_id = str(uuid.uuid4())
     writer = ctx.blobs.writer(label.marking, art_id, limit)
@@ -160,17 +161,6 @@ def _is_hex(text: str) -> bool:
     return True
 
 
-def _project_id(session: Session, actor: Actor, project: str | None) -> int | None:
-    if project is None:
-        return None
-    pid = session.execute(
-        select(Project.id).where(Project.agency_id == actor.agency_id, Project.name == project)
-    ).scalar_one_or_none()
-    if pid is None:
-        raise InvalidInput(f"no project {project!r} in agency {actor.subject.agency}")
-    return pid
-
-
 def _storage_left(session: Session, agency_id: int) -> int:
     quota = session.execute(select(Agency.quota_storage_bytes).where(Agency.id == agency_id)).scalar_one()
     if quota is None:
@@ -203,7 +193,7 @@ def list_visible(
         query = query.where(Artifact.kind == kind)
     out: list[dict[str, Any]] = []
     with unit(ctx) as u:
-        for art, agency in u.session.execute(query).tuples():
+        for art, agency in u.session.execute(query):
             shares = _shares(u.session, art.id)
             res = resource_of(ctx, art, agency, shares)
             if decide(s, Action.READ, res).allowed:
@@ -250,3 +240,72 @@ def share(ctx: Context, actor: Actor, artifact_id: str, agency_name: str) -> dic
         )
         shared = res.shared_with | {agency_name}
         return view(art, res.agency or "", shared)
+
+
+def store_system_file(
+    ctx: Context,
+    path: Path,
+    *,
+    name: str,
+    kind: str,
+    label: str,
+    agency_id: int,
+    owner_id: int,
+    meta: dict[str, Any],
+) -> str | None:
+    """Encrypt a file the system produced (a job's log) as an artifact at ``label``.
+
+    No policy check: the system writes at the label of the work that produced the file, never
+    lower. Returns the new id, or None when the file is missing or empty. The caller records
+    the artifact in its own transaction.
+    """
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return None
+    if size == 0:
+        return None
+    art_id = str(uuid.uuid4())
+    writer = ctx.blobs.writer(label, art_id, max(size, 1) + (1 << 20))
+    try:
+        with path.open("rb") as fh:
+            while block := fh.read(1 << 20):
+                writer.write(block)
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    parsed = ctx.scheme.parse(label)
+    try:
+        with unit(ctx) as u:
+            u.session.add(
+                Artifact(
+                    id=art_id,
+                    name=name,
+                    kind=kind,
+                    label=parsed.marking,
+                    label_rank=parsed.rank,
+                    agency_id=agency_id,
+                    project_id=None,
+                    owner_id=owner_id,
+                    size_bytes=writer.size,
+                    sha256=writer.sha256,
+                    blob_key=art_id,
+                    meta=meta,
+                    derived_from=[],
+                    created_at=ctx.now(),
+                )
+            )
+            u.record(
+                entry_for(
+                    None,
+                    AuditEvent.ARTIFACT_CREATED,
+                    Resource(kind="artifact", label=parsed),
+                    art_id,
+                    details={"by": "system", **meta},
+                )
+            )
+    except BaseException:
+        ctx.blobs.delete(label, art_id)
+        raise
+    return art_id

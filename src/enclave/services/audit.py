@@ -54,12 +54,15 @@ def list_records(
         if event is not None:
             query = query.where(AuditRecord.event == event)
         out: list[dict[str, Any]] = []
-        for rec in u.session.execute(query.execution_options(yield_per=500)).scalars():
-            label = ctx.scheme.parse(rec.object_label) if rec.object_label else None
-            if decide(s, Action.READ_AUDIT, Resource(kind="audit", label=label)).allowed:
-                out.append(_view(rec))
-                if len(out) >= limit:
-                    break
+        # Streamed (a server-side cursor on PostgreSQL): closed explicitly, since the loop
+        # stops early once ``limit`` records are found.
+        with u.session.execute(query.execution_options(yield_per=500)) as result:
+            for rec in result.scalars():
+                label = ctx.scheme.parse(rec.object_label) if rec.object_label else None
+                if decide(s, Action.READ_AUDIT, Resource(kind="audit", label=label)).allowed:
+                    out.append(_view(rec))
+                    if len(out) >= limit:
+                        break
         return out
 
 

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from enclave.audit.events import AuditEvent, Outcome
-from enclave.errors import Forbidden, InvalidInput, NotAuthenticated, RateLimited
+from enclave.errors import Forbidden, InvalidInput, NotAuthenticated, NotFound, RateLimited
 from enclave.labels import Label
 from enclave.policy import Action, Resource, Role, Subject, may_hold_session
 from enclave.services.context import LOGIN_LOCKOUT_S, LOGIN_MAX_FAILURES, LOGIN_WINDOW_S, Context
@@ -200,10 +200,12 @@ def revoke_token(ctx: Context, actor: Actor, token_id: str) -> None:
     """Admins revoke any token; users revoke their own."""
     with unit(ctx) as u:
         tok = u.session.get(Token, token_id)
-        if tok is None:
-            raise InvalidInput(f"no token {token_id!r}")
-        if tok.user_id != actor.user_id:
+        # Authorise before saying whether the id exists, so that a non-admin gets the same
+        # answer for someone else's token and for one that does not exist.
+        if tok is None or tok.user_id != actor.user_id:
             u.require(actor, Action.ADMINISTER, Resource(kind="token"))
+        if tok is None:
+            raise NotFound(f"token {token_id} not found")
         if tok.revoked_at is None:
             tok.revoked_at = ctx.now()
             u.record(entry_for(actor, AuditEvent.TOKEN_REVOKED, Resource(kind="token"), token_id))

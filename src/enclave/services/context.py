@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -69,6 +70,10 @@ class Context:
         )
         self.blobs = BlobStore(home / "blobs", load_or_create_master_key(home / "keys" / "master.key"))
         self.now = clock
+        self.jobs_changed = threading.Event()  # wakes the live loop on submit/cancel
+
+    def notify_jobs(self) -> None:
+        self.jobs_changed.set()
 
     def close(self) -> None:
         self.engine.dispose()

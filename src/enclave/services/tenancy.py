@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from enclave.audit.events import AuditEvent
@@ -79,6 +80,19 @@ def user_view(user: User, agency: Agency) -> dict[str, Any]:
     }
 
 
+def _insert(session: Session, row: object, clash: str) -> None:
+    """Add and flush ``row``; a clash with a unique name inserted concurrently is a Conflict.
+
+    The existence checks before each insert see only committed rows, so two requests for one
+    new name can both pass them; the database's unique constraint then refuses the second
+    insert, which must read as the same 409 as a name that already existed."""
+    session.add(row)
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        raise Conflict(clash) from exc
+
+
 # -- agencies ------------------------------------------------------------------------------
 def create_agency(ctx: Context, actor: Actor | None, name: str, quotas: Quotas = Quotas()) -> dict[str, Any]:
     """``actor`` None is the server bootstrapping itself."""
@@ -95,8 +109,7 @@ def create_agency(ctx: Context, actor: Actor | None, name: str, quotas: Quotas =
             quota_storage_bytes=quotas.storage_bytes,
             created_at=ctx.now(),
         )
-        u.session.add(agency)
-        u.session.flush()
+        _insert(u.session, agency, f"agency {name} already exists")
         u.record(
             entry_for(
                 actor, AuditEvent.AGENCY_CREATED, Resource(kind="agency"), name, details=quotas.__dict__
@@ -134,6 +147,18 @@ def get_agency(ctx: Context, actor: Actor, name: str) -> dict[str, Any]:
 
 
 # -- projects ------------------------------------------------------------------------------
+def project_id_of(session: Session, agency_id: int, agency_name: str, project: str | None) -> int | None:
+    """The id of a project of the acting agency (None for no project)."""
+    if project is None:
+        return None
+    pid = session.execute(
+        select(Project.id).where(Project.agency_id == agency_id, Project.name == project)
+    ).scalar_one_or_none()
+    if pid is None:
+        raise InvalidInput(f"no project {project!r} in agency {agency_name}")
+    return pid
+
+
 def create_project(ctx: Context, actor: Actor, agency_name: str, name: str) -> dict[str, Any]:
     check_name("project", name)
     with unit(ctx) as u:
@@ -144,7 +169,11 @@ def create_project(ctx: Context, actor: Actor, agency_name: str, name: str) -> d
         )
         if exists.first():
             raise Conflict(f"project {name} already exists in {agency_name}")
-        u.session.add(Project(agency_id=agency.id, name=name, created_at=ctx.now()))
+        _insert(
+            u.session,
+            Project(agency_id=agency.id, name=name, created_at=ctx.now()),
+            f"project {name} already exists in {agency_name}",
+        )
         u.record(
             entry_for(actor, AuditEvent.PROJECT_CREATED, Resource(kind="project"), f"{agency_name}/{name}")
         )
@@ -196,8 +225,7 @@ def create_user(
             disabled=False,
             created_at=ctx.now(),
         )
-        u.session.add(user)
-        u.session.flush()
+        _insert(u.session, user, f"user {name} already exists")
         u.record(
             entry_for(
                 actor,
@@ -241,7 +269,7 @@ def list_users(ctx: Context, actor: Actor) -> list[dict[str, Any]]:
         rows = u.session.execute(
             select(User, Agency).join(Agency, User.agency_id == Agency.id).order_by(User.name)
         )
-        return [user_view(user, agency) for user, agency in rows.tuples()]
+        return [user_view(user, agency) for user, agency in rows]
 
 
 def get_user(ctx: Context, actor: Actor, name: str) -> dict[str, Any]:

@@ -64,7 +64,7 @@ def _view(u: Unit, t: Transfer, requester: str) -> dict[str, Any]:
         .join(User, TransferReview.reviewer_id == User.id)
         .where(TransferReview.transfer_id == t.id)
         .order_by(TransferReview.id)
-    ).tuples()
+    )
     return {
         "id": t.id,
         "artifact_id": t.artifact_id,
@@ -102,6 +102,10 @@ def request(
     with unit(ctx) as u:
         art, art_res = artifacts.load(u, actor, artifact_id, Action.REQUEST_TRANSFER)
         source = ctx.scheme.parse(art.label)
+        # The request also *creates* a record (with the justification) that is readable at
+        # the source label, so, like every write, it happens at exactly the session label:
+        # from a higher session it would carry that session's information down.
+        u.require(actor, Action.CREATE, Resource(kind="transfer", label=source, agency=art_res.agency))
     if target == source:
         raise InvalidInput(f"artifact is already at {target}")
     plan = plan_transfer(source, target)
@@ -155,6 +159,9 @@ def review(
 ) -> dict[str, Any]:
     with unit(ctx) as u:
         t, res = _load(u, actor, transfer_id, Action.REVIEW_TRANSFER)
+        # A review writes a decision and comment readable at the transfer's (source) label:
+        # star property, so a session above that label cannot write down through it.
+        u.require(actor, Action.WRITE, res, transfer_id)
         if t.state != TransferState.PENDING:
             raise Conflict(f"transfer is {t.state}, not pending")
         already = u.session.execute(
@@ -329,7 +336,7 @@ def list_visible(
         query = query.where(Transfer.state == TransferState(state).value)
     out: list[dict[str, Any]] = []
     with unit(ctx) as u:
-        for t, agency, requester in u.session.execute(query).tuples():
+        for t, agency, requester in u.session.execute(query):
             if decide(s, Action.READ, _resource(ctx, t, agency, requester)).allowed:
                 out.append(_view(u, t, requester))
                 if len(out) >= limit:

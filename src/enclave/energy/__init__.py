@@ -1,0 +1,1 @@
+"""Energy, carbon and cost: a pure model plus measurement adapters (RAPL, NVML)."""

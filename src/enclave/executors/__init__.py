@@ -1,0 +1,1 @@
+"""Executors: where jobs actually run. One small interface, a table of implementations."""

@@ -1,0 +1,63 @@
+"""The executor interface: start, poll, cancel, logs.
+
+A *handle* is a JSON-serialisable dict the executor returns from ``start`` and gets back on
+every later call; the control plane stores it with the job, so a restarted server can poll,
+cancel or read the logs of work started by its previous incarnation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+Handle = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ExecSpec:
+    job_id: str
+    label_key: str  # a digest of the label: sandboxes of different labels never share a directory
+    command: list[str]
+    env: dict[str, str]
+    nodes: int
+    cpus_per_node: int
+    memory_mb: int
+    gpus_per_node: int
+    walltime_s: int
+    region: str
+    pool: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class RunState(StrEnum):
+    RUNNING = "running"
+    EXITED = "exited"  # finished by itself or by a signal; see exit_code
+    LOST = "lost"  # the executor no longer knows the job (node or engine failure)
+
+
+@dataclass(frozen=True)
+class Status:
+    state: RunState
+    exit_code: int | None = None
+    signal: int | None = None  # set when a signal ended it
+    cpu_s: float | None = None  # CPU time used, where the executor can tell
+    energy_j: float | None = None  # measured IT energy, where the executor can tell
+
+
+class Executor(Protocol):
+    type: str
+
+    def start(self, spec: ExecSpec) -> Handle: ...
+
+    def poll(self, handle: Handle) -> Status: ...
+
+    def cancel(self, handle: Handle, grace_s: float) -> None:
+        """Ask the job to stop (SIGTERM or the engine's equivalent), kill after ``grace_s``."""
+
+    def kill(self, handle: Handle) -> None: ...
+
+    def log_paths(self, handle: Handle) -> dict[str, Path]: ...
+
+    def cleanup(self, handle: Handle) -> None: ...

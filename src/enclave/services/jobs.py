@@ -1,0 +1,366 @@
+"""Labelled batch jobs: submission, listing, cancellation, logs, and the state machine.
+
+States: ``pending → admitted → running → completed | failed | cancelled | timeout``, and
+``running → preempted → pending`` (requeued). Every transition goes through
+:func:`transition`, which checks it is allowed and audits it in the same transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from enclave.audit.events import AuditEvent
+from enclave.errors import Conflict, InvalidInput, NotFound
+from enclave.labels import Label
+from enclave.policy import Action, Resource, decide, may_place
+from enclave.scheduler.model import QOS
+from enclave.services.context import Context
+from enclave.services.tenancy import project_id_of
+from enclave.services.unit import Actor, Unit, entry_for, unit
+from enclave.store.models import Agency, Job, User
+
+MAX_ARGS = 256
+MAX_ARG_CHARS = 4096
+MAX_ENV = 64
+MAX_WALLTIME_S = 30 * 24 * 3600
+MAX_ARRAY = 10_000
+MAX_BATCH = 10_000
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+class JobState(StrEnum):
+    PENDING = "pending"
+    ADMITTED = "admitted"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMEOUT = "timeout"
+    PREEMPTED = "preempted"
+
+
+TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.TIMEOUT})
+ALLOWED: dict[JobState, frozenset[JobState]] = {
+    JobState.PENDING: frozenset({JobState.ADMITTED, JobState.CANCELLED, JobState.FAILED}),
+    JobState.ADMITTED: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.PENDING, JobState.FAILED}),
+    JobState.RUNNING: frozenset(
+        {
+            JobState.COMPLETED,
+            JobState.FAILED,
+            JobState.CANCELLED,
+            JobState.TIMEOUT,
+            JobState.PREEMPTED,
+            JobState.PENDING,
+        }
+    ),
+    JobState.PREEMPTED: frozenset({JobState.PENDING}),
+}
+
+
+class DependencyType(StrEnum):
+    AFTEROK = "afterok"  # start after the job completed successfully
+    AFTERANY = "afterany"  # start after the job ended, however
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A validated submission (API schemas build it; the CLI and SDK send the same JSON)."""
+
+    name: str
+    command: list[str]
+    label: str | None = None  # default: the session label
+    walltime_s: int = 3600
+    nodes: int = 1
+    cpus_per_node: int = 1
+    memory_mb: int = 1024
+    gpus_per_node: int = 0
+    region: str | None = None  # None or "auto": any accredited region
+    qos: QOS = QOS.NORMAL
+    env: dict[str, str] = field(default_factory=dict)
+    depends_on: list[tuple[DependencyType, str]] = field(default_factory=list)
+    array: int | None = None
+    idempotency_key: str | None = None
+    project: str | None = None
+
+
+def label_key(marking: str) -> str:
+    """A directory-safe digest of a label (sandboxes are grouped by label, names not shown)."""
+    return hashlib.sha256(marking.encode()).hexdigest()[:24]
+
+
+def resource_of(ctx: Context, job: Job, agency: str) -> Resource:
+    return Resource(kind="job", label=ctx.scheme.parse(job.label), agency=agency)
+
+
+def _validate(ctx: Context, spec: JobSpec, label: Label) -> None:
+    if not spec.command or len(spec.command) > MAX_ARGS:
+        raise InvalidInput(f"command must have 1-{MAX_ARGS} arguments")
+    if any((not isinstance(a, str)) or len(a) > MAX_ARG_CHARS or "\x00" in a for a in spec.command):
+        raise InvalidInput(f"command arguments must be strings of at most {MAX_ARG_CHARS} characters")
+    if not spec.command[0]:
+        raise InvalidInput("command[0] must name a program")
+    if not spec.name.strip() or len(spec.name) > 256:
+        raise InvalidInput("name must be 1-256 characters")
+    if not 1 <= spec.walltime_s <= MAX_WALLTIME_S:
+        raise InvalidInput(f"walltime_s must be between 1 and {MAX_WALLTIME_S}")
+    for what, value, low in (
+        ("nodes", spec.nodes, 1),
+        ("cpus_per_node", spec.cpus_per_node, 1),
+        ("memory_mb", spec.memory_mb, 1),
+        ("gpus_per_node", spec.gpus_per_node, 0),
+    ):
+        if value < low:
+            raise InvalidInput(f"{what} must be at least {low}")
+    if len(spec.env) > MAX_ENV or any(
+        not _ENV_KEY.match(k) or len(v) > MAX_ARG_CHARS for k, v in spec.env.items()
+    ):
+        raise InvalidInput(
+            f"env: at most {MAX_ENV} variables with names like NAME_1 and values up to {MAX_ARG_CHARS} chars"
+        )
+    if spec.array is not None and not 1 <= spec.array <= MAX_ARRAY:
+        raise InvalidInput(f"array must be between 1 and {MAX_ARRAY}")
+    regions = ctx.fleet.regions
+    if spec.region not in (None, "auto"):
+        region = ctx.fleet.region(spec.region)  # InvalidInput: unknown region
+        if not may_place(label, ctx.fleet.accreditation(region)):
+            raise InvalidInput(f"region {region.name} is not accredited for {label}")
+        regions = [region]
+    accredited = [r for r in regions if may_place(label, ctx.fleet.accreditation(r))]
+    if not accredited:
+        raise InvalidInput(f"no region is accredited for {label}")
+    fits = any(
+        p.count >= spec.nodes
+        and p.cpus >= spec.cpus_per_node
+        and p.memory_mb >= spec.memory_mb
+        and p.gpus >= spec.gpus_per_node
+        for r in accredited
+        for p in r.pools
+    )
+    if not fits:
+        raise InvalidInput("no node pool of an accredited region can hold these resources")
+
+
+def submit(ctx: Context, actor: Actor, specs: Iterable[JobSpec]) -> list[dict[str, Any]]:
+    """Submit one or more jobs in one transaction; idempotency keys return the existing job."""
+    specs = list(specs)
+    if not 1 <= len(specs) <= MAX_BATCH:
+        raise InvalidInput(f"submit 1-{MAX_BATCH} jobs at a time")
+    now = ctx.now()
+    out: list[dict[str, Any]] = []
+    with unit(ctx) as u:
+        for spec in specs:
+            label = ctx.scheme.parse(spec.label) if spec.label else actor.subject.session
+            res = Resource(kind="job", label=label, agency=actor.subject.agency)
+            u.require(actor, Action.CREATE, res)
+            if spec.qos is QOS.URGENT:
+                u.require(actor, Action.USE_URGENT_QOS, Resource(kind="qos"))
+            _validate(ctx, spec, label)
+            if spec.idempotency_key:
+                existing = u.session.execute(
+                    select(Job).where(
+                        Job.owner_id == actor.user_id, Job.idempotency_key == spec.idempotency_key
+                    )
+                ).scalar_one_or_none()
+                if existing is not None:
+                    out.append(view(ctx, existing, actor.subject.agency))
+                    continue
+            deps = [(kind, _visible_job(u, actor, dep_id).id) for kind, dep_id in spec.depends_on]
+            project_id = project_id_of(u.session, actor.agency_id, actor.subject.agency, spec.project)
+            count = spec.array or 1
+            array_id = str(uuid.uuid4()) if spec.array else None
+            rows = []
+            for index in range(count):
+                env = dict(spec.env)
+                if array_id is not None:
+                    env["ENCLAVE_ARRAY_INDEX"] = str(index)
+                row = Job(
+                    id=str(uuid.uuid4()),
+                    name=spec.name if array_id is None else f"{spec.name}[{index}]",
+                    label=label.marking,
+                    label_rank=label.rank,
+                    agency_id=actor.agency_id,
+                    project_id=project_id,
+                    owner_id=actor.user_id,
+                    command=list(spec.command),
+                    env=env,
+                    nodes=spec.nodes,
+                    cpus_per_node=spec.cpus_per_node,
+                    memory_mb=spec.memory_mb,
+                    gpus_per_node=spec.gpus_per_node,
+                    walltime_s=spec.walltime_s,
+                    qos=str(spec.qos),
+                    region_request=None if spec.region in (None, "auto") else spec.region,
+                    depends_on=[{"type": str(k), "job": j} for k, j in deps],
+                    array_id=array_id,
+                    array_index=index if array_id else None,
+                    idempotency_key=spec.idempotency_key if index == 0 else None,
+                    state=JobState.PENDING,
+                    reason="awaiting admission",
+                    attempts=0,
+                    cancel_requested=False,
+                    submitted_at=now,
+                    log_artifacts={},
+                )
+                u.session.add(row)
+                rows.append(row)
+            u.session.flush()
+            for row in rows:
+                u.record(
+                    entry_for(
+                        actor,
+                        AuditEvent.JOB_SUBMITTED,
+                        res,
+                        row.id,
+                        details={
+                            "name": row.name,
+                            "command": row.command[0],
+                            "nodes": row.nodes,
+                            "qos": row.qos,
+                        },
+                    )
+                )
+            first = view(ctx, rows[0], actor.subject.agency)
+            if array_id is not None:
+                first["array_jobs"] = [r.id for r in rows]
+            out.append(first)
+    ctx.notify_jobs()
+    return out
+
+
+def _visible_job(u: Unit, actor: Actor, job_id: str, action: Action = Action.READ) -> Job:
+    row = u.session.execute(
+        select(Job, Agency.name).join(Agency, Job.agency_id == Agency.id).where(Job.id == job_id)
+    ).first()
+    if row is None:
+        raise NotFound(f"job {job_id} not found")
+    job, agency = row
+    u.require(actor, action, resource_of(u.ctx, job, agency), job_id)
+    return job
+
+
+def view(ctx: Context, job: Job, agency: str, owner: str | None = None) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "name": job.name,
+        "label": job.label,
+        "agency": agency,
+        "owner": owner,
+        "state": job.state,
+        "reason": job.reason,
+        "command": job.command,
+        "env": job.env,
+        "resources": {
+            "nodes": job.nodes,
+            "cpus_per_node": job.cpus_per_node,
+            "memory_mb": job.memory_mb,
+            "gpus_per_node": job.gpus_per_node,
+        },
+        "walltime_s": job.walltime_s,
+        "qos": job.qos,
+        "region": job.region or job.region_request or "auto",
+        "region_request": job.region_request or "auto",
+        "placement": job.placement,
+        "depends_on": job.depends_on,
+        "array_id": job.array_id,
+        "array_index": job.array_index,
+        "idempotency_key": job.idempotency_key,
+        "exit_code": job.exit_code,
+        "attempts": job.attempts,
+        "cancel_requested": job.cancel_requested,
+        "submitted_at": job.submitted_at.isoformat(),
+        "started_at": job.started_at.isoformat() if job.started_at else None,
+        "ended_at": job.ended_at.isoformat() if job.ended_at else None,
+        "cpu_s": job.cpu_s,
+        "energy": {
+            "kwh": job.energy_kwh,
+            "kgco2e": job.kgco2e,
+            "cost": job.cost,
+            "source": job.energy_source,
+        },
+        "logs": job.log_artifacts,
+    }
+
+
+def show(ctx: Context, actor: Actor, job_id: str) -> dict[str, Any]:
+    with unit(ctx) as u:
+        job = _visible_job(u, actor, job_id)
+        owner = u.session.get_one(User, job.owner_id).name
+        return view(ctx, job, _agency_name(u.session, job.agency_id), owner)
+
+
+def _agency_name(session: Session, agency_id: int) -> str:
+    return session.execute(select(Agency.name).where(Agency.id == agency_id)).scalar_one()
+
+
+def list_visible(
+    ctx: Context, actor: Actor, state: JobState | None = None, limit: int = 1000
+) -> list[dict[str, Any]]:
+    s = actor.subject
+    query = (
+        select(Job, Agency.name)
+        .join(Agency, Job.agency_id == Agency.id)
+        .where(Job.agency_id == actor.agency_id, Job.label_rank <= s.session.rank)
+        .order_by(Job.seq.desc())
+    )
+    if state is not None:
+        query = query.where(Job.state == str(state))
+    out: list[dict[str, Any]] = []
+    with unit(ctx) as u:
+        for job, agency in u.session.execute(query).tuples():
+            if decide(s, Action.READ, resource_of(ctx, job, agency)).allowed:
+                out.append(view(ctx, job, agency))
+                if len(out) >= limit:
+                    break
+    return out
+
+
+def cancel(ctx: Context, actor: Actor, job_id: str) -> dict[str, Any]:
+    """Ask for cancellation; the live loop stops a running job (grace signal, then kill)."""
+    with unit(ctx) as u:
+        job = _visible_job(u, actor, job_id, Action.WRITE)
+        if JobState(job.state) in TERMINAL:
+            raise Conflict(f"job is already {job.state}")
+        job.cancel_requested = True
+        res = resource_of(ctx, job, actor.subject.agency)
+        u.record(entry_for(actor, AuditEvent.JOB_CANCEL_REQUESTED, res, job_id))
+        result = view(ctx, job, actor.subject.agency)
+    ctx.notify_jobs()
+    return result
+
+
+def transition(u: Unit, job: Job, to: JobState, reason: str | None, now: datetime, **fields: Any) -> None:
+    """The one way a job changes state: checked against ALLOWED and audited."""
+    current = JobState(job.state)
+    if to not in ALLOWED.get(current, frozenset()):
+        raise Conflict(f"job {job.id} cannot go from {current} to {to}")
+    job.state = str(to)
+    job.reason = reason
+    for key, value in fields.items():
+        setattr(job, key, value)
+    if to is JobState.RUNNING:
+        job.started_at = now
+    if to in TERMINAL:
+        job.ended_at = now
+    label = u.ctx.scheme.parse(job.label)
+    u.ctx.audit.append(
+        u.session,
+        entry_for(
+            None,
+            AuditEvent.JOB_TRANSITION,
+            Resource(kind="job", label=label),
+            job.id,
+            details={"from": str(current), "to": str(to), "reason": reason},
+        ),
+        now,
+    )
+    u.recorded += 1

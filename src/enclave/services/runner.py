@@ -1,0 +1,561 @@
+"""The live loop: admission, scheduling passes, executors, walltime, cancellation, energy.
+
+One thread per control-plane process drives the pure scheduler core with the wall clock,
+exactly as the simulator drives it with a simulated one. Durability rules:
+
+* a job is marked ``running`` (with its placement) in a committed transaction *before* its
+  process starts, so a crash can never leave an untracked process that a restart would
+  start a second time; a restart finds such a job without a process and requeues it;
+* completion, failure, timeout, cancellation and preemption are each one audited
+  transition, committed before the sandbox is cleaned up;
+* on start-up every ``running`` job is reconciled with its executor (still running, ended
+  while we were down — the local wrapper leaves its exit status on disk — or lost).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from enclave.energy import measure
+from enclave.energy.model import EnergySource, Usage, account, modelled_it_joules
+from enclave.errors import EnclaveError
+from enclave.executors.base import ExecSpec, Executor, Handle, RunState, Status
+from enclave.executors.registry import make_executor
+from enclave.scheduler.capacity import ClusterState
+from enclave.scheduler.core import schedule
+from enclave.scheduler.model import QOS, Job, Placement
+from enclave.scheduler.policies import MultifactorEASY, Policy, make_policy
+from enclave.scheduler.priority import billing_units
+from enclave.services import artifacts
+from enclave.services.context import Context
+from enclave.services.jobs import DependencyType, JobState, label_key, transition
+from enclave.services.unit import Unit, unit
+from enclave.store.models import Agency
+from enclave.store.models import Job as JobRow
+
+log = logging.getLogger("enclave.runner")
+
+CANCEL_GRACE_S = 10.0  # SIGTERM, then SIGKILL this much later
+TICK_BUSY_S = 0.01
+TICK_IDLE_S = 0.5
+MAX_ATTEMPTS = 5  # requeues after loss before a job is failed
+ADMIT_BATCH = 5000
+
+
+@dataclass
+class Live:
+    job: Job
+    row_seq: int
+    handle: Handle | None
+    executor: Executor
+    started_s: float
+    term_sent_s: float | None = None
+    ending: JobState | None = None  # why we are stopping it
+    energy_j: float = 0.0
+    measured: bool = False
+
+
+@dataclass
+class RunnerStats:
+    passes: int = 0
+    started: int = 0
+    finished: int = 0
+    last_pass_ms: float = 0.0
+    reasons: dict[str, str] = field(default_factory=dict)
+
+
+class JobRunner:
+    def __init__(
+        self,
+        ctx: Context,
+        policy: Policy | None = None,
+        clock: Callable[[], float] = time.time,
+        grace_s: float = CANCEL_GRACE_S,
+    ) -> None:
+        self.ctx = ctx
+        self.policy = policy or make_policy()
+        self.clock = clock
+        self.grace_s = grace_s
+        self.cluster = ClusterState.from_fleet(ctx.fleet)
+        sandboxes = ctx.settings.home / "sandboxes"
+        self.executors = {r.name: make_executor(r, sandboxes) for r in ctx.fleet.regions}
+        self.live: dict[str, Live] = {}
+        self.queue: dict[str, tuple[int, Job]] = {}  # admitted: id -> (seq, job)
+        self._queue_list: list[Job] | None = None
+        self.reasons: dict[str, str] = {}
+        self.stats = RunnerStats()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._rapl = measure.rapl_zones()
+        self._rapl_last = measure.read_uj(self._rapl) if self._rapl else None
+        self._check_cancels = True
+        self._placements: dict[str, Placement] = {}
+        self._agency_names: dict[int, str] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self) -> None:
+        self.reconcile()
+        self._thread = threading.Thread(target=self._run, name="enclave-runner", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.ctx.notify_jobs()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                busy = self.tick()
+            except Exception:  # the loop must survive a bad tick; the error is logged
+                log.exception("scheduler tick failed")
+                busy = False
+            woke = self.ctx.jobs_changed.wait(TICK_BUSY_S if busy or self.live else TICK_IDLE_S)
+            if woke:
+                self.ctx.jobs_changed.clear()
+                self._check_cancels = True
+
+    # -- restart reconciliation ------------------------------------------------------------
+    def reconcile(self) -> None:
+        """Rebuild the in-memory view from the store after a (re)start."""
+        now = self.clock()
+        with unit(self.ctx) as u:
+            rows = u.session.execute(
+                select(JobRow)
+                .where(JobRow.state.in_([JobState.RUNNING, JobState.ADMITTED]))
+                .order_by(JobRow.seq)
+            ).scalars()
+            for row in rows:
+                job = self._core_job(u, row)
+                if row.state == JobState.ADMITTED:
+                    self.queue[row.id] = (row.seq, job)
+                    continue
+                placement = Placement(**row.placement) if row.placement else None
+                if placement is None or row.handle is None:
+                    self._requeue(
+                        u, row, "lost: the control plane stopped before the job's process started", now
+                    )
+                    continue
+                self.cluster.place(job, placement, row.started_at.timestamp() if row.started_at else now)
+                self._placements[row.id] = placement
+                self.live[row.id] = Live(
+                    job,
+                    row.seq,
+                    row.handle,
+                    self.executors[placement.region],
+                    row.started_at.timestamp() if row.started_at else now,
+                )
+        self._queue_list = None
+
+    # -- one tick --------------------------------------------------------------------------
+    def tick(self) -> bool:
+        """Poll, enforce limits, admit, schedule. Returns True when something happened."""
+        now = self.clock()
+        self._sample_energy()
+        finished: list[tuple[Live, Status]] = []
+        for live in list(self.live.values()):
+            if live.handle is None:
+                continue
+            status = live.executor.poll(live.handle)
+            if status.state is RunState.RUNNING:
+                self._enforce(live, now)
+            else:
+                finished.append((live, status))
+        if finished:
+            self._finish(finished, now)
+        if self._check_cancels:
+            self._check_cancels = False
+            self._cancel_requested(now)
+        admitted = self._admit(now)
+        started = self._schedule(now)
+        return bool(finished or admitted or started)
+
+    def _enforce(self, live: Live, now: float) -> None:
+        if live.term_sent_s is None and now >= live.started_s + live.job.walltime_s:
+            live.ending = JobState.TIMEOUT
+            self._signal(live, now)
+        elif live.term_sent_s is not None and now - live.term_sent_s >= self.grace_s and live.handle:
+            live.executor.kill(live.handle)
+
+    def _signal(self, live: Live, now: float) -> None:
+        if live.handle is not None:
+            live.executor.cancel(live.handle, self.grace_s)
+        live.term_sent_s = now
+
+    # -- endings ---------------------------------------------------------------------------
+    def _finish(self, finished: list[tuple[Live, Status]], now: float) -> None:
+        when = datetime.fromtimestamp(now, UTC)
+        done: list[tuple[Live, JobRow]] = []
+        with unit(self.ctx) as u:
+            for live, status in finished:
+                row = self._row(u, live.row_seq)
+                self.cluster.release(live.job.id)
+                del self.live[live.job.id]
+                wall_s = max(0.0, now - live.started_s)
+                if status.state is RunState.LOST:
+                    self._requeue(u, row, "lost: the executor no longer knows this job", now)
+                    continue
+                energy = self._energy(live, status, wall_s)
+                fields: dict[str, Any] = {
+                    "exit_code": status.exit_code,
+                    "cpu_s": status.cpu_s,
+                    "energy_kwh": energy.kwh,
+                    "kgco2e": energy.kgco2e,
+                    "cost": energy.cost,
+                    "energy_source": str(energy.source),
+                }
+                if live.ending is JobState.PREEMPTED:
+                    transition(u, row, JobState.PREEMPTED, "preempted by an urgent job", when, **fields)
+                    row.attempts += 1
+                    transition(u, row, JobState.PENDING, "requeued after preemption", when)
+                elif live.ending is not None:
+                    reason = (
+                        "cancelled by request" if live.ending is JobState.CANCELLED else "walltime exceeded"
+                    )
+                    transition(u, row, live.ending, reason, when, **fields)
+                elif status.exit_code == 0:
+                    transition(u, row, JobState.COMPLETED, None, when, **fields)
+                else:
+                    why = (
+                        f"killed by signal {status.signal}"
+                        if status.signal
+                        else f"exit code {status.exit_code}"
+                    )
+                    transition(u, row, JobState.FAILED, why, when, **fields)
+                if isinstance(self.policy, MultifactorEASY):
+                    self.policy.fairshare.charge(live.job.agency, billing_units(live.job, wall_s), now)
+                done.append((live, row))
+        self.stats.finished += len(done)
+        self._collect_logs(done)
+
+    def _energy(self, live: Live, status: Status, wall_s: float) -> Any:
+        region = self.ctx.fleet.region(self.cluster_region(live))
+        placement = self.cluster_placement(live)
+        pool = next(p for p in region.pools if p.name == placement.pool)
+        if status.energy_j is not None:
+            return account(region, status.energy_j, EnergySource.MEASURED)
+        if live.measured:
+            return account(region, live.energy_j, EnergySource.MEASURED)
+        cpu_s = status.cpu_s if status.cpu_s is not None else wall_s * live.job.cpus * live.job.nodes
+        use = Usage(live.job.nodes, live.job.cpus, live.job.gpus, wall_s, cpu_s)
+        return account(region, modelled_it_joules(pool, use), EnergySource.MODELLED)
+
+    def cluster_region(self, live: Live) -> str:
+        return self.cluster_placement(live).region
+
+    def cluster_placement(self, live: Live) -> Placement:
+        return self._placements[live.job.id]
+
+    def _collect_logs(self, done: list[tuple[Live, JobRow]]) -> None:
+        """Encrypt non-empty stdout/stderr as labelled log artifacts, then drop the sandbox."""
+        for live, row in done:
+            if live.handle is None:
+                continue
+            ids: dict[str, str] = {}
+            try:
+                for stream, path in live.executor.log_paths(live.handle).items():
+                    art = artifacts.store_system_file(
+                        self.ctx,
+                        path,
+                        name=f"{row.name}.{stream}",
+                        kind="job-log",
+                        label=row.label,
+                        agency_id=row.agency_id,
+                        owner_id=row.owner_id,
+                        meta={"job": row.id, "stream": stream},
+                    )
+                    if art is not None:
+                        ids[stream] = art
+                if ids:
+                    with unit(self.ctx) as u:
+                        u.session.execute(
+                            update(JobRow).where(JobRow.seq == row.seq).values(log_artifacts=ids)
+                        )
+                live.executor.cleanup(live.handle)
+            except (OSError, EnclaveError):
+                log.exception("could not keep the logs of job %s; its sandbox stays for inspection", row.id)
+            self._placements.pop(row.id, None)
+
+    # -- cancellation ------------------------------------------------------------------------
+    def _cancel_requested(self, now: float) -> None:
+        when = datetime.fromtimestamp(now, UTC)
+        with unit(self.ctx) as u:
+            rows = u.session.execute(
+                select(JobRow).where(
+                    JobRow.cancel_requested.is_(True),
+                    JobRow.state.in_([JobState.PENDING, JobState.ADMITTED, JobState.RUNNING]),
+                )
+            ).scalars()
+            for row in rows:
+                if row.state == JobState.RUNNING:
+                    live = self.live.get(row.id)
+                    if live is not None and live.ending is None:
+                        live.ending = JobState.CANCELLED
+                        self._signal(live, now)
+                    continue
+                self.queue.pop(row.id, None)
+                self._queue_list = None
+                transition(u, row, JobState.CANCELLED, "cancelled by request", when)
+
+    # -- admission ---------------------------------------------------------------------------
+    def _admit(self, now: float) -> int:
+        when = datetime.fromtimestamp(now, UTC)
+        admitted = 0
+        with unit(self.ctx) as u:
+            rows = list(
+                u.session.execute(
+                    select(JobRow)
+                    .where(JobRow.state == JobState.PENDING, JobRow.cancel_requested.is_(False))
+                    .order_by(JobRow.seq)
+                    .limit(ADMIT_BATCH)
+                ).scalars()
+            )
+            if not rows:
+                return 0
+            dep_ids = {d["job"] for r in rows for d in r.depends_on}
+            dep_state: dict[str, str] = {}
+            if dep_ids:
+                found = u.session.execute(select(JobRow.id, JobRow.state).where(JobRow.id.in_(dep_ids))).tuples()
+                dep_state = {job_id: state for job_id, state in found}
+            quota = _QuotaBook(u)
+            for row in rows:
+                verdict = _dependencies(row, dep_state)
+                if verdict == "wait":
+                    self._set_reason(
+                        row, "dependency: waiting for " + ", ".join(d["job"] for d in row.depends_on)
+                    )
+                    continue
+                if verdict == "never":
+                    transition(u, row, JobState.CANCELLED, "dependency can never be satisfied", when)
+                    continue
+                over = quota.check(row)
+                if over:
+                    self._set_reason(row, over)
+                    continue
+                transition(u, row, JobState.ADMITTED, None, when)
+                self.queue[row.id] = (row.seq, self._core_job(u, row))
+                self._queue_list = None
+                admitted += 1
+        return admitted
+
+    def _set_reason(self, row: JobRow, reason: str) -> None:
+        if row.reason != reason:
+            row.reason = reason
+
+    # -- scheduling --------------------------------------------------------------------------
+    def _schedule(self, now: float) -> int:
+        if not self.queue:
+            return 0
+        if self._queue_list is None:
+            self._queue_list = [job for _seq, job in sorted(self.queue.values(), key=lambda sj: sj[0])]
+        t0 = time.perf_counter()
+        result = schedule(self.cluster, self._queue_list, now, self.policy)
+        self.stats.last_pass_ms = (time.perf_counter() - t0) * 1000
+        self.stats.passes += 1
+        when = datetime.fromtimestamp(now, UTC)
+        for victim in result.preempt:
+            live = self.live.get(victim)
+            if live is not None and live.ending is None:
+                live.ending = JobState.PREEMPTED
+                self._signal(live, now)
+        changed = {jid: str(r) for jid, r in result.reasons.items() if self.reasons.get(jid) != str(r)}
+        if not result.started and not changed:
+            return 0
+        starting: list[tuple[Job, Placement, JobRow]] = []
+        with unit(self.ctx) as u:
+            for job, placement in result.started:
+                seq, _ = self.queue.pop(job.id)
+                row = self._row(u, seq)
+                transition(
+                    u,
+                    row,
+                    JobState.RUNNING,
+                    None,
+                    when,
+                    region=placement.region,
+                    placement=_placement_dict(placement),
+                )
+                starting.append((job, placement, row))
+            if changed:
+                seqs = {jid: self.queue[jid][0] for jid in changed if jid in self.queue}
+                u.session.execute(
+                    update(JobRow), [{"seq": seqs[j], "reason": r} for j, r in changed.items() if j in seqs]
+                )
+                self.reasons.update(changed)
+        if result.started:
+            self._queue_list = None
+            self._launch(starting, now)
+        return len(result.started)
+
+    def _launch(self, starting: list[tuple[Job, Placement, JobRow]], now: float) -> None:
+        """Start processes for jobs already committed as running; record their handles."""
+        handles: list[dict[str, Any]] = []
+        failed: list[tuple[JobRow, str]] = []
+        for job, placement, row in starting:
+            executor = self.executors[placement.region]
+            spec = ExecSpec(
+                job_id=job.id,
+                label_key=label_key(row.label),
+                command=row.command,
+                env=row.env,
+                nodes=row.nodes,
+                cpus_per_node=row.cpus_per_node,
+                memory_mb=row.memory_mb,
+                gpus_per_node=row.gpus_per_node,
+                walltime_s=row.walltime_s,
+                region=placement.region,
+                pool=placement.pool,
+            )
+            self._placements[job.id] = placement
+            try:
+                handle = executor.start(spec)
+            except (OSError, EnclaveError) as exc:
+                self.cluster.release(job.id)
+                self._placements.pop(job.id, None)
+                failed.append((row, f"could not start: {exc}"))
+                continue
+            self.live[job.id] = Live(job, row.seq, handle, executor, now)
+            handles.append({"seq": row.seq, "handle": handle})
+        self.stats.started += len(handles)
+        with unit(self.ctx) as u:
+            if handles:
+                u.session.execute(update(JobRow), handles)
+            for row, why in failed:
+                transition(u, self._row(u, row.seq), JobState.FAILED, why, datetime.fromtimestamp(now, UTC))
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _requeue(self, u: Unit, row: JobRow, why: str, now: float) -> None:
+        when = datetime.fromtimestamp(now, UTC)
+        row.attempts += 1
+        if row.attempts > MAX_ATTEMPTS:
+            transition(u, row, JobState.FAILED, f"{why} (gave up after {MAX_ATTEMPTS} attempts)", when)
+        else:
+            transition(u, row, JobState.PENDING, why, when, handle=None, placement=None, region=None)
+
+    @staticmethod
+    def _row(u: Unit, seq: int) -> JobRow:
+        return u.session.get_one(JobRow, seq)
+
+    def _core_job(self, u: Unit, row: JobRow) -> Job:
+        agency = self._agency_names.get(row.agency_id)
+        if agency is None:
+            agency = u.session.execute(select(Agency.name).where(Agency.id == row.agency_id)).scalar_one()
+            self._agency_names[row.agency_id] = agency
+        return Job(
+            id=row.id,
+            agency=agency,
+            label=self.ctx.scheme.parse(row.label),
+            nodes=row.nodes,
+            cpus=row.cpus_per_node,
+            memory_mb=row.memory_mb,
+            gpus=row.gpus_per_node,
+            walltime_s=float(row.walltime_s),
+            submit_s=row.submitted_at.timestamp(),
+            qos=QOS(row.qos),
+            region=row.region_request,
+            seq=row.seq,
+        )
+
+    def _sample_energy(self) -> None:
+        """Split the package energy read since the last tick over running jobs by CPUs held."""
+        if not self._rapl or self._rapl_last is None:
+            return
+        now_uj = measure.read_uj(self._rapl)
+        if now_uj is None:
+            return
+        joules = measure.delta_j(self._rapl, self._rapl_last, now_uj)
+        self._rapl_last = now_uj
+        total = sum(lv.job.cpus * lv.job.nodes for lv in self.live.values())
+        for lv in self.live.values():
+            lv.energy_j += joules * lv.job.cpus * lv.job.nodes / total if total else 0.0
+            lv.measured = True
+
+
+def _placement_dict(p: Placement) -> dict[str, Any]:
+    return {
+        "region": p.region,
+        "pool": p.pool,
+        "nodes": p.nodes,
+        "exclusive": p.exclusive,
+        "node": p.node,
+        "busy_w": p.busy_w,
+    }
+
+
+def _dependencies(row: JobRow, states: dict[str, str]) -> str:
+    """'ok', 'wait' or 'never' for a job's dependencies."""
+    verdict = "ok"
+    for dep in row.depends_on:
+        state = states.get(dep["job"])
+        if state is None:
+            return "never"
+        terminal = state in {JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.TIMEOUT}
+        if dep["type"] == DependencyType.AFTEROK:
+            if state == JobState.COMPLETED:
+                continue
+            if terminal:
+                return "never"
+            verdict = "wait"
+        elif not terminal:
+            verdict = "wait"
+    return verdict
+
+
+class _QuotaBook:
+    """Agency quotas at admission: GPU-hours (used + running + asked) and kWh used."""
+
+    def __init__(self, u: Unit) -> None:
+        self.u = u
+        self.limits: dict[int, tuple[float | None, float | None]] = {
+            a.id: (a.quota_gpu_hours, a.quota_kwh)
+            for a in u.session.execute(
+                select(Agency).where((Agency.quota_gpu_hours.isnot(None)) | (Agency.quota_kwh.isnot(None)))
+            ).scalars()
+        }
+        self.used: dict[int, tuple[float, float]] = {}
+
+    def _usage(self, agency_id: int) -> tuple[float, float]:
+        if agency_id not in self.used:
+            rows = self.u.session.execute(
+                select(
+                    func.coalesce(func.sum(JobRow.nodes * JobRow.gpus_per_node * JobRow.walltime_s), 0),
+                    func.coalesce(func.sum(JobRow.energy_kwh), 0),
+                ).where(
+                    JobRow.agency_id == agency_id,
+                    JobRow.state.in_(
+                        [
+                            JobState.ADMITTED,
+                            JobState.RUNNING,
+                            JobState.COMPLETED,
+                            JobState.FAILED,
+                            JobState.TIMEOUT,
+                            JobState.CANCELLED,
+                        ]
+                    ),
+                )
+            ).one()
+            self.used[agency_id] = (float(rows[0]) / 3600.0, float(rows[1]))
+        return self.used[agency_id]
+
+    def check(self, row: JobRow) -> str | None:
+        limits = self.limits.get(row.agency_id)
+        if limits is None:
+            return None
+        gpu_limit, kwh_limit = limits
+        gpu_used, kwh_used = self._usage(row.agency_id)
+        asked = row.nodes * row.gpus_per_node * row.walltime_s / 3600.0
+        if gpu_limit is not None and gpu_used + asked > gpu_limit:
+            return f"quota: agency GPU-hours {gpu_used:.1f} used/reserved + {asked:.1f} asked > quota {gpu_limit:.1f}"
+        if kwh_limit is not None and kwh_used >= kwh_limit:
+            return f"quota: agency energy {kwh_used:.3f} kWh used >= quota {kwh_limit:.3f} kWh"
+        self.used[row.agency_id] = (gpu_used + asked, kwh_used)
+        return None

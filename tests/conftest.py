@@ -8,9 +8,16 @@ provides it.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
@@ -74,3 +81,84 @@ def client(ctx: Context) -> Iterator[TestClient]:
         token = (ctx.settings.home / "admin.token").read_text().strip()
         c.headers["Authorization"] = f"Bearer {token}"
         yield c
+
+
+# -- a real `enclave up` in a subprocess ------------------------------------------------------
+CLI = [sys.executable, "-m", "enclave"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    home: Path
+    url: str
+    port: int
+    args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "ENCLAVE_HOME": str(self.home)}
+        self.proc = subprocess.Popen(
+            [*CLI, "up", "--port", str(self.port), *self.args], env=env, stderr=subprocess.PIPE, text=True
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(
+                    f"enclave up did not start: {self.proc.stderr.read() if self.proc.stderr else ''}"
+                )
+            time.sleep(0.1)
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            self.proc.wait(timeout=30)
+        if self.proc.stderr:
+            self.proc.stderr.close()
+        self.proc = None
+
+    @property
+    def admin_token(self) -> str:
+        return (self.home / "admin.token").read_text().strip()
+
+    def run(
+        self, *args: str, token: str | None = None, stdin: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the CLI against this server."""
+        env = {**os.environ, "ENCLAVE_HOME": str(self.home), "ENCLAVE_URL": self.url, "COLUMNS": "200"}
+        env.pop("ENCLAVE_TOKEN", None)
+        if token is not None:
+            env["ENCLAVE_TOKEN"] = token
+        proc = subprocess.run([*CLI, *args], env=env, input=stdin, capture_output=True, text=True, timeout=60)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"enclave {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
+        return proc
+
+
+@pytest.fixture
+def live_server() -> Iterator[Callable[..., Server]]:
+    """Start real `enclave up` processes; all are stopped when the test ends."""
+    started: list[Server] = []
+
+    def start(home: Path, *args: str) -> Server:
+        port = free_port()
+        server = Server(home, f"http://127.0.0.1:{port}", port, list(args))
+        server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -9,69 +9,19 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sqlite3
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
 
-CLI = [sys.executable, "-m", "enclave"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Server:
-    home: Path
-    url: str
-
-    def run(
-        self, *args: str, token: str | None = None, stdin: str | None = None, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "ENCLAVE_HOME": str(self.home), "ENCLAVE_URL": self.url, "COLUMNS": "200"}
-        env.pop("ENCLAVE_TOKEN", None)
-        if token is not None:
-            env["ENCLAVE_TOKEN"] = token
-        proc = subprocess.run([*CLI, *args], env=env, input=stdin, capture_output=True, text=True, timeout=60)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"enclave {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
-        return proc
+from tests.conftest import CLI, Server, free_port
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    home = tmp_path / "enclave-home"
-    port = _free_port()
-    env = {**os.environ, "ENCLAVE_HOME": str(home)}
-    proc = subprocess.Popen([*CLI, "up", "--port", str(port)], env=env, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"enclave up did not start: {proc.stderr.read() if proc.stderr else ''}")
-            time.sleep(0.1)
-        yield Server(home, url)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
-        if proc.stderr:
-            proc.stderr.close()
+def server(live_server: Callable[..., Server], tmp_path: Path) -> Server:
+    return live_server(tmp_path / "enclave-home")
 
 
 def test_readme_walkthrough(server: Server, tmp_path: Path) -> None:
@@ -202,7 +152,7 @@ def test_unreachable_server_is_one_line(tmp_path: Path) -> None:
     env = {
         **os.environ,
         "ENCLAVE_HOME": str(tmp_path),
-        "ENCLAVE_URL": f"http://127.0.0.1:{_free_port()}",
+        "ENCLAVE_URL": f"http://127.0.0.1:{free_port()}",
         "ENCLAVE_TOKEN": "enc_x",
     }
     proc = subprocess.run([*CLI, "artifact", "list"], env=env, capture_output=True, text=True, timeout=30)

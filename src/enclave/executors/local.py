@@ -33,10 +33,12 @@ ulimit -v "$ENCLAVE_LIMIT_MEM_KB" 2>/dev/null
 ulimit -t "$ENCLAVE_LIMIT_CPU_S" 2>/dev/null
 "$@" </dev/null &
 child=$!
-trap 'kill -TERM "$child" 2>/dev/null' TERM
+signalled=0
+trap 'signalled=1; kill -TERM "$child" 2>/dev/null' TERM
 wait "$child"
 rc=$?
-while kill -0 "$child" 2>/dev/null; do wait "$child"; rc=$?; done
+# A trap interrupts `wait`; wait again for the job's real status (the shell keeps it).
+while [ "$signalled" = 1 ]; do signalled=0; wait "$child"; rc=$?; done
 echo "$rc" > .exit.tmp && mv .exit.tmp .exit
 exit "$rc"
 """

@@ -117,7 +117,8 @@ def _sorted_candidates(state: ClusterState, job: Job) -> list[Candidate]:
     # Level, then number of compartments: a region that strictly dominates another sorts after
     # it (SECRET before SECRET//SI), whatever the order of the fleet file.
     return sorted(
-        state.candidates(job), key=lambda rp: (rp[0].accreditation.rank, len(rp[0].accreditation.compartments))
+        state.candidates(job),
+        key=lambda rp: (rp[0].accreditation.rank, len(rp[0].accreditation.compartments)),
     )
 
 
@@ -260,14 +261,25 @@ def _plan_preemption(state: ClusterState, job: Job, cands: list[Candidate]) -> l
                 units.append((key, [r.job.id for r in live], 1, sum(r.placement.busy_w for r in runs)))
         victims: list[str] = []
         if not (idle >= need and region.draw_ok(region_busy + busy)):
+            chosen: list[tuple[list[str], int, float]] = []
             for _key, ids, nodes, unit_busy in sorted(units, key=lambda u: (u[0], u[1])):
-                victims.extend(ids)
+                chosen.append((ids, nodes, unit_busy))
                 idle += nodes
                 region_busy -= unit_busy
                 if idle >= need and region.draw_ok(region_busy + busy):
                     break
             else:
                 continue  # even every preemptible job would not make room here
+            # A cheap unit taken early may be made needless by a larger one taken later: drop
+            # every unit the others make needless, dearest first, so each victim is needed.
+            # (The last unit taken is always needed: without it there was not enough room.)
+            for unit in reversed(chosen[:-1]):
+                _ids, nodes, unit_busy = unit
+                if idle - nodes >= need and region.draw_ok(region_busy + unit_busy + busy):
+                    chosen.remove(unit)
+                    idle -= nodes
+                    region_busy += unit_busy
+            victims = [v for ids, _nodes, _busy in chosen for v in ids]
         if best is None or len(victims) < len(best):
             best = victims
     return best

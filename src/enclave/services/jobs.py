@@ -316,7 +316,7 @@ def list_visible(
         query = query.where(Job.state == str(state))
     out: list[dict[str, Any]] = []
     with unit(ctx) as u:
-        for job, agency in u.session.execute(query).tuples():
+        for job, agency in u.session.execute(query):
             if decide(s, Action.READ, resource_of(ctx, job, agency)).allowed:
                 out.append(view(ctx, job, agency))
                 if len(out) >= limit:

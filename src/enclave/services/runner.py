@@ -324,7 +324,7 @@ class JobRunner:
             dep_ids = {d["job"] for r in rows for d in r.depends_on}
             dep_state: dict[str, str] = {}
             if dep_ids:
-                found = u.session.execute(select(JobRow.id, JobRow.state).where(JobRow.id.in_(dep_ids))).tuples()
+                found = u.session.execute(select(JobRow.id, JobRow.state).where(JobRow.id.in_(dep_ids)))
                 dep_state = {job_id: state for job_id, state in found}
             quota = _QuotaBook(u)
             for row in rows:

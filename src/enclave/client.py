@@ -91,6 +91,9 @@ class Client:
     def set_quotas(self, agency: str, quotas: dict[str, Any]) -> dict[str, Any]:
         return dict(self._json("PUT", f"/v1/agencies/{agency}/quotas", json=quotas))
 
+    def agency_usage(self, agency: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/v1/agencies/{agency}/usage"))
+
     def create_project(self, agency: str, name: str) -> dict[str, Any]:
         return dict(self._json("POST", f"/v1/agencies/{agency}/projects", json={"name": name}))
 

@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from enclave import __version__
 from enclave.api import problems
+from enclave.api.deps import plain_text
 from enclave.api.limits import BodyLimit
 from enclave.api.routes import artifacts, audit, auth, jobs, regions, tenancy, transfers
 from enclave.services.bootstrap import bootstrap
@@ -48,6 +49,7 @@ def create_app(
         version=__version__,
         description="Self-hosted AI + HPC cloud control plane with mandatory access control.",
         lifespan=lifespan,
+        dependencies=[Depends(plain_text)],
     )
     app.state.ctx = ctx
     problems.install(app)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from enclave.errors import NotAuthenticated
+from enclave.errors import InvalidInput, NotAuthenticated
 from enclave.services.auth import authenticate
 from enclave.services.context import Context
 from enclave.services.unit import Actor
@@ -15,6 +15,15 @@ from enclave.services.unit import Actor
 def get_ctx(request: Request) -> Context:
     ctx: Context = request.app.state.ctx
     return ctx
+
+
+def plain_text(request: Request) -> None:
+    """Refuse NUL characters in the path and the query string on every route: no name or id
+    holds one, and PostgreSQL can neither store nor compare such text (it would be a 500)."""
+    if "\x00" in request.scope["path"] or any(
+        "\x00" in key or "\x00" in value for key, value in request.query_params.multi_items()
+    ):
+        raise InvalidInput("NUL characters are not allowed in the path or the query")
 
 
 def current_actor(request: Request, ctx: Annotated[Context, Depends(get_ctx)]) -> Actor:

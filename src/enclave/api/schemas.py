@@ -2,17 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Name = Annotated[str, Field(min_length=1, max_length=64)]
 Marking = Annotated[str, Field(min_length=1, max_length=256)]
 Password = Annotated[str, Field(min_length=1, max_length=1024)]
+MAX_INT64 = (1 << 63) - 1  # the widest integer column of either store
+
+
+def has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list | tuple):
+        return any(has_nul(v) for v in value)
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    return False
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # PostgreSQL can neither store nor compare text holding NUL (it would be a 500).
+        if has_nul(value):
+            raise ValueError("NUL characters are not allowed")
+        return value
 
 
 class LoginIn(Strict):
@@ -28,9 +47,9 @@ class TokenIn(Strict):
 
 
 class QuotasIn(Strict):
-    gpu_hours: Annotated[float, Field(ge=0)] | None = None
-    kwh: Annotated[float, Field(ge=0)] | None = None
-    storage_bytes: Annotated[int, Field(ge=0)] | None = None
+    gpu_hours: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    kwh: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    storage_bytes: Annotated[int, Field(ge=0, le=MAX_INT64)] | None = None
 
 
 class AgencyIn(Strict):

@@ -58,6 +58,20 @@ def agency_quotas(
         print_json(api.set_quotas(name, _quotas(gpu_hours, kwh, storage_bytes)))
 
 
+@agency_app.command("usage")
+def agency_usage(name: str, as_json: bool = JsonOpt) -> None:
+    """Energy (kWh), emissions, cost and CPU/GPU-hours of an agency's jobs against its quotas."""
+    with client() as api:
+        usage = api.agency_usage(name)
+    if as_json:
+        print_json(usage)
+    else:
+        print_table(
+            [usage],
+            ["agency", "jobs", "cpu_hours", "gpu_hours", "energy_kwh", "emissions_kgco2e", "cost", "quotas"],
+        )
+
+
 @project_app.command("create")
 def project_create(agency: str, name: str) -> None:
     with client() as api:

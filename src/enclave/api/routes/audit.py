@@ -5,6 +5,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from enclave.api.deps import ActorDep, CtxDep
+from enclave.api.schemas import MAX_INT64
 from enclave.services import audit
 
 router = APIRouter(tags=["audit"])
@@ -14,7 +15,7 @@ router = APIRouter(tags=["audit"])
 def list_(
     ctx: CtxDep,
     actor: ActorDep,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
     limit: Annotated[int, Query(ge=1, le=audit.MAX_LIST)] = 100,
     event: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict[str, Any]:

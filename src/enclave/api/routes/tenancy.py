@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from enclave.api.deps import ActorDep, CtxDep
 from enclave.api.schemas import AgencyIn, PasswordIn, ProjectIn, QuotasIn, UserIn, UserPatch
-from enclave.services import tenancy
+from enclave.services import accounting, tenancy
 
 router = APIRouter(tags=["tenancy"])
 
@@ -34,6 +34,12 @@ def get_agency(name: str, ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
 @router.put("/agencies/{name}/quotas")
 def set_quotas(name: str, body: QuotasIn, ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
     return tenancy.update_quotas(ctx, actor, name, _quotas(body))
+
+
+@router.get("/agencies/{name}/usage")
+def usage(name: str, ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
+    """Energy, carbon, cost, CPU- and GPU-hours of the agency's jobs, beside its quotas."""
+    return accounting.agency_usage(ctx, actor, name)
 
 
 @router.post("/agencies/{name}/projects", status_code=201)

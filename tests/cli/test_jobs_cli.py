@@ -1,0 +1,55 @@
+"""`enclave job ...` against a real `enclave up` running real processes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.conftest import Server
+
+
+def test_submit_watch_logs_show(live_server: Callable[..., Server], tmp_path: Path) -> None:
+    server = live_server(tmp_path / "home")
+    job = server.run(
+        "job",
+        "submit",
+        "--label",
+        "UNCLASSIFIED",
+        "--cpus",
+        "1",
+        "--walltime",
+        "30",
+        "--",
+        "sh",
+        "-c",
+        "echo hello; echo oops >&2",
+    ).stdout.strip()
+    watched = server.run("job", "watch", job, "--interval", "0.1")
+    assert watched.returncode == 0 and "completed" in watched.stdout
+    assert server.run("job", "logs", job).stdout == "hello\n"
+    assert server.run("job", "logs", job, "--stderr").stdout == "oops\n"
+    shown = json.loads(server.run("job", "show", job, "--json").stdout)
+    assert shown["state"] == "completed" and shown["exit_code"] == 0
+    assert shown["region"] in {"gov-east", "secret-west", "ts-east"}
+    assert shown["energy"]["source"] in {"measured", "modelled"} and shown["energy"]["kwh"] > 0
+    listed = json.loads(server.run("job", "list", "--json").stdout)
+    assert [j["id"] for j in listed] == [job]
+
+
+def test_failed_job_watch_exits_with_its_code(live_server: Callable[..., Server], tmp_path: Path) -> None:
+    server = live_server(tmp_path / "home")
+    job = server.run("job", "submit", "--", "sh", "-c", "exit 4").stdout.strip()
+    watched = server.run("job", "watch", job, "--interval", "0.1", check=False)
+    assert watched.returncode == 4
+    assert json.loads(server.run("job", "show", job, "--json").stdout)["reason"] == "exit code 4"
+
+
+def test_bad_submission_is_one_line(live_server: Callable[..., Server], tmp_path: Path) -> None:
+    server = live_server(tmp_path / "home")
+    bad = server.run("job", "submit", "--walltime", "0", "--", "true", check=False)
+    assert (
+        bad.returncode == 1 and bad.stderr.startswith("error: ") and len(bad.stderr.strip().splitlines()) == 1
+    )
+    above = server.run("job", "submit", "--label", "SECRET", "--", "true", check=False)
+    assert above.returncode == 1 and "session label" in above.stderr

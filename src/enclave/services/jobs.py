@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from enclave.audit.events import AuditEvent
@@ -155,6 +156,17 @@ def submit(ctx: Context, actor: Actor, specs: Iterable[JobSpec]) -> list[dict[st
     specs = list(specs)
     if not 1 <= len(specs) <= MAX_BATCH:
         raise InvalidInput(f"submit 1-{MAX_BATCH} jobs at a time")
+    try:
+        return _submit(ctx, actor, specs)
+    except IntegrityError:
+        # Two requests with one idempotency key raced; the loser's insert hit the unique
+        # constraint. Running again finds the winner's job and returns it.
+        if not any(spec.idempotency_key for spec in specs):
+            raise
+        return _submit(ctx, actor, specs)
+
+
+def _submit(ctx: Context, actor: Actor, specs: list[JobSpec]) -> list[dict[str, Any]]:
     now = ctx.now()
     out: list[dict[str, Any]] = []
     with unit(ctx) as u:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from enclave.fleet import Fleet, NodePool
 from enclave.labels import Label
@@ -122,6 +123,9 @@ class ClusterState:
             (r.name, p.spec.name): {} for r in regions for p in r.pools
         }
         self.preempting: set[str] = set()  # signalled, still in their grace period
+        self.version = 0  # bumped on every allocation and release: caches key on it
+        self._candidates: dict[str, list[tuple[RegionState, PoolState]]] = {}
+        self.reservation_cache: tuple[object, Any] | None = None  # owned by the scheduler core
 
     @classmethod
     def from_fleet(cls, fleet: Fleet, power_cap_scale: float = 1.0) -> ClusterState:
@@ -144,7 +148,24 @@ class ClusterState:
         return self._by_name[name]
 
     def candidates(self, job: Job) -> list[tuple[RegionState, PoolState]]:
-        """Accredited regions (the job's own, if it named one) and pools that could ever hold it."""
+        """Where a job of this shape may ever run, lowest sufficient accreditation first.
+
+        Accredited regions (the job's own, if it named one) and pools that could ever hold
+        it; the fleet does not change, so the answer is cached per shape. Preferring the
+        lowest accreditation keeps higher regions free for work only they may run.
+        """
+        cached = self._candidates.get(job.shape)
+        if cached is None:
+            # Level, then number of compartments: a region that strictly dominates another sorts
+            # after it (SECRET before SECRET//SI), whatever the order of the fleet file.
+            cached = sorted(
+                self._candidates_uncached(job),
+                key=lambda rp: (rp[0].accreditation.rank, len(rp[0].accreditation.compartments)),
+            )
+            self._candidates[job.shape] = cached
+        return cached
+
+    def _candidates_uncached(self, job: Job) -> list[tuple[RegionState, PoolState]]:
         out: list[tuple[RegionState, PoolState]] = []
         for r in self.regions:
             if job.region is not None and r.name != job.region:
@@ -184,6 +205,7 @@ class ClusterState:
             c, m, g = pool.partial[node]
             pool._set_partial(node, (c - job.cpus, m - job.memory_mb, g - job.gpus))
         region.busy_w += busy
+        self.version += 1
         return Placement(region.name, pool.spec.name, job.nodes, exclusive, node, busy)
 
     def start(self, job: Job, placement: Placement, now: float) -> None:
@@ -206,6 +228,7 @@ class ClusterState:
             c, m, g = pool.partial[node]
             pool._set_partial(node, (c - job.cpus, m - job.memory_mb, g - job.gpus))
         region.busy_w += placement.busy_w
+        self.version += 1
         self.start(job, placement, now)
 
     def release(self, job_id: str) -> Running | None:
@@ -233,6 +256,7 @@ class ClusterState:
             # Nothing runs in the region: drop the rounding residue of adding and subtracting
             # fractional shares, which would otherwise accumulate over a long run.
             region.busy_w = 0.0
+        self.version += 1
         return run
 
     def release_many(self, job_ids: Iterable[str]) -> None:

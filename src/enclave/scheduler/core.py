@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from enclave.scheduler.capacity import ClusterState, PoolState, RegionState
 from enclave.scheduler.model import QOS, QOS_RANK, Job, PassResult, Reason, Reservation, Running
@@ -41,10 +41,13 @@ class _Hold:
     extra_busy_w: float  # IT watts of headroom in the region at the shadow time
 
 
-def schedule(state: ClusterState, queue: Sequence[Job], now: float, policy: Policy) -> PassResult:
+def schedule(
+    state: ClusterState, queue: Sequence[Job], now: float, policy: Policy, explain: bool = True
+) -> PassResult:
+    """One pass. ``explain=False`` skips working out why each job waits (the simulator)."""
     result = PassResult()
     ordered = policy.order(queue, now, state)
-    cand_cache: dict[str, list[Candidate]] = {}
+    why_not = _why_not if explain else _no_reason
     # Shapes that could not start now, and why: free resources and power headroom only shrink
     # during a pass. RESOURCES stays true; POWER_CAP may turn into RESOURCES, so it is rechecked.
     cannot_fit: dict[str, Reason] = {}
@@ -54,16 +57,15 @@ def schedule(state: ClusterState, queue: Sequence[Job], now: float, policy: Poli
 
     for job in ordered:
         shape = job.shape
-        cands = cand_cache.get(shape)
-        if cands is None:
-            cands = _sorted_candidates(state, job)
-            cand_cache[shape] = cands
+        cands = state.candidates(job)
         if not cands:
             result.reasons[job.id] = (
                 Reason.UNSATISFIABLE if state.accredited(job) else Reason.NO_ACCREDITED_REGION
             )
             continue
         if stopped:
+            if not explain:
+                break  # nothing behind a blocked FCFS head starts
             result.reasons[job.id] = Reason.PRIORITY
             continue
         if hold is None:
@@ -72,7 +74,7 @@ def schedule(state: ClusterState, queue: Sequence[Job], now: float, policy: Poli
             )
             if outcome is _STARTED:
                 continue
-            why = _why_not(job, cands)
+            why = why_not(job, cands)
             cannot_fit[shape] = why
             if job.qos is QOS.URGENT:
                 victims = _plan_preemption(state, job, cands)
@@ -96,14 +98,14 @@ def schedule(state: ClusterState, queue: Sequence[Job], now: float, policy: Poli
         # Backfill: start only what cannot delay the reserved job.
         if shape in cannot_fit:
             why = cannot_fit[shape]
-            result.reasons[job.id] = _why_not(job, cands) if why is Reason.POWER_CAP else why
+            result.reasons[job.id] = why_not(job, cands) if why is Reason.POWER_CAP else why
             continue
         if job.walltime_s >= held_from.get(shape, math.inf):  # the hold only tightens
             result.reasons[job.id] = Reason.PRIORITY
             continue
         outcome = _start_first_fit(state, job, cands, now, result, hold)
         if outcome is _FAILED:
-            why = _why_not(job, cands)
+            why = why_not(job, cands)
             cannot_fit[shape] = why
             result.reasons[job.id] = why
         elif outcome is _HELD:
@@ -112,17 +114,11 @@ def schedule(state: ClusterState, queue: Sequence[Job], now: float, policy: Poli
     return result
 
 
-def _sorted_candidates(state: ClusterState, job: Job) -> list[Candidate]:
-    # Lowest sufficient accreditation first: keep higher regions for work only they may run.
-    # Level, then number of compartments: a region that strictly dominates another sorts after
-    # it (SECRET before SECRET//SI), whatever the order of the fleet file.
-    return sorted(
-        state.candidates(job),
-        key=lambda rp: (rp[0].accreditation.rank, len(rp[0].accreditation.compartments)),
-    )
-
-
 _STARTED, _HELD, _FAILED = "started", "held", "failed"
+
+
+def _no_reason(job: Job, cands: list[Candidate]) -> Reason:
+    return Reason.RESOURCES
 
 
 def _start_first_fit(
@@ -175,7 +171,21 @@ def _ever_within_cap(job: Job, cands: list[Candidate]) -> bool:
 
 
 def _reserve(state: ClusterState, job: Job, cands: list[Candidate], now: float) -> _Hold | None:
-    """The earliest (shadow) time the job can start in any candidate, from running jobs' ends."""
+    """The earliest (shadow) time the job can start in any candidate, from running jobs' ends.
+
+    Nothing in it changes while no job starts or ends, so the answer is kept with the state's
+    version and reused by the next pass (the simulator makes many passes between changes).
+    """
+    key = (state.version, job.id, frozenset(state.preempting))
+    cached = state.reservation_cache
+    if cached is not None and cached[0] == key and (cached[1] is None or cached[1].shadow_s >= now):
+        return None if cached[1] is None else replace(cached[1])
+    best = _compute_reservation(state, job, cands, now)
+    state.reservation_cache = (key, None if best is None else replace(best))
+    return best
+
+
+def _compute_reservation(state: ClusterState, job: Job, cands: list[Candidate], now: float) -> _Hold | None:
     best: _Hold | None = None
     for region, pool in cands:
         exclusive = pool.exclusive_for(job)

@@ -1,0 +1,23 @@
+"""What the simulator replays: jobs with their true run time and their estimate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from enclave.scheduler.model import Job
+
+
+@dataclass(frozen=True, slots=True)
+class SimJob:
+    job: Job  # as the scheduler sees it: walltime_s is the user's estimate
+    run_s: float  # what it really takes (capped at the estimate: jobs are killed at their limit)
+    deferrable: bool = False  # may wait for low-carbon hours (carbon-aware policies)
+    deadline_s: float | None = None  # latest finish for a deferrable job
+
+
+@dataclass
+class Workload:
+    jobs: list[SimJob]
+    source: str
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> count: never a silent drop
+    max_procs: int | None = None  # from an SWF header, for the default one-region fleet

@@ -48,6 +48,7 @@ TICK_BUSY_S = 0.01
 TICK_IDLE_S = 0.5
 MAX_ATTEMPTS = 5  # requeues after loss before a job is failed
 ADMIT_BATCH = 5000
+LOAD_CHUNK = 1000  # rows per IN (...) query
 
 
 @dataclass
@@ -195,7 +196,8 @@ class JobRunner:
     def _finish(self, finished: list[tuple[Live, Status]], now: float) -> None:
         when = datetime.fromtimestamp(now, UTC)
         done: list[tuple[Live, JobRow]] = []
-        with unit(self.ctx) as u:
+        with unit(self.ctx) as u, u.session.no_autoflush:  # see _no_autoflush_note
+            self._load_rows(u, [live.row_seq for live, _status in finished])
             for live, status in finished:
                 row = self._row(u, live.row_seq)
                 self.cluster.release(live.job.id)
@@ -288,7 +290,7 @@ class JobRunner:
     # -- cancellation ------------------------------------------------------------------------
     def _cancel_requested(self, now: float) -> None:
         when = datetime.fromtimestamp(now, UTC)
-        with unit(self.ctx) as u:
+        with unit(self.ctx) as u, u.session.no_autoflush:  # see _no_autoflush_note
             rows = u.session.execute(
                 select(JobRow).where(
                     JobRow.cancel_requested.is_(True),
@@ -310,7 +312,7 @@ class JobRunner:
     def _admit(self, now: float) -> int:
         when = datetime.fromtimestamp(now, UTC)
         admitted = 0
-        with unit(self.ctx) as u:
+        with unit(self.ctx) as u, u.session.no_autoflush:  # see _no_autoflush_note
             rows = list(
                 u.session.execute(
                     select(JobRow)
@@ -372,19 +374,21 @@ class JobRunner:
             return 0
         starting: list[tuple[Job, Placement, JobRow]] = []
         with unit(self.ctx) as u:
-            for job, placement in result.started:
-                seq, _ = self.queue.pop(job.id)
-                row = self._row(u, seq)
-                transition(
-                    u,
-                    row,
-                    JobState.RUNNING,
-                    None,
-                    when,
-                    region=placement.region,
-                    placement=_placement_dict(placement),
-                )
-                starting.append((job, placement, row))
+            self._load_rows(u, [self.queue[job.id][0] for job, _placement in result.started])
+            with u.session.no_autoflush:  # see _no_autoflush_note
+                for job, placement in result.started:
+                    seq, _ = self.queue.pop(job.id)
+                    row = self._row(u, seq)
+                    transition(
+                        u,
+                        row,
+                        JobState.RUNNING,
+                        None,
+                        when,
+                        region=placement.region,
+                        placement=_placement_dict(placement),
+                    )
+                    starting.append((job, placement, row))
             if changed:
                 seqs = {jid: self.queue[jid][0] for jid in changed if jid in self.queue}
                 u.session.execute(
@@ -445,6 +449,13 @@ class JobRunner:
     def _row(u: Unit, seq: int) -> JobRow:
         return u.session.get_one(JobRow, seq)
 
+    @staticmethod
+    def _load_rows(u: Unit, seqs: list[int]) -> None:
+        """Load many rows into the session in a few queries, so that ``_row`` finds them
+        without one SELECT each."""
+        for i in range(0, len(seqs), LOAD_CHUNK):
+            u.session.execute(select(JobRow).where(JobRow.seq.in_(seqs[i : i + LOAD_CHUNK]))).scalars().all()
+
     def _core_job(self, u: Unit, row: JobRow) -> Job:
         agency = self._agency_names.get(row.agency_id)
         if agency is None:
@@ -478,6 +489,15 @@ class JobRunner:
         for lv in self.live.values():
             lv.energy_j += joules * lv.job.cpus * lv.job.nodes / total if total else 0.0
             lv.measured = True
+
+
+# _no_autoflush_note: the loops that make many audited transitions run with the session's
+# autoflush off. Each transition appends an audit record, which reads the chain head; with
+# autoflush on, that read first flushes the previous job's change and record — one round of
+# statements per job. With it off, the head advances in the session (the ORM hands back the
+# same object) and everything is flushed together at commit, in the same transaction, with
+# the same records in the same order. A query whose answer depends on this pass's changes
+# (the quota sums) flushes explicitly first.
 
 
 def _placement_dict(p: Placement) -> dict[str, Any]:
@@ -525,6 +545,7 @@ class _QuotaBook:
 
     def _usage(self, agency_id: int) -> tuple[float, float]:
         if agency_id not in self.used:
+            self.u.session.flush()  # admission runs without autoflush: count this pass's changes
             rows = self.u.session.execute(
                 select(
                     func.coalesce(func.sum(JobRow.nodes * JobRow.gpus_per_node * JobRow.walltime_s), 0),

@@ -62,10 +62,13 @@ def read_table(path: Path) -> tuple[dict[str, str], np.ndarray]:
         numbers.append(number)
     if not data:
         return header, np.empty((0, FIELDS))
-    with warnings.catch_warnings():
-        # numpy warns and stops at a token that is not a number; the size check below names the line.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        table = np.fromstring(" ".join(data), dtype=np.float64, sep=" ")  # parses in C
+    try:
+        with warnings.catch_warnings():
+            # Older numpy warns and stops at a token that is not a number, newer raises.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            table = np.fromstring(" ".join(data), dtype=np.float64, sep=" ")  # parses in C
+    except ValueError:
+        table = np.empty(0)
     if table.size != FIELDS * len(data):
         for number, line in zip(numbers, data, strict=True):  # the error path: find the line
             if len(line.split()) != FIELDS:

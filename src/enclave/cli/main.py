@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from enclave.cli import admin, artifacts, audit, jobs, transfers
+from enclave.cli import admin, artifacts, audit, jobs, sim, transfers
 from enclave.cli.common import (
     SESSION_TOKEN_FILE,
     JsonOpt,
@@ -38,6 +38,7 @@ app.add_typer(artifacts.app, name="artifact")
 app.add_typer(transfers.app, name="transfer")
 app.add_typer(jobs.app, name="job")
 app.add_typer(audit.app, name="audit")
+app.add_typer(sim.app, name="sim")
 
 
 @app.command()

@@ -66,12 +66,14 @@ def simulate(
     i, n, passes, tie = 0, len(jobs), 0, 0
     while i < n or ends:
         t = min(jobs[i].job.submit_s if i < n else float("inf"), ends[0][0] if ends else float("inf"))
+        changed = False
         while ends and ends[0][0] <= t:
             _, _, job_id = heapq.heappop(ends)
             state.release(job_id)
             sim = by_id.pop(job_id)
             start, placement = starts.pop(job_id)
             runs.append(Run(sim, start, t, placement))
+            changed = True
             if fairshare is not None:
                 fairshare.charge(sim.job.agency, billing_units(sim.job, t - start), t)
         while i < n and jobs[i].job.submit_s <= t:
@@ -87,8 +89,9 @@ def simulate(
                 starts[job.id] = (t, placement)
                 tie += 1
                 heapq.heappush(ends, (t + by_id[job.id].run_s, tie, job.id))
-            if result.started or not power or (ends and ends[0][0] == t):
-                power.append(PowerSample(t, {r.name: r.facility_w for r in state.regions}))
+                changed = True
+        if changed or not power:  # the draw is piecewise constant between changes
+            power.append(PowerSample(t, {r.name: r.facility_w for r in state.regions}))
         if progress is not None:
             progress(len(runs), n)
     never = [by_id[j] for j in queue]

@@ -14,6 +14,7 @@ from enclave.api import problems
 from enclave.api.deps import plain_text
 from enclave.api.limits import BodyLimit
 from enclave.api.routes import artifacts, audit, auth, jobs, regions, tenancy, transfers
+from enclave.scheduler.policies import make_policy
 from enclave.services.bootstrap import bootstrap
 from enclave.services.context import Context, Settings, default_home
 from enclave.services.runner import JobRunner
@@ -34,7 +35,7 @@ def create_app(
         if own:
             app.state.ctx = Context(settings)
         bootstrap(app.state.ctx)
-        runner = JobRunner(app.state.ctx) if run_jobs else None
+        runner = JobRunner(app.state.ctx, make_policy(app.state.ctx.settings.policy)) if run_jobs else None
         if runner is not None:
             runner.start()
         app.state.runner = runner

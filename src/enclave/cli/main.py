@@ -26,6 +26,7 @@ from enclave.cli.common import (
 from enclave.client import Client
 from enclave.errors import EnclaveError
 from enclave.fleet import load_fleet
+from enclave.scheduler.policies import make_policy
 
 app = typer.Typer(
     name="enclave",
@@ -47,15 +48,20 @@ def up(
     host: Annotated[str, typer.Option(help="Address to bind")] = "127.0.0.1",
     fleet: Annotated[str, typer.Option(help="Built-in fleet name or a fleet TOML file")] = "local",
     db: Annotated[str | None, typer.Option(help="Database URL (default: SQLite under $ENCLAVE_HOME)")] = None,
+    policy: Annotated[
+        str, typer.Option(help="Scheduling policy: priority (multifactor EASY), easy or fcfs")
+    ] = "priority",
 ) -> None:
     """Start the control plane (embedded default: SQLite + local executor, fleet `local`)."""
     import uvicorn
 
-    load_fleet(fleet)  # fail fast, with one line, on a bad fleet
+    load_fleet(fleet)  # fail fast, with one line, on a bad fleet or policy
+    make_policy(policy)
     enclave_home = home()
     enclave_home.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.environ["ENCLAVE_HOME"] = str(enclave_home)
     os.environ["ENCLAVE_FLEET"] = str(fleet)
+    os.environ["ENCLAVE_POLICY"] = policy
     if db:
         os.environ["ENCLAVE_DB_URL"] = db
     typer.echo(

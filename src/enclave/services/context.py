@@ -38,6 +38,7 @@ class Settings:
     home: Path = field(default_factory=default_home)
     db_url: str | None = None  # default: SQLite file under home
     fleet: str = "local"
+    policy: str = "priority"  # scheduling policy of the live loop (enclave.scheduler.policies)
     max_upload_bytes: int = MAX_UPLOAD_BYTES
     max_json_bytes: int = MAX_JSON_BYTES
     token_ttl_s: int = TOKEN_TTL_S

@@ -6,7 +6,7 @@ from __future__ import annotations
 from enclave.audit.events import AuditEvent
 from enclave.executors.registry import make_executor
 from enclave.services.context import Context
-from enclave.services.jobs import _visible_job, resource_of
+from enclave.services.jobs import resource_of, visible_job
 from enclave.services.unit import Actor, entry_for, unit
 from enclave.store.models import Agency, Artifact
 
@@ -15,7 +15,7 @@ MAX_CHUNK_BYTES = 1 << 20
 
 def read(ctx: Context, actor: Actor, job_id: str, stream: str, offset: int = 0) -> tuple[str, int]:
     with unit(ctx) as u:
-        job = _visible_job(u, actor, job_id)
+        job = visible_job(u, actor, job_id)
         agency = u.session.get_one(Agency, job.agency_id).name
         u.record(
             entry_for(

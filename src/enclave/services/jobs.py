@@ -194,7 +194,7 @@ def _submit(ctx: Context, actor: Actor, specs: list[JobSpec]) -> list[dict[str, 
                 if existing is not None:
                     out.append(view(ctx, existing, actor.subject.agency))
                     continue
-            deps = [(kind, _visible_job(u, actor, dep_id).id) for kind, dep_id in spec.depends_on]
+            deps = [(kind, visible_job(u, actor, dep_id).id) for kind, dep_id in spec.depends_on]
             project_id = project_id_of(u.session, actor.agency_id, actor.subject.agency, spec.project)
             count = spec.array or 1
             array_id = str(uuid.uuid4()) if spec.array else None
@@ -264,7 +264,7 @@ def _submit(ctx: Context, actor: Actor, specs: list[JobSpec]) -> list[dict[str, 
     return out
 
 
-def _visible_job(u: Unit, actor: Actor, job_id: str, action: Action = Action.READ) -> Job:
+def visible_job(u: Unit, actor: Actor, job_id: str, action: Action = Action.READ) -> Job:
     row = u.session.execute(
         select(Job, Agency.name).join(Agency, Job.agency_id == Agency.id).where(Job.id == job_id)
     ).first()
@@ -320,7 +320,7 @@ def view(ctx: Context, job: Job, agency: str, owner: str | None = None) -> dict[
 
 def show(ctx: Context, actor: Actor, job_id: str) -> dict[str, Any]:
     with unit(ctx) as u:
-        job = _visible_job(u, actor, job_id)
+        job = visible_job(u, actor, job_id)
         owner = u.session.get_one(User, job.owner_id).name
         return view(ctx, job, _agency_name(u.session, job.agency_id), owner)
 
@@ -354,7 +354,7 @@ def list_visible(
 def cancel(ctx: Context, actor: Actor, job_id: str) -> dict[str, Any]:
     """Ask for cancellation; the live loop stops a running job (grace signal, then kill)."""
     with unit(ctx) as u:
-        job = _visible_job(u, actor, job_id, Action.WRITE)
+        job = visible_job(u, actor, job_id, Action.WRITE)
         if JobState(job.state) in TERMINAL:
             raise Conflict(f"job is already {job.state}")
         job.cancel_requested = True

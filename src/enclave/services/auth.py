@@ -141,9 +141,18 @@ def login(ctx: Context, user_name: str, password: str, marking: str, client: str
     if failed or found is None:  # committed above: the failure count and its record persist
         raise NotAuthenticated("wrong user name or password")
     user, agency = found
+    if not may_hold_session(ctx.scheme.parse(user.clearance), label):
+        with unit(ctx) as u:  # the refusal is a security decision: audited, then raised
+            u.record(
+                entry_for(
+                    None,
+                    AuditEvent.LOGIN_FAILED,
+                    outcome=Outcome.DENY,
+                    details={"user": user_name, "client": client, "reason": "label above clearance"},
+                )
+            )
+        raise Forbidden(f"label {label} is above your clearance")
     with unit(ctx) as u:
-        if not may_hold_session(ctx.scheme.parse(user.clearance), label):
-            raise Forbidden(f"label {label} is above your clearance")
         throttle = u.session.get(LoginThrottle, user_name)
         if throttle is not None:
             u.session.delete(throttle)

@@ -46,6 +46,7 @@ log = logging.getLogger("enclave.runner")
 CANCEL_GRACE_S = 10.0  # SIGTERM, then SIGKILL this much later
 TICK_BUSY_S = 0.01
 TICK_IDLE_S = 0.5
+RESCHEDULE_S = TICK_IDLE_S  # an unchanged queue is re-planned this often
 MAX_ATTEMPTS = 5  # requeues after loss before a job is failed
 ADMIT_BATCH = 5000
 LOAD_CHUNK = 1000  # rows per IN (...) query
@@ -98,6 +99,7 @@ class JobRunner:
         self._rapl = measure.rapl_zones()
         self._rapl_last = measure.read_uj(self._rapl) if self._rapl else None
         self._check_cancels = True
+        self._last_pass_s = float("-inf")
         self._placements: dict[str, Placement] = {}
         self._agency_names: dict[int, str] = {}
 
@@ -177,7 +179,13 @@ class JobRunner:
             self._check_cancels = False
             self._cancel_requested(now)
         admitted = self._admit(now)
-        started = self._schedule(now)
+        # A pass decides the same as the last one unless the queue or the free capacity
+        # changed; only the clock moves priorities (age, fair-share decay) meanwhile, so an
+        # unchanged queue is re-planned at the idle cadence, not on every 10 ms poll.
+        started = 0
+        if finished or self._queue_list is None or now - self._last_pass_s >= RESCHEDULE_S:
+            self._last_pass_s = now
+            started = self._schedule(now)
         return bool(finished or admitted or started)
 
     def _enforce(self, live: Live, now: float) -> None:

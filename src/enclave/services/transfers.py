@@ -23,7 +23,7 @@ from enclave.audit.events import AuditEvent, Outcome
 from enclave.errors import Conflict, InvalidInput, NotFound
 from enclave.guard_scan import MarkingScanner
 from enclave.labels import Label
-from enclave.policy import Action, Resource, decide, plan_transfer
+from enclave.policy import Action, Resource, Subject, decide, plan_transfer
 from enclave.services import artifacts
 from enclave.services.context import Context
 from enclave.services.unit import Actor, Unit, entry_for, unit
@@ -58,7 +58,9 @@ def _load(u: Unit, actor: Actor, transfer_id: str, action: Action = Action.READ)
     return t, res
 
 
-def _view(u: Unit, t: Transfer, requester: str) -> dict[str, Any]:
+def _view(u: Unit, t: Transfer, requester: str, viewer: Subject) -> dict[str, Any]:
+    """A transfer as ``viewer`` may see it: the copy's id only if the viewer can read its label
+    (an upgrade's copy sits above the transfer's own label)."""
     reviews = u.session.execute(
         select(TransferReview, User.name)
         .join(User, TransferReview.reviewer_id == User.id)
@@ -79,7 +81,9 @@ def _view(u: Unit, t: Transfer, requester: str) -> dict[str, Any]:
             {"reviewer": name, "decision": r.decision, "comment": r.comment, "at": r.created_at.isoformat()}
             for r, name in reviews
         ],
-        "released_artifact_id": t.result_artifact_id,
+        "released_artifact_id": (
+            t.result_artifact_id if viewer.session.dominates(u.ctx.scheme.parse(t.target_label)) else None
+        ),
         "created_at": t.created_at.isoformat(),
         "updated_at": t.updated_at.isoformat(),
     }
@@ -233,10 +237,27 @@ def release(ctx: Context, actor: Actor, transfer_id: str) -> dict[str, Any]:
     with unit(ctx) as u:
         t, res = _load(u, actor, transfer_id)
         if t.state == TransferState.RELEASED:
-            return _view(u, t, res.owner or "")
+            return _view(u, t, res.owner or "", actor.subject)
         if t.state != TransferState.APPROVED:
             raise Conflict(f"transfer is {t.state}, not approved")
         art = u.session.get_one(Artifact, t.artifact_id)
+        if art.deleted_at is not None:
+            t.state, t.reason, t.updated_at = (
+                TransferState.REFUSED,
+                "the source artifact was deleted",
+                ctx.now(),
+            )
+            u.record(
+                entry_for(
+                    actor,
+                    AuditEvent.TRANSFER_REFUSED,
+                    res,
+                    transfer_id,
+                    outcome=Outcome.DENY,
+                    details={"reason": t.reason},
+                )
+            )
+            return _view(u, t, res.owner or "", actor.subject)
     target = ctx.scheme.parse(t.target_label)
     found = _scan(ctx, art, target) if t.downgrade else []
     new_id = str(uuid.uuid4())
@@ -308,7 +329,7 @@ def release(ctx: Context, actor: Actor, transfer_id: str) -> dict[str, Any]:
                         details={"by": "guard", "transfer": t.id},
                     )
                 )
-            return _view(u, t, res.owner or "")
+            return _view(u, t, res.owner or "", actor.subject)
     except BaseException:
         if not found:
             ctx.blobs.delete(target.marking, new_id)
@@ -318,7 +339,7 @@ def release(ctx: Context, actor: Actor, transfer_id: str) -> dict[str, Any]:
 def show(ctx: Context, actor: Actor, transfer_id: str) -> dict[str, Any]:
     with unit(ctx) as u:
         t, res = _load(u, actor, transfer_id)
-        return _view(u, t, res.owner or "")
+        return _view(u, t, res.owner or "", actor.subject)
 
 
 def list_visible(
@@ -338,7 +359,7 @@ def list_visible(
     with unit(ctx) as u:
         for t, agency, requester in u.session.execute(query):
             if decide(s, Action.READ, _resource(ctx, t, agency, requester)).allowed:
-                out.append(_view(u, t, requester))
+                out.append(_view(u, t, requester, s))
                 if len(out) >= limit:
                     break
     return out

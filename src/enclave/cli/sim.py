@@ -10,12 +10,24 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from enclave.cli.common import console, print_json
-from enclave.fleet import load_fleet
-from enclave.scheduler.policies import make_policy
+from enclave.scheduler.policies import DEFAULT_POWER_CAP_SCALE
+from enclave.sim.carbon import BUILTIN, resolve_carbon
+from enclave.sim.compare import (
+    CARBON_AWARE,
+    COLUMNS,
+    DEFAULT_POLICIES,
+    Comparison,
+    build_policy,
+    compare,
+    mark_deferrable,
+    parse_policies,
+    write,
+)
+from enclave.sim.engine import Progress as SimProgress
 from enclave.sim.engine import simulate
 from enclave.sim.metrics import summarize
 from enclave.sim.report import write_outputs
-from enclave.sim.workloads import load_workload, trace_fleet
+from enclave.sim.workloads import workload_and_fleet
 
 app = typer.Typer(
     help="Replay traces and synthetic workloads on a simulated fleet with the real scheduler.",
@@ -25,19 +37,24 @@ app = typer.Typer(
 
 @app.command("run")
 def run(
-    workload: Annotated[Path, typer.Option(help="An SWF trace (.swf, .swf.gz)")],
+    workload: Annotated[
+        Path, typer.Option(help="An SWF trace (.swf, .swf.gz), an Alibaba GPU CSV or a scenario (.toml)")
+    ],
     fleet: Annotated[
-        str | None, typer.Option(help="Built-in fleet or fleet file (default: from the trace header)")
+        str | None,
+        typer.Option(help="Built-in fleet or fleet file (default: SWF header, scenario's, else gigawatt)"),
     ] = None,
     policy: Annotated[str, typer.Option(help="fcfs, easy or priority")] = "easy",
     out: Annotated[Path, typer.Option(help="Output directory")] = Path("sim-out"),
+    carbon: Annotated[
+        str | None,
+        typer.Option(help="Grid carbon intensity: 'builtin' or a curve file (.toml, .csv); default flat"),
+    ] = None,
 ) -> None:
     """Simulate one workload under one policy; writes summary.json, CSVs and a report."""
-    fleet_spec = load_fleet(fleet) if fleet else None
-    scheme = fleet_spec.scheme if fleet_spec else load_fleet("local").scheme
-    wl = load_workload(workload, scheme)
-    fleet_spec = fleet_spec or trace_fleet(wl)
-    chosen = make_policy(policy)
+    wl, fleet_spec = workload_and_fleet(workload, fleet)
+    curve = resolve_carbon(carbon, fleet_spec)
+    chosen = build_policy(policy, fleet_spec, curve, DEFAULT_POWER_CAP_SCALE)
     started = time.perf_counter()
     with Progress(
         "[progress.description]{task.description}",
@@ -57,7 +74,7 @@ def run(
 
         outcome = simulate(fleet_spec, wl.jobs, chosen, progress=progress)
     wall = time.perf_counter() - started
-    summary = summarize(fleet_spec, outcome)
+    summary = summarize(fleet_spec, outcome, curve)
     summary.update(
         {
             "policy": policy,
@@ -81,3 +98,127 @@ def run(
     ]
     print_json({k: summary[k] for k in keys})
     console.print(f"wrote {out}/summary.json, jobs.csv, power.csv, report.png, report.html", style="dim")
+
+
+@app.command("compare")
+def compare_cmd(
+    workload: Annotated[
+        Path, typer.Option(help="An SWF trace (.swf, .swf.gz), an Alibaba GPU CSV or a scenario (.toml)")
+    ],
+    fleet: Annotated[
+        str | None,
+        typer.Option(help="Built-in fleet or fleet file (default: SWF header, scenario's, else gigawatt)"),
+    ] = None,
+    policies: Annotated[str, typer.Option(help="Comma-separated policies")] = ",".join(DEFAULT_POLICIES),
+    out: Annotated[Path, typer.Option(help="Output directory")] = Path("sim-compare"),
+    carbon: Annotated[
+        str, typer.Option(help="Grid carbon intensity: 'builtin', a curve file (.toml, .csv) or 'flat'")
+    ] = BUILTIN,
+    power_cap_scale: Annotated[
+        float, typer.Option(help="power-capped: every region's cap times this factor (0, 1]")
+    ] = DEFAULT_POWER_CAP_SCALE,
+    deferrable_share: Annotated[
+        float, typer.Option(help="Make this seeded share of the jobs deferrable (traces carry no deferral)")
+    ] = 0.0,
+    deadline_slack_hours: Annotated[
+        float, typer.Option(help="Deadline of a job made deferrable: submit + walltime + this")
+    ] = 24.0,
+    seed: Annotated[int, typer.Option(help="Seed for choosing the deferrable jobs")] = 0,
+) -> None:
+    """Run several policies on one workload and fleet; print one table, write compare.json/csv."""
+    names = parse_policies(policies)
+    wl, fleet_spec = workload_and_fleet(workload, fleet)
+    curve = None if carbon == "flat" else resolve_carbon(carbon, fleet_spec)
+    jobs = wl.jobs
+    if deferrable_share > 0:
+        jobs = mark_deferrable(jobs, deferrable_share, deadline_slack_hours * 3600.0, seed)
+    started = time.perf_counter()
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+
+        def progress(name: str) -> SimProgress:
+            task = bar.add_task(f"{workload.name}: {name}", total=len(jobs))
+            last = [0]
+
+            def update(done: int, total: int) -> None:
+                if done - last[0] >= 500 or done == total:
+                    bar.update(task, completed=done)
+                    last[0] = done
+
+            return update
+
+        result = compare(
+            fleet_spec, jobs, names, carbon=curve, power_cap_scale=power_cap_scale, progress=progress
+        )
+    meta = {
+        "workload": str(workload),
+        "fleet": fleet_spec.name,
+        "carbon_curve": carbon,
+        "skipped": wl.skipped,
+        "deferrable_jobs": sum(1 for j in jobs if j.deferrable),
+        "wall_s": time.perf_counter() - started,
+    }
+    write(out, result, meta)
+    _print_comparison(result, f"{workload.name} on {fleet_spec.name}")
+    console.print(f"wrote {out}/compare.json, compare.csv", style="dim")
+
+
+_HEADERS = {
+    "jobs": "jobs",
+    "avg_wait_s": "avg wait (s)",
+    "avg_bounded_slowdown": "avg bsld",
+    "utilization": "util",
+    "makespan_s": "makespan (h)",
+    "power_cap_violations": "cap viol.",
+    "cap_share_saturated": "cap used (queue busy)",
+    "energy_mwh": "energy (MWh)",
+    "emissions_tco2e": "tCO2e",
+    "cost": "cost",
+}
+
+
+def _cell(key: str, value: float) -> str:
+    if key == "makespan_s":
+        return f"{value / 3600:,.1f}"
+    if key in ("utilization", "cap_share_saturated"):
+        return f"{value:.1%}"
+    if key in ("jobs", "power_cap_violations"):
+        return f"{int(value):,}"
+    if key == "avg_bounded_slowdown":
+        return f"{value:,.2f}"
+    return f"{value:,.1f}" if abs(value) >= 100 else f"{value:,.3f}"
+
+
+def _print_comparison(result: Comparison, title: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("policy")
+    for key in COLUMNS:
+        table.add_column(_HEADERS[key], justify="right")
+    for name, row in result.rows.items():
+        table.add_row(name, *[_cell(k, row[k]) for k in COLUMNS])
+    figures = result.carbon
+    if figures is not None:
+        cells = ["" for _ in COLUMNS]
+        cells[COLUMNS.index("emissions_tco2e")] = _cell("emissions_tco2e", figures["oracle_emissions_tco2e"])
+        table.add_row("[dim]oracle bound[/dim]", *cells)
+    console.print(table)
+    if figures is not None:
+        share = figures["share_of_oracle_reduction"]
+        reached = "n/a (the oracle finds nothing to shift)" if share is None else f"{share:.1%}"
+        console.print(
+            f"{CARBON_AWARE}: {figures['carbon_aware_reduction_tco2e']:,.3f} tCO2e less than "
+            f"{figures['baseline']}; the oracle bound (every one of {figures['deferrable_jobs']:,} deferrable "
+            f"jobs in its cleanest hours) saves {figures['oracle_reduction_tco2e']:,.3f} tCO2e: "
+            f"{reached} of the bound reached, for {figures['extra_avg_wait_s']:+,.0f} s of average wait "
+            f"({figures['extra_avg_wait_deferrable_s']:+,.0f} s for deferrable jobs); "
+            f"deadlines missed {figures['deadlines_missed']} ({figures['baseline']}: "
+            f"{figures['deadlines_missed_baseline']})"
+        )

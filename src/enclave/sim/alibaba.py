@@ -230,26 +230,9 @@ def select(pods: Pods, pending: Pending = "skip") -> _Selection:
     return _Selection(~skip, np.where(skip, 0.0, run), skipped)
 
 
-def to_workload(
-    pods: Pods,
-    label: Label,
-    *,
-    pending: Pending = "skip",
-    agencies: list[str] | None = None,
-    labels: list[Label] | None = None,
-    deferrable_slack_s: list[float | None] | None = None,
-) -> Workload:
-    """SimJobs from parsed pods. ``agencies``/``labels``/``deferrable_slack_s`` (one entry per
-    pod, e.g. from scenario rules) override the defaults: agency ``alibaba``, ``label``, not
-    deferrable. A slack makes the pod deferrable with deadline ``submit + run + slack``."""
-    n = len(pods)
-    for what, given in (
-        ("agencies", agencies),
-        ("labels", labels),
-        ("deferrable_slack_s", deferrable_slack_s),
-    ):
-        if given is not None and len(given) != n:
-            raise ValueError(f"{what} has {len(given)} entries for {n} pods")
+def to_workload(pods: Pods, label: Label, *, pending: Pending = "skip") -> Workload:
+    """SimJobs from parsed pods: agency ``alibaba``, ``label``, not deferrable (a scenario's
+    rules may change all three)."""
     sel = select(pods, pending)
     kept = np.flatnonzero(sel.keep)
     submit = pods.creation[kept]
@@ -265,15 +248,12 @@ def to_workload(
     gpus = pods.gpus[order].tolist()
     qos = [QOS_MAP[pods.qos[k]] for k in idx]
     names = [pods.name[k] or f"line-{int(pods.line[k])}" for k in idx]
-    agency = [agencies[k] for k in idx] if agencies is not None else [DEFAULT_AGENCY] * len(idx)
-    label_of = [labels[k] for k in idx] if labels is not None else [label] * len(idx)
-    slack = [deferrable_slack_s[k] for k in idx] if deferrable_slack_s is not None else [None] * len(idx)
     jobs = [
         SimJob(
             Job(
                 id=names[k],
-                agency=agency[k],
-                label=label_of[k],
+                agency=DEFAULT_AGENCY,
+                label=label,
                 nodes=1,
                 cpus=cpus[k],
                 memory_mb=mems[k],
@@ -284,8 +264,6 @@ def to_workload(
                 seq=k,
             ),
             runs[k],
-            slack[k] is not None,
-            None if slack[k] is None else submits[k] + walltimes[k] + slack[k],
         )
         for k in range(len(idx))
     ]

@@ -110,7 +110,7 @@ def load_swf(path: Path, label: Label, *, agency_by: str = "group") -> Workload:
     procs = procs[~skip]
     estimate = np.where(kept[:, REQ_TIME] > 0, kept[:, REQ_TIME], kept[:, RUN])
     run = np.minimum(kept[:, RUN], estimate)  # a job is killed at its limit
-    submit = kept[:, SUBMIT] - (kept[0, SUBMIT] if len(kept) else 0.0)
+    submit = kept[:, SUBMIT] - (kept[:, SUBMIT].min() if len(kept) else 0.0)  # traces need not be sorted
     owner = kept[:, GROUP if agency_by == "group" else USER]
     order = np.argsort(submit, kind="stable")
     # Plain Python values, in submission order: indexing numpy scalars one by one is slow.
@@ -124,7 +124,7 @@ def load_swf(path: Path, label: Label, *, agency_by: str = "group") -> Workload:
         SimJob(
             Job(
                 id=str(ids[k]),
-                agency=f"{agency_by}-{owners[k]}",
+                agency=f"{agency_by}-{owners[k]}" if owners[k] >= 0 else "unknown",
                 label=label,
                 nodes=nodes[k],
                 cpus=1,

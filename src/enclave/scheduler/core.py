@@ -47,6 +47,9 @@ def schedule(
     """One pass. ``explain=False`` skips working out why each job waits (the simulator)."""
     result = PassResult()
     ordered = policy.order(queue, now, state)
+    if explain and len(ordered) < len(queue):  # the policy held some back (carbon-aware)
+        offered = {job.id for job in ordered}
+        result.reasons.update({job.id: Reason.DEFERRED for job in queue if job.id not in offered})
     why_not = _why_not if explain else _no_reason
     # Shapes that could not start now, and why: free resources and power headroom only shrink
     # during a pass. RESOURCES stays true; POWER_CAP may turn into RESOURCES, so it is rechecked.

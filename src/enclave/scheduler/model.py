@@ -28,6 +28,7 @@ class Reason(StrEnum):
     UNSATISFIABLE = "unsatisfiable"  # no pool of any accredited region can ever hold it
     PREEMPTING = "preempting"  # lower-QOS jobs are being preempted to make room
     RESERVED = "reserved"  # head of the queue: resources reserved for it (EASY)
+    DEFERRED = "deferred"  # held back by the policy (a deferrable job waiting for low-carbon power)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,10 @@ class Job:
     qos: QOS = QOS.NORMAL
     region: str | None = None  # None: any accredited region
     seq: int = 0  # tie-breaker: submission order
+    # A deferrable job may be started later than it could be (carbon-aware policies), but no
+    # later than its deadline allows: it must *finish* by deadline_s (walltime as the bound).
+    deferrable: bool = False
+    deadline_s: float | None = None
     # Jobs of one shape fit in the same places. A str so its hash is computed once: the pass
     # looks shapes up for every queued job.
     shape: str = field(init=False, repr=False, compare=False)

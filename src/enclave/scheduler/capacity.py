@@ -13,8 +13,10 @@ uses the same formula, so the predicted draw never exceeds the cap.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+from sortedcontainers import SortedList
 
 from enclave.fleet import Fleet, NodePool
 from enclave.labels import Label
@@ -30,6 +32,7 @@ class PoolState:
     idle: int  # nodes with nothing running
     partial: dict[int, Free] = field(default_factory=dict)  # shared nodes in use: free parts
     _by_free: dict[Free, dict[int, None]] = field(default_factory=dict)  # free parts -> nodes
+    node_jobs: dict[int, int] = field(default_factory=dict)  # shared node -> jobs on it
     _next_node: int = 0
 
     def _set_partial(self, node: int, free: Free | None) -> None:
@@ -124,6 +127,9 @@ class ClusterState:
         }
         self.preempting: set[str] = set()  # signalled, still in their grace period
         self.version = 0  # bumped on every allocation and release: caches key on it
+        # Running jobs of each region by estimated end: the reservation walks them in order
+        # and stops as soon as the head job fits, instead of sorting every running job.
+        self.ends: dict[str, SortedList] = {r.name: SortedList() for r in regions}
         self._candidates: dict[str, list[tuple[RegionState, PoolState]]] = {}
         self.reservation_cache: tuple[object, Any] | None = None  # owned by the scheduler core
 
@@ -212,6 +218,10 @@ class ClusterState:
         run = Running(job, placement, now)
         self.running[job.id] = run
         self.by_pool[(placement.region, placement.pool)][job.id] = run
+        self.ends[placement.region].add((run.end_estimate_s, job.id))
+        if placement.node is not None:
+            pool = self.region(placement.region).pool(placement.pool)
+            pool.node_jobs[placement.node] = pool.node_jobs.get(placement.node, 0) + 1
 
     def place(self, job: Job, placement: Placement, now: float) -> None:
         """Re-apply a known placement (restart reconciliation, or the simulator replaying)."""
@@ -227,6 +237,7 @@ class ClusterState:
                 pool._set_partial(node, pool.full)
             c, m, g = pool.partial[node]
             pool._set_partial(node, (c - job.cpus, m - job.memory_mb, g - job.gpus))
+            placement = replace(placement, node=node)  # release must find the node again
         region.busy_w += placement.busy_w
         self.version += 1
         self.start(job, placement, now)
@@ -239,6 +250,7 @@ class ClusterState:
         self.preempting.discard(job_id)
         pl, job = run.placement, run.job
         del self.by_pool[(pl.region, pl.pool)][job_id]
+        self.ends[pl.region].remove((run.end_estimate_s, job_id))
         region = self.region(pl.region)
         pool = region.pool(pl.pool)
         if pl.exclusive:
@@ -251,6 +263,9 @@ class ClusterState:
                 pool.idle += 1
             else:
                 pool._set_partial(pl.node, free)
+            left = pool.node_jobs.pop(pl.node) - 1
+            if left:
+                pool.node_jobs[pl.node] = left
         region.busy_w = max(0.0, region.busy_w - pl.busy_w)
         if not any(self.by_pool[(region.name, p.spec.name)] for p in region.pools):
             # Nothing runs in the region: drop the rounding residue of adding and subtracting

@@ -196,47 +196,59 @@ def _compute_reservation(state: ClusterState, job: Job, cands: list[Candidate], 
         busy = pool.busy_w(job, exclusive)
         if not region.draw_ok(busy):
             continue  # not even an idle region leaves room for this job
-        # Node releases in this pool: exclusive jobs give back their nodes; a shared node
-        # comes back when its last job ends. Power comes back as any job in the region ends.
-        node_free: dict[int, float] = {}
-        releases: list[tuple[float, int, float]] = []  # (time, nodes, busy_w)
-        for pool_state in region.pools:
-            same = pool_state is pool
-            for run in state.by_pool[(region.name, pool_state.spec.name)].values():
-                end = now if run.job.id in state.preempting else max(now, run.end_estimate_s)
-                pl = run.placement
-                if same and pl.exclusive:
-                    releases.append((end, pl.nodes, pl.busy_w))
-                else:
-                    releases.append((end, 0, pl.busy_w))
-                    if same and pl.node is not None:
-                        node_free[pl.node] = max(node_free.get(pl.node, now), end)
-        releases.extend((t, 1, 0.0) for t in node_free.values())
-        releases.sort(key=lambda e: e[0])
-        idle = pool.idle
-        region_busy = region.busy_w
+        walk = _ReleaseWalk(state, region, pool)
         shadow = math.inf
-        if idle >= need and region.power_fits(busy):
+        # Jobs already told to stop free their share now; then the rest, by estimated end.
+        for job_id in state.preempting:
+            walk.release(job_id)
+        if walk.idle >= need and region.draw_ok(walk.busy + busy):
             shadow = now
         else:
-            i = 0
-            while i < len(releases):
-                t = releases[i][0]
-                while i < len(releases) and releases[i][0] == t:  # everything ending at t
-                    idle += releases[i][1]
-                    region_busy -= releases[i][2]
+            ends = state.ends[region.name]
+            i, n = 0, len(ends)
+            while i < n:
+                t = max(now, ends[i][0])
+                while i < n and max(now, ends[i][0]) == t:  # everything ending at t
+                    if ends[i][1] not in state.preempting:
+                        walk.release(ends[i][1])
                     i += 1
-                if idle >= need and (region.idle_it_w + region_busy + busy) * region.pue <= region.cap_w * (
-                    1 + 1e-12
-                ):
+                if walk.idle >= need and region.draw_ok(walk.busy + busy):
                     shadow = t
                     break
         if shadow == math.inf:
             continue
         if best is None or shadow < best.shadow_s:
-            extra_w = region.cap_w / region.pue - (region.idle_it_w + max(0.0, region_busy) + busy)
-            best = _Hold(region.name, pool.spec.name, shadow, idle - need, max(0.0, extra_w))
+            extra_w = region.cap_w / region.pue - (region.idle_it_w + max(0.0, walk.busy) + busy)
+            best = _Hold(region.name, pool.spec.name, shadow, walk.idle - need, max(0.0, extra_w))
     return best
+
+
+class _ReleaseWalk:
+    """Idle nodes of one pool and busy power of its region as running jobs are released in
+    imagination: exclusive jobs give back their nodes, a shared node comes back when its last
+    job ends, and power comes back as any job in the region ends."""
+
+    def __init__(self, state: ClusterState, region: RegionState, pool: PoolState) -> None:
+        self.state, self.region, self.pool = state, region, pool
+        self.idle = pool.idle
+        self.busy = region.busy_w
+        self._left: dict[int, int] = {}  # shared node -> jobs still on it (copied on first touch)
+
+    def release(self, job_id: str) -> None:
+        run = self.state.running.get(job_id)
+        if run is None or run.placement.region != self.region.name:
+            return
+        pl = run.placement
+        self.busy -= pl.busy_w
+        if pl.pool != self.pool.spec.name:
+            return
+        if pl.exclusive:
+            self.idle += pl.nodes
+        elif pl.node is not None:
+            left = self._left.get(pl.node, self.pool.node_jobs.get(pl.node, 1)) - 1
+            self._left[pl.node] = left
+            if left == 0:
+                self.idle += 1
 
 
 def _plan_preemption(state: ClusterState, job: Job, cands: list[Candidate]) -> list[str] | None:

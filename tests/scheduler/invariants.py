@@ -160,7 +160,13 @@ def snapshot(state: ClusterState) -> Any:
                 r.busy_w,
                 r.idle_it_w,
                 [
-                    (p.spec.name, p.idle, dict(p.partial), {k: dict(v) for k, v in p._by_free.items()})
+                    (
+                        p.spec.name,
+                        p.idle,
+                        dict(p.partial),
+                        dict(p.node_jobs),
+                        {k: dict(v) for k, v in p._by_cpus.items()},
+                    )
                     for p in r.pools
                 ],
             )

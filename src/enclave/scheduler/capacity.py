@@ -31,20 +31,20 @@ class PoolState:
     spec: NodePool
     idle: int  # nodes with nothing running
     partial: dict[int, Free] = field(default_factory=dict)  # shared nodes in use: free parts
-    _by_free: dict[Free, dict[int, None]] = field(default_factory=dict)  # free parts -> nodes
+    _by_cpus: dict[int, dict[int, None]] = field(default_factory=dict)  # free CPUs -> nodes
     node_jobs: dict[int, int] = field(default_factory=dict)  # shared node -> jobs on it
     _next_node: int = 0
 
     def _set_partial(self, node: int, free: Free | None) -> None:
         old = self.partial.pop(node, None)
         if old is not None:
-            nodes = self._by_free[old]
+            nodes = self._by_cpus[old[0]]
             del nodes[node]
             if not nodes:
-                del self._by_free[old]
+                del self._by_cpus[old[0]]
         if free is not None:
             self.partial[node] = free
-            self._by_free.setdefault(free, {})[node] = None
+            self._by_cpus.setdefault(free[0], {})[node] = None
 
     @property
     def full(self) -> Free:
@@ -69,17 +69,13 @@ class PoolState:
         return job.nodes * (s.peak_w - s.idle_w) * share
 
     def find_shared(self, job: Job) -> int | None:
-        """Best fit among partly used nodes (least CPU left that still fits), else None."""
-        best, best_left = None, None
-        for node, (c, m, g) in self.partial.items():
-            if (
-                c >= job.cpus
-                and m >= job.memory_mb
-                and g >= job.gpus
-                and (best_left is None or c < best_left)
-            ):
-                best, best_left = node, c
-        return best
+        """Best fit among partly used nodes: the fewest free CPUs that still fit, else None."""
+        for cpus in sorted(c for c in self._by_cpus if c >= job.cpus):  # distinct values: few
+            for node in self._by_cpus[cpus]:
+                _, m, g = self.partial[node]
+                if m >= job.memory_mb and g >= job.gpus:
+                    return node
+        return None
 
     def fits_now(self, job: Job) -> bool:
         if self.exclusive_for(job):

@@ -201,20 +201,21 @@ def _compute_reservation(state: ClusterState, job: Job, cands: list[Candidate], 
         # Jobs already told to stop free their share now; then the rest, by estimated end.
         for job_id in state.preempting:
             walk.release(job_id)
-        if walk.idle >= need and region.draw_ok(walk.busy + busy):
+        if walk.fits(need, busy):
             shadow = now
         else:
-            ends = state.ends[region.name]
-            i, n = 0, len(ends)
-            while i < n:
-                t = max(now, ends[i][0])
-                while i < n and max(now, ends[i][0]) == t:  # everything ending at t
-                    if ends[i][1] not in state.preempting:
-                        walk.release(ends[i][1])
-                    i += 1
-                if walk.idle >= need and region.draw_ok(walk.busy + busy):
-                    shadow = t
+            pending_t: float | None = None
+            for end, job_id in state.ends[region.name]:  # by estimated end
+                t = max(now, end)
+                if pending_t is not None and t != pending_t and walk.fits(need, busy):
+                    shadow = pending_t  # everything ending at pending_t is released
                     break
+                pending_t = t
+                if job_id not in state.preempting:
+                    walk.release(job_id)
+            else:
+                if pending_t is not None and walk.fits(need, busy):
+                    shadow = pending_t
         if shadow == math.inf:
             continue
         if best is None or shadow < best.shadow_s:
@@ -233,6 +234,9 @@ class _ReleaseWalk:
         self.idle = pool.idle
         self.busy = region.busy_w
         self._left: dict[int, int] = {}  # shared node -> jobs still on it (copied on first touch)
+
+    def fits(self, need: int, busy_w: float) -> bool:
+        return self.idle >= need and self.region.draw_ok(self.busy + busy_w)
 
     def release(self, job_id: str) -> None:
         run = self.state.running.get(job_id)

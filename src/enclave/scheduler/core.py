@@ -60,6 +60,19 @@ def schedule(
 
     for job in ordered:
         shape = job.shape
+        if hold is not None:
+            # Backfill, cheapest checks first: most of a long queue stops here.
+            if shape in cannot_fit:  # only shapes that had candidates get here
+                if explain:
+                    why = cannot_fit[shape]
+                    result.reasons[job.id] = (
+                        why_not(job, state.candidates(job)) if why is Reason.POWER_CAP else why
+                    )
+                continue
+            if job.walltime_s >= held_from.get(shape, math.inf):  # the hold only tightens
+                if explain:
+                    result.reasons[job.id] = Reason.PRIORITY
+                continue
         cands = state.candidates(job)
         if not cands:
             result.reasons[job.id] = (
@@ -99,13 +112,6 @@ def schedule(
                 result.reasons[job.id] = why  # can never start under the current caps
             continue
         # Backfill: start only what cannot delay the reserved job.
-        if shape in cannot_fit:
-            why = cannot_fit[shape]
-            result.reasons[job.id] = why_not(job, cands) if why is Reason.POWER_CAP else why
-            continue
-        if job.walltime_s >= held_from.get(shape, math.inf):  # the hold only tightens
-            result.reasons[job.id] = Reason.PRIORITY
-            continue
         outcome = _start_first_fit(state, job, cands, now, result, hold)
         if outcome is _FAILED:
             why = why_not(job, cands)

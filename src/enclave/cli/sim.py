@@ -44,7 +44,7 @@ def run(
         str | None,
         typer.Option(help="Built-in fleet or fleet file (default: SWF header, scenario's, else gigawatt)"),
     ] = None,
-    policy: Annotated[str, typer.Option(help="fcfs, easy or priority")] = "easy",
+    policy: Annotated[str, typer.Option(help="fcfs, easy, priority, power-capped or carbon-aware")] = "easy",
     out: Annotated[Path, typer.Option(help="Output directory")] = Path("sim-out"),
     carbon: Annotated[
         str | None,
@@ -171,37 +171,44 @@ def compare_cmd(
 
 _HEADERS = {
     "jobs": "jobs",
-    "avg_wait_s": "avg wait (s)",
-    "avg_bounded_slowdown": "avg bsld",
+    "avg_wait_s": "wait s",
+    "avg_bounded_slowdown": "bsld",
     "utilization": "util",
-    "makespan_s": "makespan (h)",
-    "power_cap_violations": "cap viol.",
-    "cap_share_saturated": "cap used (queue busy)",
-    "energy_mwh": "energy (MWh)",
+    "makespan_s": "span h",
+    "power_cap_violations": "cap viol",
+    "cap_share_saturated": "cap used*",
+    "energy_mwh": "MWh",
     "emissions_tco2e": "tCO2e",
     "cost": "cost",
 }
+TABLE_WIDTH = 150  # when not on a terminal (a pipe, a log): wide enough for every column
+
+
+def _num(value: float) -> str:
+    """Four significant figures, thousands separated: 12,345 / 123.4 / 0.01834."""
+    if value == 0 or abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.4g}"
 
 
 def _cell(key: str, value: float) -> str:
     if key == "makespan_s":
-        return f"{value / 3600:,.1f}"
+        return _num(value / 3600)
     if key in ("utilization", "cap_share_saturated"):
         return f"{value:.1%}"
     if key in ("jobs", "power_cap_violations"):
         return f"{int(value):,}"
-    if key == "avg_bounded_slowdown":
-        return f"{value:,.2f}"
-    return f"{value:,.1f}" if abs(value) >= 100 else f"{value:,.3f}"
+    return _num(value)
 
 
 def _print_comparison(result: Comparison, title: str) -> None:
+    from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title)
-    table.add_column("policy")
+    table = Table(title=title, caption="* mean draw over the time jobs were waiting, as a share of the cap")
+    table.add_column("policy", no_wrap=True)
     for key in COLUMNS:
-        table.add_column(_HEADERS[key], justify="right")
+        table.add_column(_HEADERS[key], justify="right", no_wrap=True)
     for name, row in result.rows.items():
         table.add_row(name, *[_cell(k, row[k]) for k in COLUMNS])
     figures = result.carbon
@@ -209,14 +216,16 @@ def _print_comparison(result: Comparison, title: str) -> None:
         cells = ["" for _ in COLUMNS]
         cells[COLUMNS.index("emissions_tco2e")] = _cell("emissions_tco2e", figures["oracle_emissions_tco2e"])
         table.add_row("[dim]oracle bound[/dim]", *cells)
-    console.print(table)
+    # A pipe or a log gets a fixed width: rich would squeeze the columns into 80.
+    out = console if console.is_terminal else Console(width=TABLE_WIDTH, file=console.file)
+    out.print(table)
     if figures is not None:
         share = figures["share_of_oracle_reduction"]
         reached = "n/a (the oracle finds nothing to shift)" if share is None else f"{share:.1%}"
         console.print(
-            f"{CARBON_AWARE}: {figures['carbon_aware_reduction_tco2e']:,.3f} tCO2e less than "
-            f"{figures['baseline']}; the oracle bound (every one of {figures['deferrable_jobs']:,} deferrable "
-            f"jobs in its cleanest hours) saves {figures['oracle_reduction_tco2e']:,.3f} tCO2e: "
+            f"{CARBON_AWARE}: {_num(figures['carbon_aware_reduction_tco2e'])} tCO2e less than "
+            f"{figures['baseline']}; the oracle bound (each of {figures['deferrable_jobs']:,} deferrable "
+            f"jobs in its cleanest hours and regions) saves {_num(figures['oracle_reduction_tco2e'])} tCO2e: "
             f"{reached} of the bound reached, for {figures['extra_avg_wait_s']:+,.0f} s of average wait "
             f"({figures['extra_avg_wait_deferrable_s']:+,.0f} s for deferrable jobs); "
             f"deadlines missed {figures['deadlines_missed']} ({figures['baseline']}: "

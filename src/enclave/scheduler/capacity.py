@@ -131,17 +131,21 @@ class ClusterState:
 
     @classmethod
     def from_fleet(cls, fleet: Fleet, power_cap_scale: float = 1.0) -> ClusterState:
+        """The fleet idle, its caps times ``power_cap_scale`` — but a scaled cap never below the
+        region's idle draw (nodes are not powered off: no schedule could keep under it)."""
         regions = []
         for r in fleet.regions:
             pools = [PoolState(p, p.count) for p in r.pools]
+            idle_it_w = sum(p.count * p.idle_w for p in r.pools)
+            cap_w = r.power_cap_mw * 1e6
             regions.append(
                 RegionState(
                     name=r.name,
                     accreditation=fleet.accreditation(r),
-                    cap_w=r.power_cap_mw * 1e6 * power_cap_scale,
+                    cap_w=max(cap_w * power_cap_scale, min(cap_w, idle_it_w * r.pue)),
                     pue=r.pue,
                     pools=pools,
-                    idle_it_w=sum(p.count * p.idle_w for p in r.pools),
+                    idle_it_w=idle_it_w,
                 )
             )
         return cls(regions)

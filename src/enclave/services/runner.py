@@ -32,7 +32,7 @@ from enclave.executors.registry import make_executor
 from enclave.scheduler.capacity import ClusterState
 from enclave.scheduler.core import schedule
 from enclave.scheduler.model import QOS, Job, Placement
-from enclave.scheduler.policies import MultifactorEASY, Policy, make_policy
+from enclave.scheduler.policies import MultifactorEASY, Policy, make_policy, power_cap_scale
 from enclave.scheduler.priority import billing_units
 from enclave.services import artifacts
 from enclave.services.context import Context
@@ -86,7 +86,7 @@ class JobRunner:
         self.policy = policy or make_policy()
         self.clock = clock
         self.grace_s = grace_s
-        self.cluster = ClusterState.from_fleet(ctx.fleet)
+        self.cluster = ClusterState.from_fleet(ctx.fleet, power_cap_scale(self.policy))
         sandboxes = ctx.settings.home / "sandboxes"
         self.executors = {r.name: make_executor(r, sandboxes) for r in ctx.fleet.regions}
         self.live: dict[str, Live] = {}
@@ -205,9 +205,9 @@ class JobRunner:
         when = datetime.fromtimestamp(now, UTC)
         done: list[tuple[Live, JobRow]] = []
         with unit(self.ctx) as u, u.session.no_autoflush:  # see _no_autoflush_note
-            self._load_rows(u, [live.row_seq for live, _status in finished])
+            rows = self._load_rows(u, [live.row_seq for live, _status in finished])
             for live, status in finished:
-                row = self._row(u, live.row_seq)
+                row = rows.get(live.row_seq) or self._row(u, live.row_seq)
                 self.cluster.release(live.job.id)
                 del self.live[live.job.id]
                 wall_s = max(0.0, now - live.started_s)
@@ -382,11 +382,11 @@ class JobRunner:
             return 0
         starting: list[tuple[Job, Placement, JobRow]] = []
         with unit(self.ctx) as u:
-            self._load_rows(u, [self.queue[job.id][0] for job, _placement in result.started])
+            rows = self._load_rows(u, [self.queue[job.id][0] for job, _placement in result.started])
             with u.session.no_autoflush:  # see _no_autoflush_note
                 for job, placement in result.started:
                     seq, _ = self.queue.pop(job.id)
-                    row = self._row(u, seq)
+                    row = rows.get(seq) or self._row(u, seq)
                     transition(
                         u,
                         row,
@@ -458,11 +458,13 @@ class JobRunner:
         return u.session.get_one(JobRow, seq)
 
     @staticmethod
-    def _load_rows(u: Unit, seqs: list[int]) -> None:
-        """Load many rows into the session in a few queries, so that ``_row`` finds them
-        without one SELECT each."""
+    def _load_rows(u: Unit, seqs: list[int]) -> dict[int, JobRow]:
+        """Many rows by seq in a few queries, instead of one SELECT each (``_row``)."""
+        rows: dict[int, JobRow] = {}
         for i in range(0, len(seqs), LOAD_CHUNK):
-            u.session.execute(select(JobRow).where(JobRow.seq.in_(seqs[i : i + LOAD_CHUNK]))).scalars().all()
+            chunk = select(JobRow).where(JobRow.seq.in_(seqs[i : i + LOAD_CHUNK]))
+            rows.update((row.seq, row) for row in u.session.execute(chunk).scalars())
+        return rows
 
     def _core_job(self, u: Unit, row: JobRow) -> Job:
         agency = self._agency_names.get(row.agency_id)

@@ -3,19 +3,23 @@
 Events are processed in time order; at one instant, completions come first (they free
 capacity), then submissions, then one scheduling pass — the same pass the live loop runs.
 Deterministic: the same workload, fleet and policy give the same schedule, byte for byte.
+A policy that holds jobs back until a time (carbon-aware) gets a pass at the instant it names
+(``next_pass_s``) even when no job arrives or ends then; a policy with ``power_cap_scale``
+runs on caps scaled by it.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from enclave.fleet import Fleet
 from enclave.scheduler.capacity import ClusterState
 from enclave.scheduler.core import schedule
 from enclave.scheduler.model import Job, Placement
-from enclave.scheduler.policies import MultifactorEASY, Policy
+from enclave.scheduler.policies import MultifactorEASY, Policy, next_pass_s, power_cap_scale
 from enclave.scheduler.priority import billing_units
 from enclave.sim.workload import SimJob
 
@@ -32,10 +36,13 @@ class Run:
     placement: Placement
 
 
-@dataclass
+@dataclass(slots=True)
 class PowerSample:
+    """The draw from ``t_s`` until the next sample, and how many jobs were waiting then."""
+
     t_s: float
     facility_w: dict[str, float]
+    queued: int = 0  # jobs submitted and not started, after the pass at t_s
 
 
 @dataclass
@@ -44,6 +51,7 @@ class Outcome:
     power: list[PowerSample] = field(default_factory=list)
     passes: int = 0
     never_started: list[SimJob] = field(default_factory=list)
+    caps_w: dict[str, float] = field(default_factory=dict)  # the caps the run ran under
 
 
 def simulate(
@@ -55,7 +63,7 @@ def simulate(
     progress: Progress | None = None,
 ) -> Outcome:
     """Replay ``jobs`` (sorted by submission) on ``fleet`` under ``policy``."""
-    state = cluster or ClusterState.from_fleet(fleet)
+    state = cluster or ClusterState.from_fleet(fleet, power_cap_scale=power_cap_scale(policy))
     by_id: dict[str, SimJob] = {}
     queue: dict[str, Job] = {}
     ends: list[tuple[float, int, str]] = []  # (end time, tie-break, job id)
@@ -64,8 +72,9 @@ def simulate(
     power: list[PowerSample] = []
     fairshare = policy.fairshare if isinstance(policy, MultifactorEASY) else None
     i, n, passes, tie = 0, len(jobs), 0, 0
-    while i < n or ends:
-        t = min(jobs[i].job.submit_s if i < n else float("inf"), ends[0][0] if ends else float("inf"))
+    wake = math.inf  # a pass the policy asked for
+    while i < n or ends or wake < math.inf:
+        t = min(jobs[i].job.submit_s if i < n else math.inf, ends[0][0] if ends else math.inf, wake)
         changed = False
         while ends and ends[0][0] <= t:
             _, _, job_id = heapq.heappop(ends)
@@ -79,7 +88,10 @@ def simulate(
         while i < n and jobs[i].job.submit_s <= t:
             sim = jobs[i]
             by_id[sim.job.id] = sim
-            queue[sim.job.id] = sim.job
+            job = sim.job
+            if sim.deferrable and not job.deferrable:  # the scheduler sees it on the Job
+                job = replace(job, deferrable=True, deadline_s=sim.deadline_s)
+            queue[job.id] = job
             i += 1
         if queue:
             result = schedule(state, list(queue.values()), t, policy, explain=False)
@@ -90,9 +102,17 @@ def simulate(
                 tie += 1
                 heapq.heappush(ends, (t + by_id[job.id].run_s, tie, job.id))
                 changed = True
-        if changed or not power:  # the draw is piecewise constant between changes
-            power.append(PowerSample(t, {r.name: r.facility_w for r in state.regions}))
+        wake = math.inf
+        if queue:
+            when = next_pass_s(policy, t)
+            if when is not None and when > t:
+                wake = when
+        # The draw is piecewise constant between changes; a sample also marks the queue
+        # filling up or emptying (the share of the cap used while jobs wait needs it).
+        queued = len(queue)
+        if changed or not power or (queued > 0) != (power[-1].queued > 0):
+            power.append(PowerSample(t, {r.name: r.facility_w for r in state.regions}, queued))
         if progress is not None:
             progress(len(runs), n)
     never = [by_id[j] for j in queue]
-    return Outcome(runs, power, passes, never)
+    return Outcome(runs, power, passes, never, {r.name: r.cap_w for r in state.regions})

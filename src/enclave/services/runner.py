@@ -46,7 +46,7 @@ log = logging.getLogger("enclave.runner")
 CANCEL_GRACE_S = 10.0  # SIGTERM, then SIGKILL this much later
 TICK_BUSY_S = 0.01
 TICK_IDLE_S = 0.5
-RESCHEDULE_S = TICK_IDLE_S  # an unchanged queue is re-planned this often
+RESCHEDULE_S = TICK_IDLE_S  # an unchanged queue is re-planned (and pending jobs polled) this often
 MAX_ATTEMPTS = 5  # requeues after loss before a job is failed
 ADMIT_BATCH = 5000
 LOAD_CHUNK = 1000  # rows per IN (...) query
@@ -100,6 +100,8 @@ class JobRunner:
         self._rapl_last = measure.read_uj(self._rapl) if self._rapl else None
         self._check_cancels = True
         self._last_pass_s = float("-inf")
+        self._last_admit_s = float("-inf")
+        self._admit_due = True
         self._placements: dict[str, Placement] = {}
         self._agency_names: dict[int, str] = {}
 
@@ -126,6 +128,7 @@ class JobRunner:
             if woke:
                 self.ctx.jobs_changed.clear()
                 self._check_cancels = True
+                self._admit_due = True
 
     # -- restart reconciliation ------------------------------------------------------------
     def reconcile(self) -> None:
@@ -178,7 +181,19 @@ class JobRunner:
         if self._check_cancels:
             self._check_cancels = False
             self._cancel_requested(now)
-        admitted = self._admit(now)
+        # Pending jobs appear on a submission in this process (which wakes the loop), when a
+        # job ends (dependencies, requeues) or through another process sharing the store:
+        # poll for those at the idle cadence, not on every 10 ms poll of running jobs.
+        admitted = 0
+        if (
+            finished
+            or self._admit_due
+            or self.ctx.jobs_changed.is_set()
+            or now - self._last_admit_s >= RESCHEDULE_S
+        ):
+            self._last_admit_s = now
+            admitted = self._admit(now)
+            self._admit_due = admitted > 0  # a full batch (ADMIT_BATCH) may have left more
         # A pass decides the same as the last one unless the queue or the free capacity
         # changed; only the clock moves priorities (age, fair-share decay) meanwhile, so an
         # unchanged queue is re-planned at the idle cadence, not on every 10 ms poll.

@@ -35,6 +35,7 @@ from enclave.audit.events import AuditEvent, Outcome
 from enclave.store.models import AuditHead, AuditRecord
 
 VERIFY_BATCH = 2000
+_HEAD_KEY = "enclave.audit.head"  # session.info: (transaction, locked head row)
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,27 @@ class AuditLog:
         self._checkpoint_path = checkpoint_path
         self._checkpoint_lock = threading.Lock()
 
-    def append(self, session: Session, entry: Entry, now: datetime) -> AuditRecord:
+    def _locked_head(self, session: Session) -> AuditHead:
+        """The chain head, locked once per transaction and then reused: the lock is held until
+        the transaction ends, so nobody else can move the head meanwhile."""
+        txn = session.get_transaction()
+        cached = session.info.get(_HEAD_KEY)
+        if cached is not None and cached[0] is txn:
+            head: AuditHead = cached[1]
+            return head
         head = session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one()
+        session.info[_HEAD_KEY] = (txn, head)
+        return head
+
+    def appended_head(self, session: Session) -> tuple[int, str] | None:
+        """After a commit: the head this session's appends left, to checkpoint it (else None)."""
+        cached = session.info.pop(_HEAD_KEY, None)
+        if cached is None:
+            return None
+        return int(cached[1].seq), str(cached[1].hash)
+
+    def append(self, session: Session, entry: Entry, now: datetime) -> AuditRecord:
+        head = self._locked_head(session)
         fields: dict[str, Any] = {
             "seq": head.seq + 1,
             "ts": now.isoformat(timespec="microseconds"),
@@ -109,7 +129,11 @@ class AuditLog:
     def write_checkpoint(self, session: Session, now: datetime) -> Checkpoint:
         """Sign the current head and store it beside the database (atomic replace)."""
         head = session.execute(select(AuditHead).where(AuditHead.id == 1)).scalar_one()
-        cp = make_checkpoint(self._key, head.seq, head.hash, now.isoformat(timespec="microseconds"))
+        return self.checkpoint(head.seq, head.hash, now)
+
+    def checkpoint(self, seq: int, head_hash: str, now: datetime) -> Checkpoint:
+        """Sign a committed head and store it beside the database, unless a newer one is there."""
+        cp = make_checkpoint(self._key, seq, head_hash, now.isoformat(timespec="microseconds"))
         with self._checkpoint_lock:
             current = self.read_checkpoint()
             if current is not None and current.seq > cp.seq:

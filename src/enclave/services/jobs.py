@@ -390,4 +390,3 @@ def transition(u: Unit, job: Job, to: JobState, reason: str | None, now: datetim
         ),
         now,
     )
-    u.recorded += 1

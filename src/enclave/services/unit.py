@@ -43,11 +43,9 @@ class Unit:
     def __init__(self, ctx: Context, session: Session) -> None:
         self.ctx = ctx
         self.session = session
-        self.recorded = 0
 
     def record(self, entry: Entry) -> None:
         self.ctx.audit.append(self.session, entry, self.ctx.now())
-        self.recorded += 1
 
     def require(self, actor: Actor | None, action: Action, resource: Resource, ref: str = "") -> Decision:
         if actor is None:
@@ -99,19 +97,24 @@ def entry_for(
 
 @contextmanager
 def unit(ctx: Context) -> Iterator[Unit]:
+    head: tuple[int, str] | None = None
     try:
-        with ctx.sessions() as session, session.begin():
-            u = Unit(ctx, session)
-            yield u
+        with ctx.sessions() as session:
+            with session.begin():
+                u = Unit(ctx, session)
+                yield u
+            head = ctx.audit.appended_head(session)
     except _Denied as denied:
-        with ctx.sessions() as session, session.begin():
-            ctx.audit.append(session, denied.entry, ctx.now())
-        _checkpoint(ctx)
+        with ctx.sessions() as session:
+            with session.begin():
+                ctx.audit.append(session, denied.entry, ctx.now())
+            head = ctx.audit.appended_head(session)
+        _checkpoint(ctx, head)
         raise denied.public from None
-    if u.recorded:
-        _checkpoint(ctx)
+    _checkpoint(ctx, head)
 
 
-def _checkpoint(ctx: Context) -> None:
-    with ctx.sessions() as session:
-        ctx.audit.write_checkpoint(session, ctx.now())
+def _checkpoint(ctx: Context, head: tuple[int, str] | None) -> None:
+    """Sign the head a commit left, so that truncating the log past it is detectable."""
+    if head is not None:
+        ctx.audit.checkpoint(head[0], head[1], ctx.now())

@@ -32,7 +32,7 @@ from enclave.executors.registry import make_executor
 from enclave.scheduler.capacity import ClusterState
 from enclave.scheduler.core import schedule
 from enclave.scheduler.model import QOS, Job, Placement
-from enclave.scheduler.policies import MultifactorEASY, Policy, make_policy, power_cap_scale
+from enclave.scheduler.policies import MultifactorEASY, Policy, make_policy, power_cap_scale, queue_order
 from enclave.scheduler.priority import billing_units
 from enclave.services import artifacts
 from enclave.services.context import Context
@@ -381,7 +381,7 @@ class JobRunner:
         if not self.queue:
             return 0
         if self._queue_list is None:
-            self._queue_list = [job for _seq, job in sorted(self.queue.values(), key=lambda sj: sj[0])]
+            self._queue_list = sorted((job for _seq, job in self.queue.values()), key=queue_order)
         t0 = time.perf_counter()
         result = schedule(self.cluster, self._queue_list, now, self.policy)
         self.stats.last_pass_ms = (time.perf_counter() - t0) * 1000

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from enclave.fleet import Fleet
 from enclave.scheduler.capacity import ClusterState
 from enclave.scheduler.core import schedule
-from enclave.scheduler.model import Job, Placement
+from enclave.scheduler.model import QOS, Job, Placement
 from enclave.scheduler.policies import MultifactorEASY, Policy, next_pass_s, power_cap_scale
 from enclave.scheduler.priority import billing_units
 from enclave.sim.workload import SimJob
@@ -65,7 +65,8 @@ def simulate(
     """Replay ``jobs`` (sorted by submission) on ``fleet`` under ``policy``."""
     state = cluster or ClusterState.from_fleet(fleet, power_cap_scale=power_cap_scale(policy))
     by_id: dict[str, SimJob] = {}
-    queue: dict[str, Job] = {}
+    queue: dict[str, Job] = {}  # in submission order
+    urgent: dict[str, Job] = {}  # URGENT jobs lead the queue (scheduler.policies.queue_order)
     ends: list[tuple[float, int, str]] = []  # (end time, tie-break, job id)
     starts: dict[str, tuple[float, Placement]] = {}
     runs: list[Run] = []
@@ -91,19 +92,20 @@ def simulate(
             job = sim.job
             if sim.deferrable and not job.deferrable:  # the scheduler sees it on the Job
                 job = replace(job, deferrable=True, deadline_s=sim.deadline_s)
-            queue[job.id] = job
+            (urgent if job.qos is QOS.URGENT else queue)[job.id] = job
             i += 1
-        if queue:
-            result = schedule(state, list(queue.values()), t, policy, explain=False)
+        if queue or urgent:
+            offered = [*urgent.values(), *queue.values()] if urgent else list(queue.values())
+            result = schedule(state, offered, t, policy, explain=False)
             passes += 1
             for job, placement in result.started:
-                del queue[job.id]
+                (urgent if job.id in urgent else queue).pop(job.id)
                 starts[job.id] = (t, placement)
                 tie += 1
                 heapq.heappush(ends, (t + by_id[job.id].run_s, tie, job.id))
                 changed = True
         wake = math.inf
-        if queue:
+        if queue or urgent:
             when = next_pass_s(policy, t)
             if when is not None and when > t:
                 wake = when
@@ -114,5 +116,5 @@ def simulate(
             power.append(PowerSample(t, {r.name: r.facility_w for r in state.regions}, queued))
         if progress is not None:
             progress(len(runs), n)
-    never = [by_id[j] for j in queue]
+    never = [by_id[j] for j in (*urgent, *queue)]
     return Outcome(runs, power, passes, never, {r.name: r.cap_w for r in state.regions})

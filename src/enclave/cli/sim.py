@@ -29,6 +29,18 @@ from enclave.sim.metrics import summarize
 from enclave.sim.report import write_outputs
 from enclave.sim.workloads import workload_and_fleet
 
+
+def _progress_bar() -> Progress:
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+
+
 app = typer.Typer(
     help="Replay traces and synthetic workloads on a simulated fleet with the real scheduler.",
     no_args_is_help=True,
@@ -56,14 +68,7 @@ def run(
     curve = resolve_carbon(carbon, fleet_spec)
     chosen = build_policy(policy, fleet_spec, curve, DEFAULT_POWER_CAP_SCALE)
     started = time.perf_counter()
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
+    with _progress_bar() as bar:
         task = bar.add_task(f"simulating {workload.name} ({policy})", total=len(wl.jobs))
         last = [0]
 
@@ -133,14 +138,7 @@ def compare_cmd(
     if deferrable_share > 0:
         jobs = mark_deferrable(jobs, deferrable_share, deadline_slack_hours * 3600.0, seed)
     started = time.perf_counter()
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
+    with _progress_bar() as bar:
 
         def progress(name: str) -> SimProgress:
             task = bar.add_task(f"{workload.name}: {name}", total=len(jobs))

@@ -89,6 +89,17 @@ def _view(u: Unit, t: Transfer, requester: str, viewer: Subject) -> dict[str, An
     }
 
 
+def _refuse_for_markings(
+    u: Unit, actor: Actor, t: Transfer, res: Resource, target: Label, found: list[str]
+) -> None:
+    t.state = TransferState.REFUSED
+    t.reason = f"guard scan found markings above {target}: {', '.join(found[:10])}"
+    details: dict[str, object] = {"found": found[:50]}
+    u.record(
+        entry_for(actor, AuditEvent.TRANSFER_SCAN_REFUSED, res, t.id, outcome=Outcome.DENY, details=details)
+    )
+
+
 def _scan(ctx: Context, art: Artifact, target: Label) -> list[str]:
     scanner = MarkingScanner(ctx.scheme, ctx.guard_patterns)
     for chunk in ctx.blobs.read(art.label, art.blob_key):
@@ -141,18 +152,7 @@ def request(
         }
         u.record(entry_for(actor, AuditEvent.TRANSFER_REQUESTED, res, transfer_id, details=details))
         if found:
-            t.state = TransferState.REFUSED
-            t.reason = f"guard scan found markings above {target}: {', '.join(found[:10])}"
-            u.record(
-                entry_for(
-                    actor,
-                    AuditEvent.TRANSFER_SCAN_REFUSED,
-                    res,
-                    transfer_id,
-                    outcome=Outcome.DENY,
-                    details={"found": found[:50]},
-                )
-            )
+            _refuse_for_markings(u, actor, t, res, target, found)
     if not plan.downgrade:
         return release(ctx, actor, transfer_id)
     return show(ctx, actor, transfer_id)
@@ -278,18 +278,7 @@ def release(ctx: Context, actor: Actor, transfer_id: str) -> dict[str, Any]:
             now = ctx.now()
             t.updated_at = now
             if found:
-                t.state = TransferState.REFUSED
-                t.reason = f"guard scan found markings above {target}: {', '.join(found[:10])}"
-                u.record(
-                    entry_for(
-                        actor,
-                        AuditEvent.TRANSFER_SCAN_REFUSED,
-                        res,
-                        transfer_id,
-                        outcome=Outcome.DENY,
-                        details={"found": found[:50]},
-                    )
-                )
+                _refuse_for_markings(u, actor, t, res, target, found)
             else:
                 copy = Artifact(
                     id=new_id,

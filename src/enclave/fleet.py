@@ -12,13 +12,14 @@ import re
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from enclave.errors import InvalidInput
 from enclave.labels import DEFAULT_COMPARTMENTS, DEFAULT_LEVELS, Label, LabelScheme
 
+M = TypeVar("M", bound=BaseModel)
 BUILTIN_FLEETS = ("local", "gigawatt")
 
 
@@ -126,17 +127,22 @@ class Fleet(_Strict):
         return sum(r.peak_facility_mw for r in self.regions)
 
 
-def parse_fleet(text: str, source: str = "<fleet>") -> Fleet:
+def validate_toml(text: str, source: str, model: type[M]) -> M:
+    """Parse TOML into ``model``; any problem is one InvalidInput naming the source and key."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidInput(f"{source}: not valid TOML: {exc}") from exc
     try:
-        fleet = Fleet.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
+        where = ".".join(str(p) for p in first["loc"]) or model.__name__.lower()
         raise InvalidInput(f"{source}: {where}: {first['msg']}") from exc
+
+
+def parse_fleet(text: str, source: str = "<fleet>") -> Fleet:
+    fleet = validate_toml(text, source, Fleet)
     names = [r.name for r in fleet.regions]
     if len(set(names)) != len(names):
         raise InvalidInput(f"{source}: region names must be unique")

@@ -36,16 +36,15 @@ field the workload does not have, an unknown label — and an error names the fi
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from enclave.errors import InvalidInput
-from enclave.fleet import BUILTIN_FLEETS, Fleet, load_fleet
+from enclave.fleet import BUILTIN_FLEETS, Fleet, load_fleet, validate_toml
 from enclave.labels import Label, LabelScheme
 from enclave.sim import alibaba, swf
 from enclave.sim.synthetic import KIND_NAMES, SyntheticSpec, generate
@@ -146,16 +145,7 @@ def trace_format(path: Path) -> Literal["swf", "alibaba"]:
 
 def parse_scenario(text: str, source: str = "<scenario>", base_dir: Path | None = None) -> Scenario:
     """Validate a scenario; raises InvalidInput naming ``source`` and the offending key."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise InvalidInput(f"{source}: not valid TOML: {exc}") from exc
-    try:
-        scenario = Scenario.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidInput(f"{source}: {where or 'scenario'}: {first['msg']}") from exc
+    scenario = validate_toml(text, source, Scenario)
     scenario._base_dir = base_dir or Path()
     try:
         kind = scenario.kind

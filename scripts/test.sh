@@ -26,9 +26,12 @@ fi
 section "Python packages"
 # PIP_BREAK_SYSTEM_PACKAGES: a Debian-managed python3 refuses global installs; CI machines are
 # throwaway, and other interpreters ignore the variable.
-PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore \
-  "$py" -m pip install -q -e '.[dev]' || { echo "pip install failed" >&2; exit 1; }
-echo "installed enclave[dev]"
+# torch first, pinned: it is the CPU build that lies on this machine kind's disk (an unpinned
+# torch would pull a CUDA build of several GB); the ai extra's range then installs nothing more.
+export PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+"$py" -m pip install -q 'torch==2.13.0' && "$py" -m pip install -q -e '.[dev,ai]' \
+  || { echo "pip install failed" >&2; exit 1; }
+echo "installed enclave[dev,ai]"
 # Console scripts (lint-imports) of this interpreter come first.
 PATH="$("$py" -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
 

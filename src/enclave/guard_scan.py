@@ -22,6 +22,7 @@ match that ends near the end of the data so far waits for the data that follows 
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -90,6 +91,12 @@ class MarkingScanner:
 
     def _add(self, pattern: str) -> None:
         self._patterns.append((re.compile(pattern), None))
+
+    def fresh(self) -> MarkingScanner:
+        """A scanner with the same patterns and nothing seen yet (build once, scan often)."""
+        clone = copy.copy(self)
+        clone._tail, clone._context, clone._findings = "", 0, {}
+        return clone
 
     def feed(self, chunk: bytes) -> None:
         text = self._tail + chunk.decode("latin-1")

@@ -52,6 +52,7 @@ class Action(StrEnum):
     READ_AUDIT = "read_audit"  # list or verify audit records
     MINT_TOKEN = "mint_token"  # a token for oneself at the session label
     USE_URGENT_QOS = "use_urgent_qos"  # submit work that may preempt others
+    INVOKE = "invoke"  # call a model endpoint through the gateway
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class Resource:
     agency: str | None = None
     shared_with: frozenset[str] = frozenset()
     owner: str | None = None
+    accreditation: Label | None = None  # where the object runs: an endpoint's region
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,18 @@ def not_own_request(s: Subject, a: Action, r: Resource) -> Decision | None:
     return None
 
 
+def region_accredited_for_session(s: Subject, a: Action, r: Resource) -> Decision | None:
+    """A call carries data at the session label into the serving region: that region's
+    accreditation must dominate the session label, not only the model's."""
+    if r.accreditation is not None and not r.accreditation.dominates(s.session):
+        return _deny(
+            "region_accredited_for_session",
+            "the endpoint's region is not accredited for the session label",
+            visible=True,
+        )
+    return None
+
+
 RULES: dict[Action, tuple[Rule, ...]] = {
     Action.READ: (session_within_clearance, tenancy, simple_security),
     Action.CREATE: (session_within_clearance, tenancy, owning_agency, new_object_labelled, star_property),
@@ -198,6 +212,7 @@ RULES: dict[Action, tuple[Rule, ...]] = {
     ),
     Action.MINT_TOKEN: (session_within_clearance,),
     Action.USE_URGENT_QOS: (session_within_clearance, _needs_role(Role.OPERATOR, Role.ADMIN)),
+    Action.INVOKE: (session_within_clearance, tenancy, simple_security, region_accredited_for_session),
 }
 
 

@@ -7,16 +7,32 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 from fastapi import Depends, FastAPI
 
 from enclave import __version__
 from enclave.api import problems
 from enclave.api.deps import plain_text
 from enclave.api.limits import BodyLimit
-from enclave.api.routes import artifacts, audit, auth, jobs, regions, tenancy, transfers
+from enclave.api.routes import (
+    artifacts,
+    audit,
+    auth,
+    datasets,
+    endpoints,
+    gateway,
+    jobs,
+    models,
+    regions,
+    tenancy,
+    training,
+    transfers,
+)
 from enclave.scheduler.policies import make_policy
 from enclave.services.bootstrap import bootstrap
 from enclave.services.context import Context, Settings, default_home
+from enclave.services.endpoints import Supervisor
+from enclave.services.gateway import Gateway
 from enclave.services.runner import JobRunner
 
 
@@ -36,11 +52,21 @@ def create_app(
             app.state.ctx = Context(settings)
         bootstrap(app.state.ctx)
         runner = JobRunner(app.state.ctx, make_policy(app.state.ctx.settings.policy)) if run_jobs else None
-        if runner is not None:
+        supervisor = Supervisor(app.state.ctx) if run_jobs else None
+        if runner is not None and supervisor is not None:
             runner.start()
+            supervisor.start()
         app.state.runner = runner
+        app.state.gateway = Gateway(app.state.ctx)
+        app.state.upstream = httpx.AsyncClient(
+            timeout=httpx.Timeout(300.0, connect=2.0),
+            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
+            trust_env=False,
+        )
         yield
-        if runner is not None:
+        await app.state.upstream.aclose()
+        if runner is not None and supervisor is not None:
+            supervisor.stop()
             runner.stop()
         if own:
             app.state.ctx.close()
@@ -54,8 +80,22 @@ def create_app(
     )
     app.state.ctx = ctx
     problems.install(app)
-    for module in (auth, tenancy, regions, artifacts, transfers, jobs, audit):
+    for module in (
+        auth,
+        tenancy,
+        regions,
+        artifacts,
+        transfers,
+        jobs,
+        audit,
+        datasets,
+        models,
+        training,
+        endpoints,
+    ):
         app.include_router(module.router, prefix="/v1")
+    app.include_router(gateway.router, prefix="/v1")
+    app.include_router(gateway.metrics_router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
@@ -64,7 +104,10 @@ def create_app(
     app.add_middleware(
         BodyLimit,
         default_bytes=settings.max_json_bytes,
-        overrides={("POST", artifacts.UPLOAD_PATH): settings.max_upload_bytes},
+        overrides={
+            ("POST", path): settings.max_upload_bytes
+            for path in (artifacts.UPLOAD_PATH, "/v1/datasets", models.UPLOAD_PATH)
+        },
     )
     return app
 

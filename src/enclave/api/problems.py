@@ -17,8 +17,11 @@ PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("enclave.api")
 
 
+OPENAI_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models")
+
+
 def problem(status: int, title: str, detail: str, instance: str, **extra: Any) -> JSONResponse:
-    body = {
+    body: dict[str, Any] = {
         "type": "about:blank",
         "title": title,
         "status": status,
@@ -26,6 +29,9 @@ def problem(status: int, title: str, detail: str, instance: str, **extra: Any) -
         "instance": instance,
         **extra,
     }
+    if instance.startswith(OPENAI_PATHS):
+        # OpenAI clients read ``error.message``: say the same thing in their shape too.
+        body["error"] = {"message": detail, "type": title.lower().replace(" ", "_"), "code": status}
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
 
 

@@ -123,3 +123,38 @@ class JobIn(Strict):
 
 class JobBatchIn(Strict):
     jobs: Annotated[list[JobIn], Field(min_length=1, max_length=10_000)]
+
+
+class TrainingIn(Strict):
+    name: Annotated[str, Field(min_length=1, max_length=256)] = "training"
+    script: Annotated[str, Field(min_length=1, max_length=64, description="artifact id of the script")]
+    model_name: Annotated[str, Field(min_length=1, max_length=256)]
+    runtime: Literal["sklearn", "pytorch", "sentence-embeddings"]
+    datasets: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=64)] = []
+    base_models: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=64)] = []
+    hyperparameters: dict[str, Any] = {}
+    args: Annotated[list[Annotated[str, Field(max_length=4096)]], Field(max_length=64)] = []
+    walltime_s: Annotated[int, Field(ge=1, le=30 * 24 * 3600)] = 3600
+    resources: ResourcesIn = ResourcesIn(memory_mb=2048)
+    region: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    qos: Literal["low", "normal", "high", "urgent"] = "normal"
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+
+
+class DeployIn(Strict):
+    model: Annotated[str, Field(min_length=1, max_length=64)]
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    region: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    replicas: Annotated[int, Field(ge=0, le=16)] = 1
+    min_replicas: Annotated[int, Field(ge=0, le=16)] | None = None
+    max_replicas: Annotated[int, Field(ge=1, le=16)] | None = None
+    cpus_per_replica: Annotated[int, Field(ge=1, le=256)] = 1
+    memory_mb: Annotated[int, Field(ge=256, le=1 << 22)] = 3072
+    pii: Literal["off", "mask"] = "off"
+    log_content: bool = False
+
+
+class ScaleIn(Strict):
+    replicas: Annotated[int, Field(ge=0, le=16)] | None = None
+    min_replicas: Annotated[int, Field(ge=0, le=16)] | None = None
+    max_replicas: Annotated[int, Field(ge=1, le=16)] | None = None

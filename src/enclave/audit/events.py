@@ -31,6 +31,16 @@ class AuditEvent(StrEnum):
     JOB_TRANSITION = "job.transition"
     JOB_CANCEL_REQUESTED = "job.cancel_requested"
     JOB_LOGS_READ = "job.logs_read"
+    MODEL_REGISTERED = "model.registered"
+    MODEL_DELETED = "model.deleted"
+    TRAINING_SUBMITTED = "training.submitted"
+    TRAINING_FINISHED = "training.finished"  # the model it registered, or why none
+    ENDPOINT_DEPLOYED = "endpoint.deployed"
+    ENDPOINT_SCALED = "endpoint.scaled"
+    ENDPOINT_DELETED = "endpoint.deleted"
+    ENDPOINT_REPLICA_REPLACED = "endpoint.replica_replaced"
+    GATEWAY_CALL = "gateway.call"
+    GATEWAY_REFUSED = "gateway.refused"  # guardrail, rate limit or budget
     AUDIT_LISTED = "audit.listed"
     AUDIT_VERIFIED = "audit.verified"
 

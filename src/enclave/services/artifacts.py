@@ -9,7 +9,7 @@ policy checks have passed, so a refused upload leaves nothing behind.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +35,21 @@ def resource_of(
     )
 
 
-def load(u: Unit, actor: Actor, artifact_id: str, action: Action = Action.READ) -> tuple[Artifact, Resource]:
-    """Fetch an artifact through the gate: missing and invisible look the same."""
-    row = u.session.execute(
+def load(
+    u: Unit, actor: Actor, artifact_id: str, action: Action = Action.READ, kind: str | None = None
+) -> tuple[Artifact, Resource]:
+    """Fetch an artifact through the gate: missing and invisible look the same. ``kind``
+    narrows the look-up (a dataset id names a dataset, not any artifact)."""
+    query = (
         select(Artifact, Agency.name)
         .join(Agency, Artifact.agency_id == Agency.id)
         .where(Artifact.id == artifact_id, Artifact.deleted_at.is_(None))
-    ).first()
+    )
+    if kind is not None:
+        query = query.where(Artifact.kind == kind)
+    row = u.session.execute(query).first()
     if row is None:
-        raise NotFound(f"artifact {artifact_id} not found")
+        raise NotFound(f"{kind or 'artifact'} {artifact_id} not found")
     art, agency = row
     res = resource_of(u.ctx, art, agency, _shares(u.session, art.id))
     u.require(actor, action, res, artifact_id)
@@ -68,6 +74,7 @@ def view(art: Artifact, agency: str, shared_with: frozenset[str] = frozenset()) 
         "sha256": art.sha256,
         "metadata": art.meta,
         "derived_from": art.derived_from,
+        "version": art.version,
         "shared_with": sorted(shared_with),
         "created_at": art.created_at.isoformat(),
     }
@@ -91,7 +98,15 @@ async def put(
     kind: str = "artifact",
     meta: dict[str, Any] | None = None,
     max_bytes: int | None = None,
+    versioned: bool = False,
+    on_commit: Callable[[Unit, Artifact], None] | None = None,
 ) -> dict[str, Any]:
+    """Store streamed content as a new artifact at the session label.
+
+    ``versioned`` numbers artifacts of one (agency, kind, name) 1, 2, ... (datasets).
+    ``on_commit`` runs inside the publishing transaction, after the row is added, so a
+    record built on the artifact (a registered model) commits with it or not at all.
+    """
     name = _check_name(name)
     if expected_sha256 is not None and (len(expected_sha256) != 64 or not _is_hex(expected_sha256)):
         raise InvalidInput("checksum must be 64 hex digits of SHA-256")
@@ -135,6 +150,7 @@ async def put(
                 blob_key=art_id,
                 meta=meta or {},
                 derived_from=[],
+                version=_next_version(u.session, actor.agency_id, kind, name) if versioned else None,
                 created_at=ctx.now(),
             )
             u.session.add(art)
@@ -144,13 +160,26 @@ async def put(
                     AuditEvent.ARTIFACT_CREATED,
                     res,
                     art_id,
-                    details={"name": name, "size": writer.size, "sha256": writer.sha256},
+                    details={"name": name, "kind": kind, "size": writer.size, "sha256": writer.sha256},
                 )
             )
+            if on_commit is not None:
+                on_commit(u, art)
     except BaseException:
         ctx.blobs.delete(label.marking, art_id)
         raise
     return view(art, actor.subject.agency)
+
+
+def _next_version(session: Session, agency_id: int, kind: str, name: str) -> int:
+    """One more than the highest version of this name, deleted ones included (numbers are
+    never reused). Two racing uploads hit the unique constraint; one of them fails cleanly."""
+    top = session.execute(
+        select(func.max(Artifact.version)).where(
+            Artifact.agency_id == agency_id, Artifact.kind == kind, Artifact.name == name
+        )
+    ).scalar_one()
+    return int(top or 0) + 1
 
 
 def _is_hex(text: str) -> bool:
@@ -203,25 +232,27 @@ def list_visible(
     return out
 
 
-def show(ctx: Context, actor: Actor, artifact_id: str) -> dict[str, Any]:
+def show(ctx: Context, actor: Actor, artifact_id: str, kind: str | None = None) -> dict[str, Any]:
     with unit(ctx) as u:
-        art, res = load(u, actor, artifact_id)
+        art, res = load(u, actor, artifact_id, kind=kind)
         u.record(entry_for(actor, AuditEvent.ARTIFACT_READ, res, artifact_id, details={"part": "metadata"}))
         return view(art, res.agency or "", res.shared_with)
 
 
-def open_content(ctx: Context, actor: Actor, artifact_id: str) -> tuple[dict[str, Any], Iterator[bytes]]:
+def open_content(
+    ctx: Context, actor: Actor, artifact_id: str, kind: str | None = None
+) -> tuple[dict[str, Any], Iterator[bytes]]:
     """Authorise and audit a read, then return the metadata and a decrypting iterator."""
     with unit(ctx) as u:
-        art, res = load(u, actor, artifact_id)
+        art, res = load(u, actor, artifact_id, kind=kind)
         u.record(entry_for(actor, AuditEvent.ARTIFACT_READ, res, artifact_id, details={"part": "content"}))
     return view(art, res.agency or "", res.shared_with), ctx.blobs.read(art.label, art.blob_key)
 
 
-def delete(ctx: Context, actor: Actor, artifact_id: str) -> None:
+def delete(ctx: Context, actor: Actor, artifact_id: str, kind: str | None = None) -> None:
     """Soft delete: the row stays (for audit and lineage), the artifact disappears."""
     with unit(ctx) as u:
-        art, res = load(u, actor, artifact_id, Action.DELETE)
+        art, res = load(u, actor, artifact_id, Action.DELETE, kind=kind)
         art.deleted_at = ctx.now()
         u.record(entry_for(actor, AuditEvent.ARTIFACT_DELETED, res, artifact_id))
 
@@ -252,6 +283,7 @@ def store_system_file(
     agency_id: int,
     owner_id: int,
     meta: dict[str, Any],
+    on_commit: Callable[[Unit, Artifact], None] | None = None,
 ) -> str | None:
     """Encrypt a file the system produced (a job's log) as an artifact at ``label``.
 
@@ -278,24 +310,23 @@ def store_system_file(
     parsed = ctx.scheme.parse(label)
     try:
         with unit(ctx) as u:
-            u.session.add(
-                Artifact(
-                    id=art_id,
-                    name=name,
-                    kind=kind,
-                    label=parsed.marking,
-                    label_rank=parsed.rank,
-                    agency_id=agency_id,
-                    project_id=None,
-                    owner_id=owner_id,
-                    size_bytes=writer.size,
-                    sha256=writer.sha256,
-                    blob_key=art_id,
-                    meta=meta,
-                    derived_from=[],
-                    created_at=ctx.now(),
-                )
+            art = Artifact(
+                id=art_id,
+                name=name,
+                kind=kind,
+                label=parsed.marking,
+                label_rank=parsed.rank,
+                agency_id=agency_id,
+                project_id=None,
+                owner_id=owner_id,
+                size_bytes=writer.size,
+                sha256=writer.sha256,
+                blob_key=art_id,
+                meta=meta,
+                derived_from=[],
+                created_at=ctx.now(),
             )
+            u.session.add(art)
             u.record(
                 entry_for(
                     None,
@@ -305,6 +336,8 @@ def store_system_file(
                     details={"by": "system", **meta},
                 )
             )
+            if on_commit is not None:
+                on_commit(u, art)
     except BaseException:
         ctx.blobs.delete(label, art_id)
         raise

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from enclave.audit.log import AuditLog, load_or_create_key
 from enclave.blobs import BlobStore, load_or_create_master_key
 from enclave.fleet import Fleet, load_fleet
+from enclave.gateway.router import Router
 from enclave.guard_scan import ExtraPattern
 from enclave.labels import LabelScheme
 from enclave.store.db import make_engine, migrate, session_factory, sqlite_url
@@ -72,6 +73,8 @@ class Context:
         self.blobs = BlobStore(home / "blobs", load_or_create_master_key(home / "keys" / "master.key"))
         self.now = clock
         self.jobs_changed = threading.Event()  # wakes the live loop on submit/cancel
+        self.endpoints_changed = threading.Event()  # wakes the endpoint supervisor
+        self.router = Router()  # healthy replicas per endpoint, for the gateway
 
     def notify_jobs(self) -> None:
         self.jobs_changed.set()

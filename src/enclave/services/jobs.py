@@ -92,6 +92,8 @@ class JobSpec:
     array: int | None = None
     idempotency_key: str | None = None
     project: str | None = None
+    kind: str = "batch"  # set by services only: train (services.training), replica (endpoints)
+    parent_id: str | None = None  # the endpoint a replica serves
 
 
 def label_key(marking: str) -> str:
@@ -173,94 +175,103 @@ def submit(ctx: Context, actor: Actor, specs: Iterable[JobSpec]) -> list[dict[st
 
 
 def _submit(ctx: Context, actor: Actor, specs: list[JobSpec]) -> list[dict[str, Any]]:
+    with unit(ctx) as u:
+        out = add(u, actor, specs)
+    ctx.notify_jobs()
+    return out
+
+
+def add(u: Unit, actor: Actor, specs: list[JobSpec]) -> list[dict[str, Any]]:
+    """Validate, insert and audit jobs inside the caller's transaction (a training job
+    commits with its training record). The caller wakes the live loop after the commit."""
+    ctx = u.ctx
     now = ctx.now()
     out: list[dict[str, Any]] = []
     accreditation = _accreditations(ctx)
     submitted: list[tuple[Resource, list[Job]]] = []  # audited after the loop, in this order
-    with unit(ctx) as u:
-        for spec in specs:
-            label = ctx.scheme.parse(spec.label) if spec.label else actor.subject.session
-            res = Resource(kind="job", label=label, agency=actor.subject.agency)
-            u.require(actor, Action.CREATE, res)
-            if spec.qos is QOS.URGENT:
-                u.require(actor, Action.USE_URGENT_QOS, Resource(kind="qos"))
-            _validate(ctx, spec, label, accreditation)
-            if spec.idempotency_key:
-                existing = u.session.execute(
-                    select(Job).where(
-                        Job.owner_id == actor.user_id, Job.idempotency_key == spec.idempotency_key
-                    )
-                ).scalar_one_or_none()
-                if existing is not None:
-                    out.append(view(ctx, existing, actor.subject.agency))
-                    continue
-            deps = [(kind, visible_job(u, actor, dep_id).id) for kind, dep_id in spec.depends_on]
-            project_id = project_id_of(u.session, actor.agency_id, actor.subject.agency, spec.project)
-            count = spec.array or 1
-            array_id = str(uuid.uuid4()) if spec.array else None
-            rows = []
-            for index in range(count):
-                env = dict(spec.env)
-                if array_id is not None:
-                    env["ENCLAVE_ARRAY_INDEX"] = str(index)
-                row = Job(
-                    id=str(uuid.uuid4()),
-                    name=spec.name if array_id is None else f"{spec.name}[{index}]",
-                    label=label.marking,
-                    label_rank=label.rank,
-                    agency_id=actor.agency_id,
-                    project_id=project_id,
-                    owner_id=actor.user_id,
-                    command=list(spec.command),
-                    env=env,
-                    nodes=spec.nodes,
-                    cpus_per_node=spec.cpus_per_node,
-                    memory_mb=spec.memory_mb,
-                    gpus_per_node=spec.gpus_per_node,
-                    walltime_s=spec.walltime_s,
-                    qos=str(spec.qos),
-                    region_request=None if spec.region in (None, "auto") else spec.region,
-                    depends_on=[{"type": str(k), "job": j} for k, j in deps],
-                    array_id=array_id,
-                    array_index=index if array_id else None,
-                    idempotency_key=spec.idempotency_key if index == 0 else None,
-                    state=JobState.PENDING,
-                    reason="awaiting admission",
-                    attempts=0,
-                    cancel_requested=False,
-                    submitted_at=now,
-                    log_artifacts={},
-                )
-                u.session.add(row)
-                rows.append(row)
-            submitted.append((res, rows))
-            first = view(ctx, rows[0], actor.subject.agency)
+    for spec in specs:
+        label = ctx.scheme.parse(spec.label) if spec.label else actor.subject.session
+        res = Resource(kind="job", label=label, agency=actor.subject.agency)
+        u.require(actor, Action.CREATE, res)
+        if spec.qos is QOS.URGENT:
+            u.require(actor, Action.USE_URGENT_QOS, Resource(kind="qos"))
+        _validate(ctx, spec, label, accreditation)
+        if spec.idempotency_key:
+            existing = u.session.execute(
+                select(Job).where(Job.owner_id == actor.user_id, Job.idempotency_key == spec.idempotency_key)
+            ).scalar_one_or_none()
+            if existing is not None:
+                out.append(view(ctx, existing, actor.subject.agency))
+                continue
+        deps = [(kind, visible_job(u, actor, dep_id).id) for kind, dep_id in spec.depends_on]
+        project_id = project_id_of(u.session, actor.agency_id, actor.subject.agency, spec.project)
+        count = spec.array or 1
+        array_id = str(uuid.uuid4()) if spec.array else None
+        rows = []
+        for index in range(count):
+            env = dict(spec.env)
             if array_id is not None:
-                first["array_jobs"] = [r.id for r in rows]
-            out.append(first)
-        # One flush for the whole batch (a query above, e.g. an idempotency look-up, flushes
-        # the rows added before it), then the audit records in submission order. Without
-        # autoflush each append finds the chain head it advanced in the session instead of
-        # flushing one record at a time; everything commits together, as before.
-        u.session.flush()
-        with u.session.no_autoflush:
-            for res, rows in submitted:
-                for row in rows:
-                    u.record(
-                        entry_for(
-                            actor,
-                            AuditEvent.JOB_SUBMITTED,
-                            res,
-                            row.id,
-                            details={
-                                "name": row.name,
-                                "command": row.command[0],
-                                "nodes": row.nodes,
-                                "qos": row.qos,
-                            },
-                        )
+                env["ENCLAVE_ARRAY_INDEX"] = str(index)
+            row = Job(
+                id=str(uuid.uuid4()),
+                kind=spec.kind,
+                parent_id=spec.parent_id,
+                name=spec.name if array_id is None else f"{spec.name}[{index}]",
+                label=label.marking,
+                label_rank=label.rank,
+                agency_id=actor.agency_id,
+                project_id=project_id,
+                owner_id=actor.user_id,
+                command=list(spec.command),
+                env=env,
+                nodes=spec.nodes,
+                cpus_per_node=spec.cpus_per_node,
+                memory_mb=spec.memory_mb,
+                gpus_per_node=spec.gpus_per_node,
+                walltime_s=spec.walltime_s,
+                qos=str(spec.qos),
+                region_request=None if spec.region in (None, "auto") else spec.region,
+                depends_on=[{"type": str(k), "job": j} for k, j in deps],
+                array_id=array_id,
+                array_index=index if array_id else None,
+                idempotency_key=spec.idempotency_key if index == 0 else None,
+                state=JobState.PENDING,
+                reason="awaiting admission",
+                attempts=0,
+                cancel_requested=False,
+                submitted_at=now,
+                log_artifacts={},
+            )
+            u.session.add(row)
+            rows.append(row)
+        submitted.append((res, rows))
+        first = view(ctx, rows[0], actor.subject.agency)
+        if array_id is not None:
+            first["array_jobs"] = [r.id for r in rows]
+        out.append(first)
+    # One flush for the whole batch (a query above, e.g. an idempotency look-up, flushes
+    # the rows added before it), then the audit records in submission order. Without
+    # autoflush each append finds the chain head it advanced in the session instead of
+    # flushing one record at a time; everything commits together, as before.
+    u.session.flush()
+    with u.session.no_autoflush:
+        for res, rows in submitted:
+            for row in rows:
+                u.record(
+                    entry_for(
+                        actor,
+                        AuditEvent.JOB_SUBMITTED,
+                        res,
+                        row.id,
+                        details={
+                            "name": row.name,
+                            "command": row.command[0],
+                            "nodes": row.nodes,
+                            "qos": row.qos,
+                            "kind": row.kind,
+                        },
                     )
-    ctx.notify_jobs()
+                )
     return out
 
 
@@ -278,6 +289,7 @@ def visible_job(u: Unit, actor: Actor, job_id: str, action: Action = Action.READ
 def view(ctx: Context, job: Job, agency: str, owner: str | None = None) -> dict[str, Any]:
     return {
         "id": job.id,
+        "kind": job.kind,
         "name": job.name,
         "label": job.label,
         "agency": agency,

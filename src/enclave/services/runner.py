@@ -34,8 +34,9 @@ from enclave.scheduler.core import schedule
 from enclave.scheduler.model import QOS, Job, Placement
 from enclave.scheduler.policies import MultifactorEASY, Policy, make_policy, power_cap_scale, queue_order
 from enclave.scheduler.priority import billing_units
-from enclave.services import artifacts
+from enclave.services import artifacts, endpoints, training
 from enclave.services.context import Context
+from enclave.services.jobs import TERMINAL as TERMINAL_STATES
 from enclave.services.jobs import DependencyType, JobState, label_key, transition
 from enclave.services.unit import Unit, unit
 from enclave.store.models import Agency
@@ -48,6 +49,12 @@ TICK_BUSY_S = 0.01
 TICK_IDLE_S = 0.5
 RESCHEDULE_S = TICK_IDLE_S  # an unchanged queue is re-planned (and pending jobs polled) this often
 MAX_ATTEMPTS = 5  # requeues after loss before a job is failed
+# Job kinds other than plain batch jobs: what they stage before a start (the real command and
+# environment) and what they take from their work folder once the job has ended.
+KINDS = {
+    "train": (training.prepare, training.finished),
+    "replica": (endpoints.prepare, endpoints.finished),
+}
 ADMIT_BATCH = 5000
 LOAD_CHUNK = 1000  # rows per IN (...) query
 
@@ -108,6 +115,7 @@ class JobRunner:
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
         self.reconcile()
+        training.recover(self.ctx)
         self._thread = threading.Thread(target=self._run, name="enclave-runner", daemon=True)
         self._thread.start()
 
@@ -309,10 +317,20 @@ class JobRunner:
             except (OSError, EnclaveError):
                 log.exception("could not keep the logs of job %s; its sandbox stays for inspection", row.id)
             self._placements.pop(row.id, None)
+            self._kind_finished(row)
+
+    def _kind_finished(self, row: JobRow) -> None:
+        """Let a job's kind take its outputs once the job has ended for good."""
+        if row.kind in KINDS and row.state in TERMINAL_STATES:
+            try:
+                KINDS[row.kind][1](self.ctx, row)
+            except (OSError, EnclaveError):
+                log.exception("could not finish %s job %s; it is retried at the next start", row.kind, row.id)
 
     # -- cancellation ------------------------------------------------------------------------
     def _cancel_requested(self, now: float) -> None:
         when = datetime.fromtimestamp(now, UTC)
+        ended: list[JobRow] = []
         with unit(self.ctx) as u, u.session.no_autoflush:  # see _no_autoflush_note
             rows = u.session.execute(
                 select(JobRow).where(
@@ -330,6 +348,9 @@ class JobRunner:
                 self.queue.pop(row.id, None)
                 self._queue_list = None
                 transition(u, row, JobState.CANCELLED, "cancelled by request", when)
+                ended.append(row)
+        for row in ended:
+            self._kind_finished(row)
 
     # -- admission ---------------------------------------------------------------------------
     def _admit(self, now: float) -> int:
@@ -429,21 +450,25 @@ class JobRunner:
         failed: list[tuple[JobRow, str]] = []
         for job, placement, row in starting:
             executor = self.executors[placement.region]
-            spec = ExecSpec(
-                job_id=job.id,
-                label_key=label_key(row.label),
-                command=row.command,
-                env=row.env,
-                nodes=row.nodes,
-                cpus_per_node=row.cpus_per_node,
-                memory_mb=row.memory_mb,
-                gpus_per_node=row.gpus_per_node,
-                walltime_s=row.walltime_s,
-                region=placement.region,
-                pool=placement.pool,
-            )
             self._placements[job.id] = placement
             try:
+                command, env = row.command, row.env
+                if row.kind in KINDS:
+                    launch = KINDS[row.kind][0](self.ctx, row)
+                    command, env = launch.command, {**row.env, **launch.env}
+                spec = ExecSpec(
+                    job_id=job.id,
+                    label_key=label_key(row.label),
+                    command=command,
+                    env=env,
+                    nodes=row.nodes,
+                    cpus_per_node=row.cpus_per_node,
+                    memory_mb=row.memory_mb,
+                    gpus_per_node=row.gpus_per_node,
+                    walltime_s=row.walltime_s,
+                    region=placement.region,
+                    pool=placement.pool,
+                )
                 handle = executor.start(spec)
             except (OSError, EnclaveError) as exc:
                 self.cluster.release(job.id)

@@ -60,6 +60,9 @@ class Agency(Base):
     quota_gpu_hours: Mapped[float | None]
     quota_kwh: Mapped[float | None]
     quota_storage_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    gateway_rpm: Mapped[int | None] = mapped_column(Integer)  # requests per minute
+    gateway_tpm: Mapped[int | None] = mapped_column(Integer)  # tokens per minute
+    gateway_token_budget: Mapped[int | None] = mapped_column(BigInteger)  # tokens per UTC day
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
@@ -106,9 +109,12 @@ class LoginThrottle(Base):
 
 
 class Artifact(Base):
-    """A labelled, encrypted blob plus metadata: the object datasets and models build on."""
+    """A labelled, encrypted blob plus metadata: the object datasets and models build on.
+
+    Datasets are artifacts of kind ``dataset`` with a ``version`` per (agency, name)."""
 
     __tablename__ = "artifacts"
+    __table_args__ = (UniqueConstraint("agency_id", "kind", "name", "version", name="uq_artifacts_version"),)
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     name: Mapped[str] = mapped_column(String(256))
     kind: Mapped[str] = mapped_column(String(32), default="artifact")
@@ -122,6 +128,7 @@ class Artifact(Base):
     blob_key: Mapped[str] = mapped_column(String(128))
     meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     derived_from: Mapped[list[str]] = mapped_column(JSON, default=list)
+    version: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
@@ -199,6 +206,8 @@ class Job(Base):
     __table_args__ = (UniqueConstraint("owner_id", "idempotency_key"),)
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(36), unique=True)
+    kind: Mapped[str] = mapped_column(String(16), default="batch")  # batch | train | replica
+    parent_id: Mapped[str | None] = mapped_column(String(36), index=True)  # endpoint of a replica
     name: Mapped[str] = mapped_column(String(256))
     label: Mapped[str] = mapped_column(String(256))
     label_rank: Mapped[int] = mapped_column(Integer)
@@ -235,3 +244,90 @@ class Job(Base):
     kgco2e: Mapped[float | None]
     cost: Mapped[float | None]
     log_artifacts: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+
+
+class Model(Base):
+    """A registered model: an artifact (or a model shipped with Enclave) plus its lineage.
+
+    The label is computed by the server from the lineage (at least the lub of the datasets,
+    base models and producing job), never taken from the client."""
+
+    __tablename__ = "models"
+    __table_args__ = (UniqueConstraint("agency_id", "name", "version"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256))
+    version: Mapped[int] = mapped_column(Integer)
+    label: Mapped[str] = mapped_column(String(256))
+    label_rank: Mapped[int] = mapped_column(Integer, index=True)
+    agency_id: Mapped[int] = mapped_column(ForeignKey("agencies.id"), index=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    runtime: Mapped[str] = mapped_column(String(32))
+    framework: Mapped[str | None] = mapped_column(String(64))
+    task: Mapped[str | None] = mapped_column(String(64))
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    artifact_id: Mapped[str | None] = mapped_column(ForeignKey("artifacts.id"))
+    builtin: Mapped[str | None] = mapped_column(String(32))
+    source_job_id: Mapped[str | None] = mapped_column(String(36))
+    dataset_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    base_model_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Training(Base):
+    """What a training job (a job of kind ``train``) reads and what it becomes."""
+
+    __tablename__ = "trainings"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    script_artifact_id: Mapped[str] = mapped_column(ForeignKey("artifacts.id"))
+    dataset_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    base_model_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    model_name: Mapped[str] = mapped_column(String(256))
+    runtime: Mapped[str] = mapped_column(String(32))
+    model_id: Mapped[str | None] = mapped_column(String(36))
+    outcome: Mapped[str | None] = mapped_column(Text)  # why no model was registered, if none
+    metrics: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Endpoint(Base):
+    """A deployed model: replicas (jobs of kind ``replica``) behind the gateway, by name."""
+
+    __tablename__ = "endpoints"
+    __table_args__ = (UniqueConstraint("agency_id", "name"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(256))
+    label_rank: Mapped[int] = mapped_column(Integer, index=True)
+    agency_id: Mapped[int] = mapped_column(ForeignKey("agencies.id"), index=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"))
+    runtime: Mapped[str] = mapped_column(String(32))
+    region: Mapped[str] = mapped_column(String(64))
+    min_replicas: Mapped[int] = mapped_column(Integer)
+    max_replicas: Mapped[int] = mapped_column(Integer)
+    replicas: Mapped[int] = mapped_column(Integer)  # desired now, between min and max
+    cpus_per_replica: Mapped[int] = mapped_column(Integer)
+    memory_mb: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    restarts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class GatewayUsage(Base):
+    """Gateway metering per agency and UTC day: the budget's ledger."""
+
+    __tablename__ = "gateway_usage"
+    agency_id: Mapped[int] = mapped_column(ForeignKey("agencies.id"), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    energy_j: Mapped[float] = mapped_column(default=0.0)

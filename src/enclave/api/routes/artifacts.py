@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
@@ -11,17 +12,23 @@ from enclave.services import artifacts
 
 router = APIRouter(tags=["artifacts"])
 UPLOAD_PATH = "/v1/artifacts"
+BINARY_BODY: dict[str, Any] = {
+    "requestBody": {
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+    }
+}
 
 
-@router.post(
-    "/artifacts",
-    status_code=201,
-    openapi_extra={
-        "requestBody": {
-            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
-        }
-    },
-)
+def stream_content(meta: dict[str, Any], chunks: Iterator[bytes]) -> StreamingResponse:
+    headers = {
+        "X-Content-SHA256": meta["sha256"],
+        "X-Enclave-Label": meta["label"],
+        "Content-Length": str(meta["size_bytes"]),
+    }
+    return StreamingResponse(chunks, media_type="application/octet-stream", headers=headers)
+
+
+@router.post("/artifacts", status_code=201, openapi_extra=BINARY_BODY)
 async def put(
     request: Request,
     ctx: CtxDep,
@@ -54,13 +61,7 @@ def show(artifact_id: str, ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
 
 @router.get("/artifacts/{artifact_id}/content")
 def content(artifact_id: str, ctx: CtxDep, actor: ActorDep) -> StreamingResponse:
-    meta, chunks = artifacts.open_content(ctx, actor, artifact_id)
-    headers = {
-        "X-Content-SHA256": meta["sha256"],
-        "X-Enclave-Label": meta["label"],
-        "Content-Length": str(meta["size_bytes"]),
-    }
-    return StreamingResponse(chunks, media_type="application/octet-stream", headers=headers)
+    return stream_content(*artifacts.open_content(ctx, actor, artifact_id))
 
 
 @router.delete("/artifacts/{artifact_id}", status_code=204)

@@ -1,0 +1,341 @@
+"""The OpenAI-compatible gateway: ``/v1/models``, ``/v1/chat/completions``, ``/v1/completions``,
+``/v1/embeddings`` — so the official ``openai`` client works with ``base_url=<server>/v1``.
+
+This adapter moves bytes: every decision (policy, budget, rate, guardrails, metering, audit)
+is made by :class:`enclave.services.gateway.Gateway`. A call goes to the least-loaded healthy
+replica; if that replica fails before answering (killed, restarting) the call is retried on
+another one, and if none can take it the client gets a clear 503 — never silence.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
+
+from enclave.api.deps import ActorDep, CtxDep
+from enclave.errors import InvalidInput, Unavailable
+from enclave.gateway import metrics
+from enclave.gateway.router import Replica
+from enclave.services.gateway import Gateway, Target
+from enclave.services.unit import Actor
+
+router = APIRouter(tags=["gateway"])
+metrics_router = APIRouter(tags=["gateway"])
+ATTEMPTS = 3  # replicas tried for one call before giving up with 503
+LABEL_HEADER = "X-Enclave-Label"
+
+
+@router.get("/models")
+async def list_models(request: Request, actor: ActorDep) -> dict[str, Any]:
+    gw: Gateway = request.app.state.gateway
+    return {"object": "list", "data": await run_in_threadpool(gw.models, actor)}
+
+
+@router.post("/chat/completions")
+async def chat_completions(request: Request, ctx: CtxDep, actor: ActorDep) -> Response:
+    return await _call(request, actor, "chat/completions")
+
+
+@router.post("/completions")
+async def completions(request: Request, ctx: CtxDep, actor: ActorDep) -> Response:
+    return await _call(request, actor, "completions")
+
+
+@router.post("/embeddings")
+async def embeddings(request: Request, ctx: CtxDep, actor: ActorDep) -> Response:
+    return await _call(request, actor, "embeddings")
+
+
+@metrics_router.get("/metrics", include_in_schema=False)
+def prometheus() -> Response:
+    return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+# -- one call ------------------------------------------------------------------------------------
+def _texts(route: str, body: dict[str, Any]) -> list[str]:
+    """The prompt texts a route carries, in order (what the guardrails read)."""
+    if route == "chat/completions":
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise InvalidInput("messages: a non-empty list is required")
+        out = []
+        for m in messages:
+            content = m.get("content") if isinstance(m, dict) else None
+            if isinstance(content, list):  # content parts: the text ones
+                out.extend(str(p.get("text", "")) for p in content if isinstance(p, dict))
+            elif content is not None:
+                out.append(str(content))
+        return out
+    key = "prompt" if route == "completions" else "input"
+    value = body.get(key)
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    if value is None:
+        raise InvalidInput(f"{key} is required")
+    raise InvalidInput(f"{key}: a string or a list of strings")
+
+
+def _put_texts(route: str, body: dict[str, Any], texts: list[str]) -> None:
+    """Write screened (masked) texts back where they came from."""
+    it = iter(texts)
+    if route == "chat/completions":
+        for m in body["messages"]:
+            content = m.get("content") if isinstance(m, dict) else None
+            if isinstance(content, list):
+                for p in content:
+                    if isinstance(p, dict):
+                        p["text"] = next(it)
+            elif content is not None:
+                m["content"] = next(it)
+        return
+    key = "prompt" if route == "completions" else "input"
+    body[key] = next(it) if isinstance(body[key], str) else list(it)
+
+
+async def _call(request: Request, actor: Actor, route: str) -> Response:
+    started = time.perf_counter()
+    gw: Gateway = request.app.state.gateway
+    try:
+        body = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InvalidInput("the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("the body must be a JSON object")
+    try:
+        target, screened = await run_in_threadpool(_gate, gw, actor, route, body)
+    except Exception:
+        metrics.REQUESTS.labels(route, "refused").inc()
+        raise
+    _put_texts(route, body, screened)
+    stream = bool(body.get("stream")) and route != "embeddings"
+    wants_usage = bool((body.get("stream_options") or {}).get("include_usage")) if stream else False
+    if stream:
+        body["stream_options"] = {"include_usage": True}  # the gateway meters every stream
+    upstream: httpx.AsyncClient = request.app.state.upstream
+    payload = json.dumps(body).encode()
+    response, replica = await _send(request, upstream, target, route, payload, stream)
+    prompt = "\n".join(screened)
+    if stream and response.status_code == 200:
+        return StreamingResponse(
+            _relay(gw, actor, target, route, response, replica, request, prompt, wants_usage, started),
+            media_type="text/event-stream",
+            headers={LABEL_HEADER: target.response_label.marking, "Cache-Control": "no-cache"},
+        )
+    try:
+        raw = await response.aread()
+    finally:
+        await response.aclose()
+        request.app.state.ctx.router.release(replica)
+    return await _answer(gw, actor, target, route, response.status_code, raw, prompt, started)
+
+
+def _gate(gw: Gateway, actor: Actor, route: str, body: dict[str, Any]) -> tuple[Target, list[str]]:
+    """Policy, budget, rate and prompt guardrails (store reads: off the event loop)."""
+    target = gw.authorize(actor, body.get("model"))  # type: ignore[arg-type]
+    gw.admit(actor, target)
+    return target, gw.screen(actor, target, _texts(route, body))
+
+
+async def _send(
+    request: Request, upstream: httpx.AsyncClient, target: Target, route: str, payload: bytes, stream: bool
+) -> tuple[httpx.Response, Replica]:
+    """Send to a healthy replica, moving to another one if it fails before answering."""
+    table = request.app.state.ctx.router
+    tried: set[str] = set()
+    for _ in range(ATTEMPTS):
+        replica = table.acquire(target.endpoint_id, frozenset(tried))
+        if replica is None:
+            break
+        req = upstream.build_request(
+            "POST", f"{replica.url}/v1/{route}", content=payload, headers={"content-type": "application/json"}
+        )
+        try:
+            response = await upstream.send(req, stream=True)
+        except httpx.TransportError:
+            table.release(replica)
+            table.drop(target.endpoint_id, replica.job_id)
+            tried.add(replica.job_id)
+            continue
+        if response.status_code >= 500 and not stream:
+            await response.aclose()
+            table.release(replica)
+            tried.add(replica.job_id)
+            continue
+        return response, replica
+    metrics.REQUESTS.labels(route, "unavailable").inc()
+    raise Unavailable(f"endpoint {target.name} has no ready replica that could take the call; retry shortly")
+
+
+def _answer_text(route: str, data: dict[str, Any]) -> str:
+    choices = data.get("choices") or []
+    if route == "chat/completions":
+        return "".join(str((c.get("message") or {}).get("content") or "") for c in choices)
+    if route == "completions":
+        return "".join(str(c.get("text") or "") for c in choices)
+    return ""
+
+
+def _mask_answer(route: str, data: dict[str, Any], masked: str, original: str) -> None:
+    if masked == original:
+        return
+    choices = data.get("choices") or []
+    if route == "chat/completions" and len(choices) == 1:
+        choices[0]["message"]["content"] = masked
+    elif route == "completions" and len(choices) == 1:
+        choices[0]["text"] = masked
+
+
+async def _answer(
+    gw: Gateway,
+    actor: Actor,
+    target: Target,
+    route: str,
+    status: int,
+    raw: bytes,
+    prompt: str,
+    started: float,
+) -> Response:
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = {
+            "error": {"message": "the replica answered with something that is not JSON", "type": "upstream"}
+        }
+        status = 502
+    if not isinstance(data, dict):
+        data, status = {"error": {"message": "unexpected replica answer", "type": "upstream"}}, 502
+    text = _answer_text(route, data) if status == 200 else ""
+    masked, marks = gw.screen_answer(target, text) if text else (text, [])
+    if marks:
+        data = {
+            "error": {
+                "message": "the answer carried a classification marking above the endpoint's label; withheld",
+                "type": "guardrail",
+                "code": "marking",
+            }
+        }
+        status = 502
+    else:
+        _mask_answer(route, data, masked, text)
+    usage = data.get("usage") or {}
+    prompt_tokens = int(usage.get("prompt_tokens") or 0)
+    completion_tokens = int(usage.get("completion_tokens") or 0)
+    latency = time.perf_counter() - started
+    answer = masked if status == 200 and route != "embeddings" else raw.decode("utf-8", "replace")
+    energy = await run_in_threadpool(
+        gw.record,
+        actor,
+        target,
+        route=route,
+        status=status,
+        prompt=prompt,
+        answer=answer,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        latency_s=latency,
+    )
+    _observe(route, status, latency, prompt_tokens, completion_tokens, energy)
+    if status == 200:
+        data["enclave"] = {**(data.get("enclave") or {}), "label": target.response_label.marking}
+    return JSONResponse(data, status_code=status, headers={LABEL_HEADER: target.response_label.marking})
+
+
+def _observe(
+    route: str, status: int, latency: float, prompt_t: int, completion_t: int, energy: float
+) -> None:
+    metrics.REQUESTS.labels(route, "ok" if status < 400 else "error").inc()
+    metrics.LATENCY.labels(route).observe(latency)
+    metrics.TOKENS.labels("prompt").inc(prompt_t)
+    metrics.TOKENS.labels("completion").inc(completion_t)
+    metrics.ENERGY.inc(energy)
+
+
+async def _relay(
+    gw: Gateway,
+    actor: Actor,
+    target: Target,
+    route: str,
+    response: httpx.Response,
+    replica: Replica,
+    request: Request,
+    prompt: str,
+    wants_usage: bool,
+    started: float,
+) -> AsyncIterator[bytes]:
+    """Pass a stream through chunk by chunk, masking and metering it; an interrupted stream
+    ends with an explicit error event, never a silent cut."""
+    pieces: list[str] = []
+    usage: dict[str, Any] = {}
+    status = 200
+    try:
+        async for line in response.aiter_lines():
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                break
+            try:
+                chunk = json.loads(data)
+            except json.JSONDecodeError:
+                continue
+            if chunk.get("usage"):
+                usage = chunk["usage"]
+                if not wants_usage and not chunk.get("choices"):
+                    continue
+            for choice in chunk.get("choices") or []:
+                delta = choice.get("delta") if route == "chat/completions" else choice
+                key = "content" if route == "chat/completions" else "text"
+                piece = (delta or {}).get(key)
+                if piece:
+                    masked, marks = gw.screen_answer(target, str(piece))
+                    if marks:
+                        raise _Withheld()
+                    pieces.append(str(piece))
+                    delta[key] = masked
+            chunk.setdefault("enclave", {"label": target.response_label.marking})
+            yield f"data: {json.dumps(chunk)}\n\n".encode()
+        yield b"data: [DONE]\n\n"
+    except _Withheld:
+        status = 502
+        yield _error_event("the answer carried a classification marking above the endpoint's label; withheld")
+    except httpx.HTTPError:
+        status = 503
+        yield _error_event("the replica stopped while answering; the answer is incomplete, retry the call")
+    finally:
+        await response.aclose()
+        request.app.state.ctx.router.release(replica)
+        latency = time.perf_counter() - started
+        prompt_t = int(usage.get("prompt_tokens") or 0)
+        completion_t = int(usage.get("completion_tokens") or 0)
+        energy = await run_in_threadpool(
+            gw.record,
+            actor,
+            target,
+            route=route,
+            status=status,
+            prompt=prompt,
+            answer="".join(pieces),
+            prompt_tokens=prompt_t,
+            completion_tokens=completion_t,
+            latency_s=latency,
+        )
+        _observe(route, status, latency, prompt_t, completion_t, energy)
+
+
+class _Withheld(Exception):
+    pass
+
+
+def _error_event(message: str) -> bytes:
+    body = {"error": {"message": message, "type": "enclave_gateway"}}
+    return f"data: {json.dumps(body)}\n\ndata: [DONE]\n\n".encode()

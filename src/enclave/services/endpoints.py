@@ -1,0 +1,515 @@
+"""Model endpoints: a registered model deployed as replicas behind the gateway.
+
+An endpoint lives at the label of the session that deployed it (which dominates its model's
+label) in a region accredited for that label. Each replica is a job of kind ``replica``,
+placed by the scheduler like any job (power cap, accreditation, capacity) and run by the
+region's executor as ``python -m enclave.serving.replica``. The :class:`Supervisor` keeps
+the wanted number of replicas running: it health-checks them, publishes the healthy ones to
+the gateway's router, replaces replicas that end (a killed replica is restarted), and
+scales between ``min_replicas`` and ``max_replicas`` on the calls in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from enclave import archive
+from enclave.audit.events import AuditEvent
+from enclave.errors import Conflict, InvalidInput, NotFound
+from enclave.policy import Action, Resource, decide, may_place
+from enclave.services import jobs, models, workspace
+from enclave.services.auth import subject_for
+from enclave.services.context import Context
+from enclave.services.jobs import TERMINAL, JobSpec, JobState
+from enclave.services.training import Launch
+from enclave.services.unit import Actor, Unit, entry_for, unit
+from enclave.store.models import Agency, Artifact, Endpoint, Job, Model, User
+
+log = logging.getLogger("enclave.endpoints")
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MAX_REPLICAS = 16
+REPLICA_WALLTIME_S = jobs.MAX_WALLTIME_S  # a replica that reaches it is replaced
+DEFAULT_MEMORY_MB = 3072  # address space for torch / sentence-transformers (ulimit -v)
+PII_MODES = ("off", "mask")
+SCALE_UP_IN_FLIGHT = 4.0  # calls in flight per ready replica that ask for one more
+SCALE_DOWN_IDLE_S = 60.0  # a quiet endpoint gives a replica back after this long
+TICK_S = 0.5
+HEALTH_TIMEOUT_S = 1.0
+
+
+@dataclass(frozen=True)
+class DeploySpec:
+    model: str
+    name: str
+    region: str | None = None
+    replicas: int = 1
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    cpus_per_replica: int = 1
+    memory_mb: int = DEFAULT_MEMORY_MB
+    pii: str = "off"  # "mask": emails, phone numbers and SSNs masked in prompts and answers
+    log_content: bool = False  # audit full prompts and answers, not only their hashes
+
+
+def resource_of(ctx: Context, ep: Endpoint, agency: str) -> Resource:
+    label = ctx.scheme.parse(ep.label)
+    return Resource(
+        kind="endpoint",
+        label=label,
+        agency=agency,
+        accreditation=ctx.scheme.parse(ctx.fleet.region(ep.region).accreditation),
+    )
+
+
+def load(u: Unit, actor: Actor, name: str, action: Action = Action.READ) -> tuple[Endpoint, Resource]:
+    """An endpoint of the actor's agency by name, through the gate."""
+    ep = u.session.execute(
+        select(Endpoint).where(
+            Endpoint.agency_id == actor.agency_id, Endpoint.name == name, Endpoint.deleted_at.is_(None)
+        )
+    ).scalar_one_or_none()
+    if ep is None:
+        raise NotFound(f"endpoint {name} not found")
+    res = resource_of(u.ctx, ep, actor.subject.agency)
+    u.require(actor, action, res, name)
+    return ep, res
+
+
+def _bounds(replicas: int, low: int | None, high: int | None) -> tuple[int, int, int]:
+    low = replicas if low is None else low
+    high = max(replicas, low) if high is None else high
+    if not 0 <= low <= high <= MAX_REPLICAS or high < 1:
+        raise InvalidInput(f"replicas must satisfy 0 <= min <= max <= {MAX_REPLICAS}, max >= 1")
+    return low, high, min(max(replicas, low), high)
+
+
+def _pick_region(ctx: Context, spec: DeploySpec, label: Any) -> str:
+    """The asked region, else the least classified region accredited for the label."""
+    accredited = [
+        r
+        for r in ctx.fleet.regions
+        if may_place(label, ctx.scheme.parse(r.accreditation))
+        and any(p.cpus >= spec.cpus_per_replica and p.memory_mb >= spec.memory_mb for p in r.pools)
+    ]
+    if spec.region not in (None, "auto"):
+        region = ctx.fleet.region(spec.region)  # InvalidInput when unknown
+        if region not in accredited:
+            raise InvalidInput(f"region {region.name} is not accredited for {label} or cannot hold a replica")
+        return region.name
+    if not accredited:
+        raise InvalidInput(f"no region is accredited for {label} with room for a replica")
+    return min(accredited, key=lambda r: ctx.scheme.parse(r.accreditation).rank).name
+
+
+def deploy(ctx: Context, actor: Actor, spec: DeploySpec) -> dict[str, Any]:
+    if not NAME.match(spec.name):
+        raise InvalidInput(
+            "endpoint name: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    if spec.pii not in PII_MODES:
+        raise InvalidInput(f"pii must be one of {', '.join(PII_MODES)}")
+    if not 1 <= spec.cpus_per_replica <= 256 or not 256 <= spec.memory_mb <= 1 << 22:
+        raise InvalidInput("cpus_per_replica must be 1-256 and memory_mb 256-4194304")
+    low, high, want = _bounds(spec.replicas, spec.min_replicas, spec.max_replicas)
+    label = actor.subject.session
+    with unit(ctx) as u:
+        model, _ = models.load(u, actor, spec.model)
+        res = Resource(kind="endpoint", label=label, agency=actor.subject.agency)
+        u.require(actor, Action.CREATE, res)
+        region = _pick_region(ctx, spec, label)
+        taken = u.session.execute(
+            select(Endpoint.id).where(Endpoint.agency_id == actor.agency_id, Endpoint.name == spec.name)
+        ).first()
+        if taken is not None:
+            raise Conflict(f"endpoint name {spec.name} is not available in this agency")
+        now = ctx.now()
+        ep = Endpoint(
+            id=str(uuid.uuid4()),
+            name=spec.name,
+            label=label.marking,
+            label_rank=label.rank,
+            agency_id=actor.agency_id,
+            owner_id=actor.user_id,
+            model_id=model.id,
+            runtime=model.runtime,
+            region=region,
+            min_replicas=low,
+            max_replicas=high,
+            replicas=want,
+            cpus_per_replica=spec.cpus_per_replica,
+            memory_mb=spec.memory_mb,
+            state="deploying",
+            reason="starting replicas",
+            settings={"pii": spec.pii, "log_content": spec.log_content},
+            restarts=0,
+            created_at=now,
+            updated_at=now,
+        )
+        u.session.add(ep)
+        u.record(
+            entry_for(
+                actor,
+                AuditEvent.ENDPOINT_DEPLOYED,
+                resource_of(ctx, ep, actor.subject.agency),
+                ep.id,
+                details={"name": ep.name, "model": model.id, "region": region, "replicas": want},
+            )
+        )
+        out = view(ctx, ep, actor.subject.agency, [])
+    ctx.endpoints_changed.set()
+    return out
+
+
+def view(ctx: Context, ep: Endpoint, agency: str, replicas: list[Job]) -> dict[str, Any]:
+    return {
+        "id": ep.id,
+        "name": ep.name,
+        "label": ep.label,
+        "agency": agency,
+        "model": ep.model_id,
+        "runtime": ep.runtime,
+        "region": ep.region,
+        "state": ep.state,
+        "reason": ep.reason,
+        "replicas": {
+            "desired": ep.replicas,
+            "min": ep.min_replicas,
+            "max": ep.max_replicas,
+            "ready": ctx.router.ready(ep.id),
+            "in_flight": ctx.router.in_flight(ep.id),
+            "jobs": [{"id": j.id, "state": j.state, "reason": j.reason} for j in replicas],
+        },
+        "restarts": ep.restarts,
+        "settings": ep.settings,
+        "created_at": ep.created_at.isoformat(),
+        "updated_at": ep.updated_at.isoformat(),
+    }
+
+
+def _replica_jobs(u: Unit, endpoint_ids: list[str], live_only: bool = True) -> dict[str, list[Job]]:
+    out: dict[str, list[Job]] = {e: [] for e in endpoint_ids}
+    if not endpoint_ids:
+        return out
+    query = select(Job).where(Job.kind == "replica", Job.parent_id.in_(endpoint_ids))
+    if live_only:
+        query = query.where(Job.state.notin_([str(s) for s in TERMINAL]))
+    for job in u.session.execute(query.order_by(Job.seq)).scalars():
+        out[job.parent_id or ""].append(job)
+    return out
+
+
+def show(ctx: Context, actor: Actor, name: str) -> dict[str, Any]:
+    with unit(ctx) as u:
+        ep, res = load(u, actor, name)
+        return view(ctx, ep, res.agency or "", _replica_jobs(u, [ep.id])[ep.id])
+
+
+def list_visible(ctx: Context, actor: Actor) -> list[dict[str, Any]]:
+    s = actor.subject
+    out = []
+    with unit(ctx) as u:
+        rows = list(
+            u.session.execute(
+                select(Endpoint)
+                .where(
+                    Endpoint.agency_id == actor.agency_id,
+                    Endpoint.deleted_at.is_(None),
+                    Endpoint.label_rank <= s.session.rank,
+                )
+                .order_by(Endpoint.name)
+            ).scalars()
+        )
+        visible = [ep for ep in rows if decide(s, Action.READ, resource_of(ctx, ep, s.agency)).allowed]
+        reps = _replica_jobs(u, [ep.id for ep in visible])
+        for ep in visible:
+            out.append(view(ctx, ep, s.agency, reps[ep.id]))
+    return out
+
+
+def scale(
+    ctx: Context, actor: Actor, name: str, replicas: int | None, low: int | None, high: int | None
+) -> dict[str, Any]:
+    with unit(ctx) as u:
+        ep, res = load(u, actor, name, Action.WRITE)
+        low2, high2, want = _bounds(
+            ep.replicas if replicas is None else replicas,
+            ep.min_replicas if low is None else low,
+            ep.max_replicas if high is None else high,
+        )
+        ep.min_replicas, ep.max_replicas, ep.replicas = low2, high2, want
+        ep.updated_at = ctx.now()
+        u.record(
+            entry_for(
+                actor,
+                AuditEvent.ENDPOINT_SCALED,
+                res,
+                ep.id,
+                details={"replicas": want, "min": low2, "max": high2, "by": "user"},
+            )
+        )
+        out = view(ctx, ep, res.agency or "", _replica_jobs(u, [ep.id])[ep.id])
+    ctx.endpoints_changed.set()
+    return out
+
+
+def delete(ctx: Context, actor: Actor, name: str) -> None:
+    """Retire an endpoint: it leaves the gateway at once; the supervisor stops its replicas."""
+    with unit(ctx) as u:
+        ep, res = load(u, actor, name, Action.DELETE)
+        ep.deleted_at = ctx.now()
+        ep.state = "deleted"
+        u.record(entry_for(actor, AuditEvent.ENDPOINT_DELETED, res, ep.id, details={"name": ep.name}))
+    ctx.router.update(ep.id, [])
+    ctx.endpoints_changed.set()
+
+
+# -- the replica job kind ----------------------------------------------------------------------
+def prepare(ctx: Context, job: Job) -> Launch:
+    """Stage the model read-only into the replica's work folder; the replica writes its port
+    there once it serves."""
+    with unit(ctx) as u:
+        ep = u.session.get_one(Endpoint, job.parent_id)
+        model = u.session.get_one(Model, ep.model_id)
+        art = u.session.get(Artifact, model.artifact_id) if model.artifact_id else None
+    folder = workspace.make(ctx, job)
+    (folder / "port").unlink(missing_ok=True)
+    if model.builtin:
+        model_dir = models.builtin_path(model.builtin)
+    else:
+        if art is None or art.deleted_at is not None or model.deleted_at is not None:
+            raise InvalidInput(f"model {model.id} was deleted")
+        model_dir = folder / "model"
+        workspace.clear(model_dir)
+        archive.unpack(ctx.blobs.read(art.label, art.blob_key), model_dir)
+    command = [
+        sys.executable,
+        "-m",
+        "enclave.serving.replica",
+        "--runtime",
+        model.runtime,
+        "--model-dir",
+        str(model_dir),
+        "--port-file",
+        str(folder / "port"),
+        "--name",
+        ep.name,
+    ]
+    return Launch(command, {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
+
+
+def finished(ctx: Context, job: Job) -> None:
+    workspace.remove(ctx, job)
+
+
+# -- the supervisor ----------------------------------------------------------------------------
+@dataclass
+class _Watch:
+    busy_since: float | None = None
+    idle_since: float | None = None
+
+
+class Supervisor:
+    """Keeps every endpoint's replicas running, healthy, routed and scaled (one per server)."""
+
+    def __init__(self, ctx: Context, clock: Any = time.monotonic) -> None:
+        self.ctx = ctx
+        self.clock = clock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._http = httpx.Client(timeout=HEALTH_TIMEOUT_S, trust_env=False)
+        self._watch: dict[str, _Watch] = {}
+        self._seen_ended: set[str] = set()
+        self._primed: set[str] = set()  # endpoints whose earlier endings were noted, not counted
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="enclave-endpoints", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.ctx.endpoints_changed.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._http.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # the loop must survive a bad tick; the error is logged
+                log.exception("endpoint supervisor tick failed")
+            if self.ctx.endpoints_changed.wait(TICK_S):
+                self.ctx.endpoints_changed.clear()
+
+    def tick(self) -> None:
+        with unit(self.ctx) as u:
+            eps = list(u.session.execute(select(Endpoint)).scalars())
+            live = _replica_jobs(u, [e.id for e in eps])
+        for ep in eps:
+            if ep.deleted_at is not None:
+                self._retire(ep, live[ep.id])
+            else:
+                self._keep(ep, live[ep.id])
+
+    def _retire(self, ep: Endpoint, replicas: list[Job]) -> None:
+        self.ctx.router.update(ep.id, [])
+        for job in replicas:
+            if not job.cancel_requested:
+                self._cancel(job)
+
+    def _keep(self, ep: Endpoint, replicas: list[Job]) -> None:
+        ready: list[tuple[str, str]] = []
+        busy = 0
+        for job in replicas:
+            if job.state != JobState.RUNNING or job.cancel_requested:
+                continue
+            url = self._url(job)
+            if url is None:
+                continue
+            try:
+                health = self._http.get(f"{url}/health").json()
+            except (httpx.HTTPError, ValueError):
+                continue
+            ready.append((job.id, url))
+            busy += int(health.get("in_flight", 0))
+        self.ctx.router.update(ep.id, ready)
+        busy = max(busy, self.ctx.router.in_flight(ep.id))
+        want = self._autoscale(ep, len(ready), busy)
+        active = [j for j in replicas if not j.cancel_requested]
+        ended = self._ended_since_last(ep)
+        if len(active) < want:
+            self._add_replicas(ep, want - len(active), replaced=ended)
+        elif len(active) > want:
+            # Give back replicas that are not serving first, newest first.
+            spare = sorted(active, key=lambda j: (j.id in dict(ready), -j.seq))
+            for job in spare[: len(active) - want]:
+                self._cancel(job)
+        state, reason = _state(len(ready), want, replicas)
+        if (state, reason) != (ep.state, ep.reason):
+            with unit(self.ctx) as u:
+                row = u.session.get_one(Endpoint, ep.id)
+                if row.deleted_at is None:
+                    row.state, row.reason, row.updated_at = state, reason, self.ctx.now()
+
+    def _url(self, job: Job) -> str | None:
+        try:
+            port = int((workspace.path(self.ctx, job) / "port").read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return f"http://127.0.0.1:{port}"
+
+    def _autoscale(self, ep: Endpoint, ready: int, busy: int) -> int:
+        """More replicas while calls queue up on the ready ones; fewer after a quiet spell."""
+        watch = self._watch.setdefault(ep.id, _Watch())
+        now = self.clock()
+        want = ep.replicas
+        if ready and busy / ready >= SCALE_UP_IN_FLIGHT and want < ep.max_replicas:
+            want += 1
+            watch.idle_since = None
+        elif busy == 0 and want > ep.min_replicas:
+            watch.idle_since = watch.idle_since or now
+            if now - watch.idle_since >= SCALE_DOWN_IDLE_S:
+                want -= 1
+                watch.idle_since = None
+        else:
+            watch.idle_since = None
+        if want != ep.replicas:
+            with unit(self.ctx) as u:
+                row = u.session.get_one(Endpoint, ep.id)
+                row.replicas = want
+                u.record(
+                    entry_for(
+                        None,
+                        AuditEvent.ENDPOINT_SCALED,
+                        Resource(kind="endpoint", label=self.ctx.scheme.parse(ep.label)),
+                        ep.id,
+                        details={"replicas": want, "by": "autoscaler", "in_flight": busy, "ready": ready},
+                    )
+                )
+            ep.replicas = want
+        return want
+
+    def _ended_since_last(self, ep: Endpoint) -> int:
+        """Replicas of this endpoint that ended without being asked to (failures, kills)."""
+        with unit(self.ctx) as u:
+            ended = u.session.execute(
+                select(Job.id).where(
+                    Job.kind == "replica",
+                    Job.parent_id == ep.id,
+                    Job.state.in_([str(s) for s in TERMINAL]),
+                    Job.cancel_requested.is_(False),
+                )
+            ).scalars()
+            fresh = [j for j in ended if j not in self._seen_ended]
+        self._seen_ended.update(fresh)
+        if ep.id not in self._primed:  # ended before this supervisor started: not news
+            self._primed.add(ep.id)
+            return 0
+        return len(fresh)
+
+    def _add_replicas(self, ep: Endpoint, count: int, replaced: int) -> None:
+        """Submit replica jobs on behalf of the endpoint's owner, at the endpoint's label: an
+        owner whose clearance no longer covers the label gets no new replicas."""
+        with unit(self.ctx) as u:
+            owner = u.session.get_one(User, ep.owner_id)
+            agency = u.session.get_one(Agency, ep.agency_id)
+            label = self.ctx.scheme.parse(ep.label)
+            actor = Actor(subject_for(self.ctx, owner, agency, label), owner.id, agency.id)
+            if owner.disabled or not actor.subject.clearance.dominates(label):
+                row = u.session.get_one(Endpoint, ep.id)
+                row.state, row.reason = "failed", "the owner may no longer run work at this label"
+                return
+            spec = JobSpec(
+                name=f"{ep.name}-replica",
+                command=["replica"],  # replaced at launch by prepare()
+                walltime_s=REPLICA_WALLTIME_S,
+                cpus_per_node=ep.cpus_per_replica,
+                memory_mb=ep.memory_mb,
+                region=ep.region,
+                kind="replica",
+                parent_id=ep.id,
+            )
+            jobs.add(u, actor, [spec] * count)
+            if replaced:
+                row = u.session.get_one(Endpoint, ep.id)
+                row.restarts += replaced
+                u.record(
+                    entry_for(
+                        None,
+                        AuditEvent.ENDPOINT_REPLICA_REPLACED,
+                        Resource(kind="endpoint", label=label),
+                        ep.id,
+                        details={"replaced": replaced},
+                    )
+                )
+        self.ctx.notify_jobs()
+
+    def _cancel(self, job: Job) -> None:
+        with unit(self.ctx) as u:
+            row = u.session.get_one(Job, job.seq)
+            if row.state not in TERMINAL and not row.cancel_requested:
+                row.cancel_requested = True
+        job.cancel_requested = True
+        self.ctx.notify_jobs()
+
+
+def _state(ready: int, want: int, replicas: list[Job]) -> tuple[str, str | None]:
+    if ready and ready >= want:
+        return "ready", None
+    if ready:
+        return "ready", f"{ready} of {want} replicas ready"
+    if want == 0:
+        return "idle", "scaled to zero"
+    waiting = [j.reason for j in replicas if j.state in (JobState.PENDING, JobState.ADMITTED) and j.reason]
+    return "deploying", waiting[0] if waiting else "starting replicas"

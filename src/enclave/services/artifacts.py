@@ -8,6 +8,7 @@ policy checks have passed, so a refused upload leaves nothing behind.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -52,6 +53,8 @@ def load(
         raise NotFound(f"{kind or 'artifact'} {artifact_id} not found")
     art, agency = row
     res = resource_of(u.ctx, art, agency, _shares(u.session, art.id))
+    if kind is not None:  # refusals name what was asked for, exactly as a missing one does
+        res = dataclasses.replace(res, kind=kind)
     u.require(actor, action, res, artifact_id)
     return art, res
 

@@ -142,7 +142,14 @@ def test_admin_actions(ctx: Context, world: World) -> None:
     tenancy.create_agency(ctx, world.admin, "doe", tenancy.Quotas(gpu_hours=10.0))
     [r] = rec.new()
     assert brief(r) == (E.AGENCY_CREATED, "allow", "admin", "enclave", "UNCLASSIFIED", "agency", "doe", None)
-    assert details(r) == {"gpu_hours": 10.0, "kwh": None, "storage_bytes": None}
+    assert details(r) == {
+        "gpu_hours": 10.0,
+        "kwh": None,
+        "storage_bytes": None,
+        "gateway_rpm": None,
+        "gateway_tpm": None,
+        "gateway_token_budget": None,
+    }
     assert r.label_rank == 0
 
     tenancy.create_user(ctx, world.admin, "erin", "doe", "CUI", ["user"])

@@ -50,6 +50,9 @@ class QuotasIn(Strict):
     gpu_hours: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
     kwh: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
     storage_bytes: Annotated[int, Field(ge=0, le=MAX_INT64)] | None = None
+    gateway_rpm: Annotated[int, Field(ge=0, le=1 << 31)] | None = None
+    gateway_tpm: Annotated[int, Field(ge=0, le=1 << 31)] | None = None
+    gateway_token_budget: Annotated[int, Field(ge=0, le=MAX_INT64)] | None = None
 
 
 class AgencyIn(Strict):

@@ -34,9 +34,19 @@ class Quotas:
     gpu_hours: float | None = None
     kwh: float | None = None
     storage_bytes: int | None = None
+    gateway_rpm: int | None = None  # model gateway: requests per minute
+    gateway_tpm: int | None = None  # model gateway: tokens per minute
+    gateway_token_budget: int | None = None  # model gateway: tokens per UTC day
 
     def __post_init__(self) -> None:
-        for name in ("gpu_hours", "kwh", "storage_bytes"):
+        for name in (
+            "gpu_hours",
+            "kwh",
+            "storage_bytes",
+            "gateway_rpm",
+            "gateway_tpm",
+            "gateway_token_budget",
+        ):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise InvalidInput(f"quota {name} must not be negative")
@@ -63,6 +73,9 @@ def agency_view(a: Agency) -> dict[str, Any]:
             "gpu_hours": a.quota_gpu_hours,
             "kwh": a.quota_kwh,
             "storage_bytes": a.quota_storage_bytes,
+            "gateway_rpm": a.gateway_rpm,
+            "gateway_tpm": a.gateway_tpm,
+            "gateway_token_budget": a.gateway_token_budget,
         },
         "created_at": a.created_at.isoformat(),
     }
@@ -107,6 +120,9 @@ def create_agency(ctx: Context, actor: Actor | None, name: str, quotas: Quotas =
             quota_gpu_hours=quotas.gpu_hours,
             quota_kwh=quotas.kwh,
             quota_storage_bytes=quotas.storage_bytes,
+            gateway_rpm=quotas.gateway_rpm,
+            gateway_tpm=quotas.gateway_tpm,
+            gateway_token_budget=quotas.gateway_token_budget,
             created_at=ctx.now(),
         )
         _insert(u.session, agency, f"agency {name} already exists")
@@ -124,6 +140,8 @@ def update_quotas(ctx: Context, actor: Actor, name: str, quotas: Quotas) -> dict
         agency = agency_by_name(u.session, name)
         agency.quota_gpu_hours, agency.quota_kwh = quotas.gpu_hours, quotas.kwh
         agency.quota_storage_bytes = quotas.storage_bytes
+        agency.gateway_rpm, agency.gateway_tpm = quotas.gateway_rpm, quotas.gateway_tpm
+        agency.gateway_token_budget = quotas.gateway_token_budget
         u.record(
             entry_for(
                 actor, AuditEvent.AGENCY_UPDATED, Resource(kind="agency"), name, details=quotas.__dict__

@@ -12,7 +12,9 @@ router = APIRouter(tags=["tenancy"])
 
 
 def _quotas(q: QuotasIn) -> tenancy.Quotas:
-    return tenancy.Quotas(q.gpu_hours, q.kwh, q.storage_bytes)
+    return tenancy.Quotas(
+        q.gpu_hours, q.kwh, q.storage_bytes, q.gateway_rpm, q.gateway_tpm, q.gateway_token_budget
+    )
 
 
 @router.post("/agencies", status_code=201)

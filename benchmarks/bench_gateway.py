@@ -50,7 +50,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
+from _common import (
     LOOPBACK,
     REPO,
     Server,
@@ -240,11 +240,20 @@ def litellm_proxy(binary: str, ports: dict[str, int], tmp: Path):  # type: ignor
             f"      api_base: http://{LOOPBACK}:{port}/v1",
             "      api_key: x",
         ]
+    key = "sk-bench-" + os.urandom(16).hex()  # LiteLLM >= 1.10x refuses to start without one
     lines += ["litellm_settings:", "  drop_params: true", "  telemetry: false"]
+    lines += ["general_settings:", f"  master_key: {key}"]
     cfg.write_text("\n".join(lines) + "\n")
     port = free_port()
     log = (tmp / "litellm.log").open("wb")
-    env = dict(os.environ, LITELLM_LOG="ERROR", LITELLM_TELEMETRY="False", NO_PROXY="*", no_proxy="*")
+    env = dict(
+        os.environ,
+        LITELLM_LOG="ERROR",
+        LITELLM_TELEMETRY="False",
+        LITELLM_LOCAL_MODEL_COST_MAP="True",  # no network fetch at start
+        NO_PROXY="*",
+        no_proxy="*",
+    )
     proc = subprocess.Popen(
         [binary, "--config", str(cfg), "--host", LOOPBACK, "--port", str(port), "--num_workers", "1"],
         stdout=log,
@@ -264,7 +273,7 @@ def litellm_proxy(binary: str, ports: dict[str, int], tmp: Path):  # type: ignor
             if time.monotonic() > deadline:
                 raise RuntimeError("litellm did not become live within 180 s")
             time.sleep(0.5)
-        yield url, proc.pid
+        yield url, proc.pid, key
     finally:
         if proc.poll() is None:
             with contextlib.suppress(OSError):
@@ -363,6 +372,33 @@ def measure(target: Target, route: str, conns: int, seconds: float, loadgen: str
     return Result(n, wall, p50, p99, errors, cpu / n * 1000 if cpu is not None and n else None)
 
 
+def profile(out: str, pid: int, target: Target, args: argparse.Namespace, loadgen: str, tmp: Path) -> None:
+    """py-spy the server during an extra gateway chat run (not in the table: sampling slows it).
+    OUT ending in .svg: a flame graph; else py-spy's raw (collapsed stacks) format."""
+    spy = shutil.which("py-spy") or "/tmp/litellm-venv/bin/py-spy"
+    fmt = "flamegraph" if out.endswith(".svg") else "raw"
+    secs = max(2, round(args.duration))
+    cmd = [
+        spy,
+        "record",
+        "-o",
+        out,
+        "-f",
+        fmt,
+        "--pid",
+        str(pid),
+        "--duration",
+        str(secs - 1),
+        "--rate",
+        "100",
+    ]
+    profiler = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        measure(target, "chat/completions", args.concurrency, secs, loadgen, tmp)
+    finally:
+        profiler.wait(timeout=120)
+
+
 # -- main --------------------------------------------------------------------------------------
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -376,7 +412,9 @@ def main() -> int:
     parser.add_argument("--loadgen", choices=["auto", "wrk", "httpx"], default="auto")
     parser.add_argument("--routes", default="chat/completions,embeddings")
     parser.add_argument(
-        "--profile", metavar="SVG", help="py-spy record the server during the gateway chat run (needs py-spy)"
+        "--profile",
+        metavar="FILE",
+        help="py-spy the server in an extra gateway chat run (.svg: flame graph, else raw)",
     )
     args = parser.parse_args()
     loadgen = args.loadgen if args.loadgen != "auto" else ("wrk" if shutil.which("wrk") else "httpx")
@@ -424,9 +462,12 @@ def main() -> int:
                             notes.append(f"LiteLLM skipped: {args.litellm_bin} not found")
                         else:
                             try:
-                                url, lpid = stack.enter_context(litellm_proxy(args.litellm_bin, ports, tmp))
+                                url, lpid, key = stack.enter_context(
+                                    litellm_proxy(args.litellm_bin, ports, tmp)
+                                )
+                                auth = {"Authorization": f"Bearer {key}"}
                                 for route in targets:
-                                    targets[route].append(Target("litellm", f"{url}/v1", {}, lpid))
+                                    targets[route].append(Target("litellm", f"{url}/v1", auth, lpid))
                             except RuntimeError as exc:
                                 notes.append(f"LiteLLM could not start: {exc}")
                     for route in routes:
@@ -435,43 +476,24 @@ def main() -> int:
                                 (1, args.latency_duration),
                                 (args.concurrency, args.duration),
                             ):
-                                profiler = None
-                                if (
-                                    args.profile
-                                    and target.name == "enclave gateway"
-                                    and route == "chat/completions"
-                                    and conns > 1
-                                ):
-                                    profiler = subprocess.Popen(
-                                        [
-                                            shutil.which("py-spy") or "/tmp/litellm-venv/bin/py-spy",
-                                            "record",
-                                            "-o",
-                                            args.profile,
-                                            "--pid",
-                                            str(server.proc.pid),
-                                            "--duration",
-                                            str(max(1, round(secs) - 1)),
-                                            "--rate",
-                                            "200",
-                                        ],
-                                        stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL,
-                                    )
                                 try:
                                     res = measure(target, route, conns, secs, loadgen, tmp)
                                 except (RuntimeError, subprocess.CalledProcessError) as exc:
                                     notes.append(f"{target.name} {route} c={conns}: {exc}")
                                     continue
-                                finally:
-                                    if profiler is not None:
-                                        profiler.wait(timeout=60)
                                 results[(route, target.name, str(conns))] = res
                                 print(
                                     f"  {route:17} {target.name:16} c={conns:<3} {res.rps:8,.0f} req/s "
                                     f"p50 {res.p50_ms:7.2f} ms p99 {res.p99_ms:7.2f} ms errors {res.errors}",
                                     flush=True,
                                 )
+                    if args.profile:
+                        profile(
+                            args.profile, server.proc.pid, targets["chat/completions"][1], args, loadgen, tmp
+                        )
+                        notes.append(
+                            f"py-spy profile of the gateway (extra, unrecorded chat run): {args.profile}"
+                        )
             finally:
                 if token:
                     retire(server, token)

@@ -11,13 +11,14 @@ server's problem+json ``detail``.
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import httpx
 
-from enclave import errors
+from enclave import archive, errors
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 UPLOAD_CHUNK_BYTES = 1 << 20
@@ -237,6 +238,179 @@ class Client:
 
     def audit_verify(self) -> dict[str, Any]:
         return dict(self._json("GET", "/v1/audit/verify"))
+
+    # -- datasets --------------------------------------------------------------------------
+    def upload_dataset(
+        self,
+        path: Path,
+        name: str | None = None,
+        project: str | None = None,
+        description: str | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Stream a file up as a new dataset version (same name: next version)."""
+        params: dict[str, str] = {"name": name or path.name}
+        for key, value in (("project", project), ("description", description)):
+            if value:
+                params[key] = value
+        with path.open("rb") as fh:
+            return self._upload("/v1/datasets", params, fh, progress)
+
+    def list_datasets(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/v1/datasets")["items"])
+
+    def dataset(self, dataset_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/v1/datasets/{dataset_id}"))
+
+    def download_dataset(self, dataset_id: str, out: BinaryIO) -> dict[str, str]:
+        """Stream a dataset's content into ``out``, checked against the server's checksum."""
+        return self._download_checked(f"/v1/datasets/{dataset_id}/content", out)
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        self._send("DELETE", f"/v1/datasets/{dataset_id}")
+
+    # -- model registry ----------------------------------------------------------------------
+    def register_model(
+        self,
+        source: Path | bytes,
+        name: str,
+        runtime: str,
+        datasets: list[str] | None = None,
+        base_models: list[str] | None = None,
+        job: str | None = None,
+        label: str | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Register a model: ``source`` is a directory or file (packed as tar.gz here) or the
+        bytes of an archive. The server computes the label from the lineage; ``label``, when
+        given, is the one you expect (refused if it is not that)."""
+        params: dict[str, str] = {"name": name, "runtime": runtime}
+        for key, value in (
+            ("datasets", ",".join(datasets or [])),
+            ("base_models", ",".join(base_models or [])),
+            ("job", job),
+            ("label", label),
+        ):
+            if value:
+                params[key] = value
+        with tempfile.TemporaryFile() as fh:
+            if isinstance(source, bytes):
+                fh.write(source)
+            else:
+                archive.pack(source, fh)
+            fh.seek(0)
+            return self._upload("/v1/registry/models", params, fh, progress)
+
+    def register_builtin_model(self, name: str, builtin: str = "minilm") -> dict[str, Any]:
+        return dict(
+            self._json("POST", "/v1/registry/builtin-models", json={"name": name, "builtin": builtin})
+        )
+
+    def list_models(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/v1/registry/models")["items"])
+
+    def model(self, model_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/v1/registry/models/{model_id}"))
+
+    def delete_model(self, model_id: str) -> None:
+        self._send("DELETE", f"/v1/registry/models/{model_id}")
+
+    # -- training --------------------------------------------------------------------------
+    def submit_training(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Submit a training job (the JSON of ``POST /v1/training``; ``script`` is an artifact id)."""
+        return dict(self._json("POST", "/v1/training", json=spec))
+
+    def list_training(self, limit: int = 1000) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/v1/training", params={"limit": limit})["items"])
+
+    def training(self, job_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/v1/training/{job_id}"))
+
+    def training_metrics(self, job_id: str, since_step: int = -1) -> dict[str, Any]:
+        """``{"job", "state", "metrics": [{"step": ..., ...}]}`` with the points after ``since_step``."""
+        return dict(self._json("GET", f"/v1/training/{job_id}/metrics", params={"since_step": since_step}))
+
+    # -- endpoints -------------------------------------------------------------------------
+    def deploy_endpoint(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Deploy a registered model (the JSON of ``POST /v1/endpoints``)."""
+        return dict(self._json("POST", "/v1/endpoints", json=spec))
+
+    def list_endpoints(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/v1/endpoints")["items"])
+
+    def endpoint(self, name: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/v1/endpoints/{name}"))
+
+    def scale_endpoint(
+        self,
+        name: str,
+        replicas: int | None = None,
+        min_replicas: int | None = None,
+        max_replicas: int | None = None,
+    ) -> dict[str, Any]:
+        body = {
+            key: value
+            for key, value in (
+                ("replicas", replicas),
+                ("min_replicas", min_replicas),
+                ("max_replicas", max_replicas),
+            )
+            if value is not None
+        }
+        return dict(self._json("POST", f"/v1/endpoints/{name}/scale", json=body))
+
+    def delete_endpoint(self, name: str) -> None:
+        self._send("DELETE", f"/v1/endpoints/{name}")
+
+    # -- gateway (OpenAI-compatible) -------------------------------------------------------------
+    def chat(self, endpoint: str, messages: list[dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
+        """One non-streamed chat completion from an endpoint (``kwargs``: OpenAI parameters)."""
+        body = {**kwargs, "model": endpoint, "messages": messages, "stream": False}
+        return dict(self._json("POST", "/v1/chat/completions", json=body))
+
+    def embeddings(self, endpoint: str, inputs: str | list[str]) -> dict[str, Any]:
+        return dict(self._json("POST", "/v1/embeddings", json={"model": endpoint, "input": inputs}))
+
+    # -- shared by the uploads and downloads above -------------------------------------------
+    def _upload(
+        self,
+        path: str,
+        params: dict[str, str],
+        fh: BinaryIO,
+        progress: Callable[[int], None] | None,
+    ) -> dict[str, Any]:
+        """Stream a seekable file up with the SHA-256 of its content for the server to check."""
+        digest = hashlib.sha256()
+        while block := fh.read(UPLOAD_CHUNK_BYTES):
+            digest.update(block)
+        fh.seek(0)
+        return dict(
+            self._json(
+                "POST",
+                path,
+                params=params,
+                content=_chunks(fh, progress),
+                headers={"X-Content-SHA256": digest.hexdigest(), "Content-Type": "application/octet-stream"},
+            )
+        )
+
+    def _download_checked(self, path: str, out: BinaryIO) -> dict[str, str]:
+        digest = hashlib.sha256()
+        try:
+            with self._http.stream("GET", path) as response:
+                if response.is_error:
+                    response.read()
+                    _raise_for_problem(response)
+                for chunk in response.iter_bytes():
+                    digest.update(chunk)
+                    out.write(chunk)
+                expected = response.headers.get("x-content-sha256", "")
+                label = response.headers.get("x-enclave-label", "")
+        except httpx.TransportError as exc:
+            raise errors.Unavailable(f"download failed: {exc.__class__.__name__}") from exc
+        if digest.hexdigest() != expected:
+            raise errors.EnclaveError("downloaded content does not match its checksum")
+        return {"sha256": expected, "label": label}
 
 
 def _raise_for_problem(response: httpx.Response) -> None:

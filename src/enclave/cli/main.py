@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from enclave.cli import admin, artifacts, audit, jobs, sim, transfers
+from enclave.cli import admin, artifacts, audit, datasets, endpoints, jobs, models, sim, train, transfers
 from enclave.cli.common import (
     SESSION_TOKEN_FILE,
     JsonOpt,
@@ -40,6 +40,10 @@ app.add_typer(transfers.app, name="transfer")
 app.add_typer(jobs.app, name="job")
 app.add_typer(audit.app, name="audit")
 app.add_typer(sim.app, name="sim")
+app.add_typer(datasets.app, name="dataset")
+app.add_typer(models.app, name="model")
+app.add_typer(train.app, name="train")
+app.add_typer(endpoints.app, name="endpoint")
 
 
 @app.command()

@@ -1,0 +1,143 @@
+"""`enclave endpoint ...`: registered models served as replicas behind the OpenAI-compatible gateway."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.spinner import Spinner
+from rich.text import Text
+
+from enclave.cli.common import JsonOpt, client, print_json, print_table
+from enclave.errors import EnclaveError, InvalidInput
+
+app = typer.Typer(
+    help="Endpoints: deploy a model as replicas, scale them, call them at <server>/v1 (OpenAI API).",
+    no_args_is_help=True,
+)
+COLUMNS = ["name", "label", "state", "runtime", "region", "ready", "desired", "min", "max", "model"]
+
+
+def _flat(ep: dict[str, Any]) -> dict[str, Any]:
+    r = ep["replicas"]
+    return {**ep, "ready": r["ready"], "desired": r["desired"], "min": r["min"], "max": r["max"]}
+
+
+def _line(ep: dict[str, Any]) -> str:
+    r = ep["replicas"]
+    text = f"{ep['name']} {ep['state']}: {r['ready']}/{r['desired']} replicas ready"
+    return f"{text} ({ep['reason']})" if ep.get("reason") else text
+
+
+def _spinner(ep: dict[str, Any]) -> Spinner:
+    return Spinner("dots", text=Text(_line(ep)))
+
+
+@app.command("deploy")
+def deploy(
+    model: Annotated[str, typer.Argument(help="Id of a registered model")],
+    name: Annotated[str, typer.Option(help="Endpoint name (the `model` of OpenAI calls)")],
+    region: Annotated[
+        str | None, typer.Option(help="Region (default: the least classified accredited)")
+    ] = None,
+    replicas: Annotated[int, typer.Option(help="Replicas to start")] = 1,
+    min_: Annotated[int | None, typer.Option("--min", help="Autoscaling floor (default: --replicas)")] = None,
+    max_: Annotated[
+        int | None, typer.Option("--max", help="Autoscaling ceiling (default: --replicas)")
+    ] = None,
+    cpus: Annotated[int, typer.Option(help="CPUs per replica")] = 1,
+    memory_mb: Annotated[int, typer.Option(help="Memory per replica, MB")] = 3072,
+    pii: Annotated[str, typer.Option(help="off, or mask: emails, phones and SSNs masked")] = "off",
+    log_content: Annotated[
+        bool, typer.Option("--log-content", help="Audit full prompts and answers, not only their hashes")
+    ] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until it serves (state ready)")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds --wait waits before giving up")] = 300.0,
+) -> None:
+    """Deploy MODEL as an endpoint at the session label; prints the endpoint name."""
+    spec: dict[str, Any] = {
+        "model": model,
+        "name": name,
+        "replicas": replicas,
+        "cpus_per_replica": cpus,
+        "memory_mb": memory_mb,
+        "pii": pii,
+        "log_content": log_content,
+    }
+    for key, value in (("region", region), ("min_replicas", min_), ("max_replicas", max_)):
+        if value is not None:
+            spec[key] = value
+    with client() as api:
+        ep = api.deploy_endpoint(spec)
+        if wait:
+            deadline = time.monotonic() + timeout
+            with Live(_spinner(ep), console=Console(stderr=True), transient=True) as live:
+                while ep["state"] != "ready":
+                    if ep["state"] == "failed":
+                        raise EnclaveError(f"endpoint {name} failed: {ep.get('reason') or 'no reason given'}")
+                    if time.monotonic() > deadline:
+                        raise EnclaveError(f"endpoint {name} not ready after {timeout:g} s: {_line(ep)}")
+                    time.sleep(0.5)
+                    ep = api.endpoint(name)
+                    live.update(_spinner(ep))
+    typer.echo(ep["name"])
+
+
+@app.command("list")
+def list_(as_json: bool = JsonOpt) -> None:
+    with client() as api:
+        items = api.list_endpoints()
+    if as_json:
+        print_json(items)
+    else:
+        print_table([_flat(e) for e in items], COLUMNS, "Endpoints")
+
+
+@app.command("show")
+def show(name: str, as_json: bool = JsonOpt) -> None:
+    """Show an endpoint: state, replicas (and their jobs), settings."""
+    with client() as api:
+        ep = api.endpoint(name)
+    if as_json:
+        print_json(ep)
+        return
+    r = ep["replicas"]
+    typer.echo(
+        f"{ep['name']}  [{ep['label']}]  {ep['state']}" + (f" ({ep['reason']})" if ep.get("reason") else "")
+    )
+    typer.echo(f"  model    {ep['model']} ({ep['runtime']})")
+    typer.echo(f"  region   {ep['region']}   agency {ep['agency']}")
+    typer.echo(
+        f"  replicas {r['ready']} ready / {r['desired']} desired (min {r['min']}, max {r['max']}),"
+        f" {r['in_flight']} calls in flight, {ep['restarts']} restarts"
+    )
+    typer.echo("  settings " + ", ".join(f"{k}={v}" for k, v in sorted(ep["settings"].items())))
+    if r["jobs"]:
+        print_table(r["jobs"], ["id", "state", "reason"], "Replica jobs")
+
+
+@app.command("scale")
+def scale(
+    name: str,
+    replicas: Annotated[int | None, typer.Option(help="Replicas wanted now")] = None,
+    min_: Annotated[int | None, typer.Option("--min", help="Autoscaling floor")] = None,
+    max_: Annotated[int | None, typer.Option("--max", help="Autoscaling ceiling")] = None,
+) -> None:
+    """Change an endpoint's replica count or autoscaling bounds."""
+    if replicas is None and min_ is None and max_ is None:
+        raise InvalidInput("give at least one of --replicas, --min, --max")
+    with client() as api:
+        ep = api.scale_endpoint(name, replicas, min_, max_)
+    r = ep["replicas"]
+    typer.echo(f"{ep['name']}: {r['desired']} replicas (min {r['min']}, max {r['max']})")
+
+
+@app.command("delete")
+def delete(name: str) -> None:
+    """Stop an endpoint's replicas and remove it (audited)."""
+    with client() as api:
+        api.delete_endpoint(name)
+    typer.echo("deleted")

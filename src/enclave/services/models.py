@@ -80,12 +80,12 @@ def input_labels(u: Unit, actor: Actor | None, lineage: Lineage) -> list[Label]:
         if actor is None:
             labels.append(u.ctx.scheme.parse(_row(u.session, Artifact, ds).label))
         else:
-            labels.append(artifacts.load(u, actor, ds, kind="dataset")[1].label or u.ctx.scheme.bottom())
+            labels.append(artifacts.load(u, actor, ds, kind="dataset")[1].label or u.ctx.scheme.bottom)
     for base in lineage.base_models:
         if actor is None:
             labels.append(u.ctx.scheme.parse(_row(u.session, Model, base).label))
         else:
-            labels.append(load(u, actor, base)[1].label or u.ctx.scheme.bottom())
+            labels.append(load(u, actor, base)[1].label or u.ctx.scheme.bottom)
     if lineage.job is not None:
         job = _row(u.session, Job, lineage.job) if actor is None else visible_job(u, actor, lineage.job)
         labels.append(u.ctx.scheme.parse(job.label))
@@ -256,7 +256,7 @@ def register_system(
 
     Returns (model id, None) or (None, why nothing was registered)."""
     with unit(ctx) as u:
-        label = derived_label(ctx.scheme, ctx.scheme.bottom(), input_labels(u, None, lineage))
+        label = derived_label(ctx.scheme, ctx.scheme.bottom, input_labels(u, None, lineage))
     model_id: list[str] = []
     manifest: dict[str, Any] = {}
     try:

@@ -324,7 +324,7 @@ class JobRunner:
         if row.kind in KINDS and row.state in TERMINAL_STATES:
             try:
                 KINDS[row.kind][1](self.ctx, row)
-            except (OSError, EnclaveError):
+            except Exception:  # one job's outputs must not stop the loop; recovered at next start
                 log.exception("could not finish %s job %s; it is retried at the next start", row.kind, row.id)
 
     # -- cancellation ------------------------------------------------------------------------

@@ -63,7 +63,9 @@ def test_dataset_versions_round_trip_and_delete(world: World) -> None:
         (b"a,b\n1,2\n", {"X-Content-SHA256": hashlib.sha256(b"other").hexdigest()}, "checksum mismatch"),
     ],
 )
-def test_bad_dataset_uploads_store_nothing(world: World, body: bytes, headers_extra: dict, detail: str) -> None:
+def test_bad_dataset_uploads_store_nothing(
+    world: World, body: bytes, headers_extra: dict, detail: str
+) -> None:
     with unchanged(world.ctx, audit=()):
         r = world.client.post(
             "/v1/datasets", params={"name": "d.csv"}, content=body, headers={**world.alice_s, **headers_extra}
@@ -172,13 +174,21 @@ def test_unknown_runtime_and_builtin(world: World) -> None:
             "unknown runtime",
         )
         assert_problem(
-            c.post("/v1/registry/builtin-models", json={"name": "x", "builtin": "gpt"}, headers=world.alice_s),
+            c.post(
+                "/v1/registry/builtin-models", json={"name": "x", "builtin": "gpt"}, headers=world.alice_s
+            ),
             422,
             "unknown builtin",
         )
     builtin = ok(
-        c.post("/v1/registry/builtin-models", json={"name": "minilm", "builtin": "minilm"}, headers=world.alice_s),
+        c.post(
+            "/v1/registry/builtin-models", json={"name": "minilm", "builtin": "minilm"}, headers=world.alice_s
+        ),
         201,
     )
-    assert (builtin["runtime"], builtin["label"], builtin["builtin"]) == ("sentence-embeddings", "SECRET", "minilm")
+    assert (builtin["runtime"], builtin["label"], builtin["builtin"]) == (
+        "sentence-embeddings",
+        "SECRET",
+        "minilm",
+    )
     assert builtin["size_bytes"] > 80_000_000

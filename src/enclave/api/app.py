@@ -65,6 +65,7 @@ def create_app(
         )
         yield
         await app.state.upstream.aclose()
+        app.state.gateway.close()
         if runner is not None and supervisor is not None:
             supervisor.stop()
             runner.stop()

@@ -12,12 +12,12 @@ from enclave.services.context import Context
 from enclave.services.unit import Actor
 
 
-def get_ctx(request: Request) -> Context:
+async def get_ctx(request: Request) -> Context:
     ctx: Context = request.app.state.ctx
     return ctx
 
 
-def plain_text(request: Request) -> None:
+async def plain_text(request: Request) -> None:
     """Refuse NUL characters in the path and the query string on every route: no name or id
     holds one, and PostgreSQL can neither store nor compare such text (it would be a 500)."""
     if "\x00" in request.scope["path"] or any(

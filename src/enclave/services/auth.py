@@ -188,7 +188,7 @@ def authenticate(ctx: Context, token: str) -> Actor:
     if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
         raise NotAuthenticated("invalid or expired token")
     digest = token_digest(token)
-    with ctx.sessions() as session:
+    with ctx.read_sessions() as session:
         row = session.execute(
             select(Token, User, Agency)
             .join(User, Token.user_id == User.id)

@@ -67,6 +67,7 @@ class Context:
         self.engine: Engine = make_engine(settings.database_url)
         migrate(self.engine)
         self.sessions: sessionmaker[Session] = session_factory(self.engine)
+        self.read_sessions: sessionmaker[Session] = session_factory(self.engine, read_only=True)
         self.audit = AuditLog(
             load_or_create_key(home / "keys" / "audit-ed25519.pem"), home / "audit" / "checkpoint.json"
         )

@@ -9,15 +9,20 @@ Per call (the API adapter streams the bytes; everything deciding lives here):
 * :func:`screen` runs the guardrails on the prompt: a classification marking above the
   endpoint's label refuses the call (audited); personal data is masked where the endpoint's
   settings say so.
-* :func:`record` meters and audits the call in one transaction: tokens, latency, modelled
-  energy, and SHA-256 digests of the prompt and the answer (their full text only where the
-  endpoint's settings ask for it). The answer is labelled lub(session, endpoint).
+* :meth:`Gateway.call` builds the call's record — tokens, latency, modelled energy, SHA-256
+  digests of the prompt and the answer (their full text only where the endpoint's settings
+  ask for it) — and :class:`CallLog` commits it, with the agency's usage, before the answer
+  is released. The answer is labelled lub(session, endpoint).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import queue
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,17 +30,22 @@ from typing import Any
 from sqlalchemy import select
 
 from enclave.audit.events import AuditEvent, Outcome
+from enclave.audit.log import Entry
 from enclave.errors import Forbidden, InvalidInput, NotFound, RateLimited
 from enclave.gateway import guardrails
 from enclave.gateway.limits import RateLimiter
 from enclave.labels import Label
 from enclave.policy import Action, Resource, decide
 from enclave.services import endpoints
+from enclave.services.auth import authenticate
 from enclave.services.context import Context
 from enclave.services.unit import Actor, entry_for, unit
 from enclave.store.models import Agency, Endpoint, GatewayUsage
 
+log = logging.getLogger("enclave.gateway")
+
 ENDPOINT_CACHE_S = 1.0  # how stale an endpoint row may be (a delete also drops it at once)
+TOKEN_CACHE_S = 1.0  # how long a checked token is trusted without asking the store again
 
 
 @dataclass(frozen=True)
@@ -63,14 +73,120 @@ class _Cached:
     agency: Agency
 
 
+@dataclass
+class Call:
+    """One call's audit entry and meter readings."""
+
+    agency_id: int
+    day: str
+    entry: Entry
+    prompt_tokens: int
+    completion_tokens: int
+    energy_j: float
+    done: Callable[[BaseException | None], None] = lambda _err: None
+
+
+class CallLog:
+    """Group commit for gateway calls: every call's audit record and usage, committed before
+    its answer is released, many calls to one transaction.
+
+    One thread takes whatever calls have queued up while the previous commit ran and
+    commits them together (one transaction, one signed checkpoint), so under load the cost
+    of a commit is shared by many calls and a lone call waits for no batch to fill.
+    """
+
+    MAX_BATCH = 512
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._queue: queue.SimpleQueue[Call | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="enclave-gateway-log", daemon=True)
+        self._thread.start()
+
+    def submit(self, call: Call) -> None:
+        self._queue.put(call)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            error: BaseException | None = None
+            try:
+                self._commit(batch)
+            except Exception as exc:  # every waiting call learns of it; the loop goes on
+                log.exception("could not record %d gateway calls", len(batch))
+                error = exc
+            for call in batch:
+                call.done(error)
+
+    def _commit(self, batch: list[Call]) -> None:
+        with unit(self.ctx) as u, u.session.no_autoflush:
+            usage: dict[tuple[int, str], GatewayUsage] = {}
+            for call in batch:
+                key = (call.agency_id, call.day)
+                row = usage.get(key) or u.session.get(GatewayUsage, key)
+                if row is None:
+                    row = GatewayUsage(
+                        agency_id=call.agency_id,
+                        day=call.day,
+                        requests=0,
+                        prompt_tokens=0,
+                        completion_tokens=0,
+                        energy_j=0.0,
+                    )
+                    u.session.add(row)
+                usage[key] = row
+                row.requests += 1
+                row.prompt_tokens += call.prompt_tokens
+                row.completion_tokens += call.completion_tokens
+                row.energy_j += call.energy_j
+                u.record(call.entry)
+
+
 class Gateway:
-    """One per server process: caches and rate buckets shared by all calls."""
+    """One per server process: caches, rate buckets and the call log shared by all calls."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.limiter = RateLimiter()
         self._endpoints: dict[tuple[int, str], _Cached] = {}
         self._used_today: dict[tuple[int, str], int] = {}
+        self._actors: dict[str, tuple[float, Actor]] = {}
+        self.log = CallLog(ctx)
+
+    def close(self) -> None:
+        self.log.close()
+
+    # -- who is calling ------------------------------------------------------------------------
+    def cached_actor(self, token: str) -> Actor | None:
+        """A token seen in the last TOKEN_CACHE_S (a revoked token stops working within it)."""
+        hit = self._actors.get(token)
+        if hit is not None and time.monotonic() - hit[0] < TOKEN_CACHE_S:
+            return hit[1]
+        return None
+
+    def authenticate(self, token: str) -> Actor:
+        actor = authenticate(self.ctx, token)
+        if len(self._actors) > 10_000:
+            self._actors.clear()
+        self._actors[token] = (time.monotonic(), actor)
+        return actor
 
     # -- lookup and decision -------------------------------------------------------------------
     def _lookup(self, actor: Actor, name: str) -> _Cached:
@@ -79,7 +195,7 @@ class Gateway:
         hit = self._endpoints.get(key)
         if hit is not None and now - hit.at < ENDPOINT_CACHE_S:
             return hit
-        with self.ctx.sessions() as session:
+        with self.ctx.read_sessions() as session:
             ep = session.execute(
                 select(Endpoint).where(
                     Endpoint.agency_id == actor.agency_id,
@@ -146,7 +262,7 @@ class Gateway:
     def _usage_today(self, agency_id: int, day: str) -> int:
         key = (agency_id, day)
         if key not in self._used_today:
-            with self.ctx.sessions() as session:
+            with self.ctx.read_sessions() as session:
                 row = session.get(GatewayUsage, (agency_id, day))
                 self._used_today[key] = 0 if row is None else row.prompt_tokens + row.completion_tokens
         return self._used_today[key]
@@ -176,7 +292,7 @@ class Gateway:
         return text, sorted({f.text for f in found})
 
     # -- the record ----------------------------------------------------------------------------
-    def record(
+    def call(
         self,
         actor: Actor,
         target: Target,
@@ -188,10 +304,9 @@ class Gateway:
         prompt_tokens: int,
         completion_tokens: int,
         latency_s: float,
-    ) -> float:
-        """Meter and audit one call (one transaction). Returns its modelled energy in joules."""
+    ) -> Call:
+        """The metering and audit record of one call, to hand to :class:`CallLog`."""
         energy_j = latency_s * target.busy_w_per_cpu * target.cpus
-        tokens = prompt_tokens + completion_tokens
         details: dict[str, Any] = {
             "endpoint": target.name,
             "route": route,
@@ -206,37 +321,19 @@ class Gateway:
         }
         if target.log_content:
             details["prompt"], details["response"] = prompt, answer
-        day = _today()
-        with unit(self.ctx) as u:
-            usage = u.session.get(GatewayUsage, (actor.agency_id, day))
-            if usage is None:
-                usage = GatewayUsage(
-                    agency_id=actor.agency_id,
-                    day=day,
-                    requests=0,
-                    prompt_tokens=0,
-                    completion_tokens=0,
-                    energy_j=0.0,
-                )
-                u.session.add(usage)
-            usage.requests += 1
-            usage.prompt_tokens += prompt_tokens
-            usage.completion_tokens += completion_tokens
-            usage.energy_j += energy_j
-            u.record(
-                entry_for(
-                    actor,
-                    AuditEvent.GATEWAY_CALL,
-                    target.resource,
-                    target.endpoint_id,
-                    outcome=Outcome.ALLOW if status < 400 else Outcome.DENY,
-                    details=details,
-                )
-            )
-        key = (actor.agency_id, day)
+        tokens = prompt_tokens + completion_tokens
+        key = (actor.agency_id, _today())
         self._used_today[key] = self._used_today.get(key, 0) + tokens
         self.limiter.charge_tokens(actor.subject.agency, target.tpm, tokens, time.monotonic())
-        return energy_j
+        entry = entry_for(
+            actor,
+            AuditEvent.GATEWAY_CALL,
+            target.resource,
+            target.endpoint_id,
+            outcome=Outcome.ALLOW if status < 400 else Outcome.DENY,
+            details=details,
+        )
+        return Call(actor.agency_id, key[1], entry, prompt_tokens, completion_tokens, energy_j)
 
     def _refuse(self, actor: Actor, res: Resource, endpoint_id: str, rule: str, reason: str) -> None:
         with unit(self.ctx) as u:
@@ -257,7 +354,7 @@ class Gateway:
     def models(self, actor: Actor) -> list[dict[str, Any]]:
         """OpenAI's model list: the endpoints this session may call, by name."""
         out = []
-        with self.ctx.sessions() as session:
+        with self.ctx.read_sessions() as session:
             rows = session.execute(
                 select(Endpoint).where(
                     Endpoint.agency_id == actor.agency_id,

@@ -1,7 +1,8 @@
 """Engines and sessions for SQLite (embedded default) and PostgreSQL.
 
-SQLite runs in WAL mode with every transaction opened as ``BEGIN IMMEDIATE``: writers are
-serialised up front instead of failing late with a busy snapshot, and readers never block.
+SQLite runs in WAL mode with every read-write transaction opened as ``BEGIN IMMEDIATE``:
+writers are serialised up front instead of failing late with a busy snapshot. Read-only
+sessions (``session_factory(..., read_only=True)``) open a deferred transaction and never wait.
 PostgreSQL runs at READ COMMITTED; places that need serialisation lock a row explicitly.
 """
 
@@ -58,11 +59,18 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Read-only sessions take no write lock: in WAL mode they read a snapshot and never
+        # wait for a writer, nor make one wait.
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
 
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+READ_ONLY = "enclave_read_only"
+
+
+def session_factory(engine: Engine, read_only: bool = False) -> sessionmaker[Session]:
+    """Sessions on ``engine``; ``read_only`` ones must not write (SQLite: a deferred BEGIN)."""
+    bind = engine.execution_options(**{READ_ONLY: True}) if read_only else engine
+    return sessionmaker(bind, expire_on_commit=False)
 
 
 def alembic_config(engine: Engine) -> Config:

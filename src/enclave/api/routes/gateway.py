@@ -9,24 +9,38 @@ another one, and if none can take it the client gets a clear 503 — never silen
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
-from enclave.api.deps import ActorDep, CtxDep
-from enclave.errors import InvalidInput, Unavailable
+from enclave.errors import InvalidInput, NotAuthenticated, Unavailable
 from enclave.gateway import metrics
 from enclave.gateway.router import Replica
-from enclave.services.gateway import Gateway, Target
+from enclave.services.gateway import Call, Gateway, Target
 from enclave.services.unit import Actor
 
+
+async def gateway_actor(request: Request) -> Actor:
+    """The caller, from a short-lived cache of checked tokens (the store is asked at most once
+    a second per token: the gateway's hot path)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise NotAuthenticated("send 'Authorization: Bearer <token>'")
+    gw: Gateway = request.app.state.gateway
+    return gw.cached_actor(token) or await run_in_threadpool(gw.authenticate, token)
+
+
+ActorDep = Annotated[Actor, Depends(gateway_actor)]
 router = APIRouter(tags=["gateway"])
 metrics_router = APIRouter(tags=["gateway"])
 ATTEMPTS = 3  # replicas tried for one call before giving up with 503
@@ -40,17 +54,17 @@ async def list_models(request: Request, actor: ActorDep) -> dict[str, Any]:
 
 
 @router.post("/chat/completions")
-async def chat_completions(request: Request, ctx: CtxDep, actor: ActorDep) -> Response:
+async def chat_completions(request: Request, actor: ActorDep) -> Response:
     return await _call(request, actor, "chat/completions")
 
 
 @router.post("/completions")
-async def completions(request: Request, ctx: CtxDep, actor: ActorDep) -> Response:
+async def completions(request: Request, actor: ActorDep) -> Response:
     return await _call(request, actor, "completions")
 
 
 @router.post("/embeddings")
-async def embeddings(request: Request, ctx: CtxDep, actor: ActorDep) -> Response:
+async def embeddings(request: Request, actor: ActorDep) -> Response:
     return await _call(request, actor, "embeddings")
 
 
@@ -232,8 +246,7 @@ async def _answer(
     completion_tokens = int(usage.get("completion_tokens") or 0)
     latency = time.perf_counter() - started
     answer = masked if status == 200 and route != "embeddings" else raw.decode("utf-8", "replace")
-    energy = await run_in_threadpool(
-        gw.record,
+    call = gw.call(
         actor,
         target,
         route=route,
@@ -244,10 +257,29 @@ async def _answer(
         completion_tokens=completion_tokens,
         latency_s=latency,
     )
-    _observe(route, status, latency, prompt_tokens, completion_tokens, energy)
+    await _logged(gw, call)  # no answer leaves unaudited: Unavailable (503) if it cannot be recorded
+    _observe(route, status, latency, prompt_tokens, completion_tokens, call.energy_j)
     if status == 200:
         data["enclave"] = {**(data.get("enclave") or {}), "label": target.response_label.marking}
     return JSONResponse(data, status_code=status, headers={LABEL_HEADER: target.response_label.marking})
+
+
+async def _logged(gw: Gateway, call: Call) -> None:
+    """Hand the call's record to the call log and wait until it is committed."""
+    loop = asyncio.get_running_loop()
+    committed: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: BaseException | None) -> None:
+        if committed.done():
+            return
+        if error is None:
+            committed.set_result(None)
+        else:
+            committed.set_exception(Unavailable("the call could not be recorded; its answer is withheld"))
+
+    call.done = lambda error: loop.call_soon_threadsafe(settle, error)
+    gw.log.submit(call)
+    await committed
 
 
 def _observe(
@@ -317,8 +349,7 @@ async def _relay(
         latency = time.perf_counter() - started
         prompt_t = int(usage.get("prompt_tokens") or 0)
         completion_t = int(usage.get("completion_tokens") or 0)
-        energy = await run_in_threadpool(
-            gw.record,
+        call = gw.call(
             actor,
             target,
             route=route,
@@ -329,7 +360,10 @@ async def _relay(
             completion_tokens=completion_t,
             latency_s=latency,
         )
-        _observe(route, status, latency, prompt_t, completion_t, energy)
+        # The stream is already out: a failure to record it is logged by the call log.
+        with contextlib.suppress(Unavailable):
+            await _logged(gw, call)
+        _observe(route, status, latency, prompt_t, completion_t, call.energy_j)
 
 
 class _Withheld(Exception):

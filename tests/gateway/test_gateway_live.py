@@ -30,6 +30,7 @@ from tests.conftest import Server, free_port
 
 FLEET = (Path(__file__).parents[2] / "src/enclave/fleets/local.toml").read_text()
 FEATURES = ["bytes", "packets"]
+IDLE_S = 3.0  # the server's endpoint_idle_s: a quiet endpoint shrinks after this
 
 
 @dataclass
@@ -114,13 +115,17 @@ def dep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     fleet = home.parent / "fleet.toml"
     # The local fleet with room for several replicas per region (replicas reserve 3 GiB each).
     fleet.write_text(
-        FLEET.replace("memory_mb = 4096", "memory_mb = 16384")
-        .replace("cpus = 2", "cpus = 4")
+        FLEET.replace("memory_mb = 4096", "memory_mb = 32768")
+        .replace("cpus = 2", "cpus = 8")
         .replace("power_cap_mw = 0.0002", "power_cap_mw = 0.01")
     )
     port = free_port()
     server = Server(home, f"http://127.0.0.1:{port}", port, ["--fleet", str(fleet)])
-    server.start()
+    os.environ["ENCLAVE_ENDPOINT_IDLE_S"] = str(IDLE_S)  # read by the server at start
+    try:
+        server.start()
+    finally:
+        del os.environ["ENCLAVE_ENDPOINT_IDLE_S"]
     try:
         admin = httpx.Client(
             base_url=server.url, headers={"Authorization": f"Bearer {server.admin_token}"}, timeout=60
@@ -368,3 +373,43 @@ def test_killed_replica_is_replaced_and_no_call_is_lost(dep: Deployment) -> None
         pids[0] not in _replica_pids(dep.server.home, "emb")
         and len(_replica_pids(dep.server.home, "emb")) == 2
     )
+
+
+def test_autoscaler_adds_a_replica_under_load_and_gives_it_back(dep: Deployment) -> None:
+    api = dep.http("alice@CUI")
+    model = next(m for m in _ok(api.get("/v1/registry/models"))["items"] if m["builtin"] == "minilm")
+    _ok(
+        api.post(
+            "/v1/endpoints", json={"model": model["id"], "name": "auto", "min_replicas": 1, "max_replicas": 2}
+        ),
+        201,
+    )
+    _wait_ready(api, "auto")
+    stop = threading.Event()
+    long_text = " ".join(["the fleet schedules work under a power cap"] * 40)
+
+    def load() -> None:
+        with dep.http("alice@CUI") as c:
+            while not stop.is_set():
+                assert (
+                    c.post("/v1/embeddings", json={"model": "auto", "input": [long_text] * 4}).status_code
+                    == 200
+                )
+
+    workers = [threading.Thread(target=load) for _ in range(10)]
+    for w in workers:
+        w.start()
+    try:
+        grown = _wait_ready(api, "auto", replicas=2, timeout_s=90)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join()
+    assert grown["replicas"]["desired"] == 2
+    deadline = time.monotonic() + 60
+    while _ok(api.get("/v1/endpoints/auto"))["replicas"]["desired"] != 1:
+        assert time.monotonic() < deadline, "the quiet endpoint did not shrink"
+        time.sleep(0.5)
+    scaled = [e for e in dep.audit("endpoint.scaled") if e.get("by") == "autoscaler"]
+    assert [e["replicas"] for e in scaled][-2:] == [2, 1]
+    assert api.delete("/v1/endpoints/auto").status_code == 204

@@ -121,5 +121,18 @@ def app_from_env() -> FastAPI:
             home=home,
             db_url=os.environ.get("ENCLAVE_DB_URL") or None,
             fleet=os.environ.get("ENCLAVE_FLEET", "local"),
+            policy=os.environ.get("ENCLAVE_POLICY", "priority"),
+            **_float_env("endpoint_idle_s", "ENCLAVE_ENDPOINT_IDLE_S"),
         )
     )
+
+
+def _float_env(field: str, name: str) -> dict[str, float]:
+    """A numeric setting from the environment, when it is set."""
+    value = os.environ.get(name)
+    if value is None:
+        return {}
+    try:
+        return {field: float(value)}
+    except ValueError:
+        raise SystemExit(f"{name} must be a number, not {value!r}") from None

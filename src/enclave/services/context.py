@@ -43,6 +43,7 @@ class Settings:
     max_upload_bytes: int = MAX_UPLOAD_BYTES
     max_json_bytes: int = MAX_JSON_BYTES
     token_ttl_s: int = TOKEN_TTL_S
+    endpoint_idle_s: float = 60.0  # a quiet endpoint gives back a replica (down to its min) after this
 
     @property
     def database_url(self) -> str:

@@ -43,7 +43,6 @@ REPLICA_WALLTIME_S = jobs.MAX_WALLTIME_S  # a replica that reaches it is replace
 DEFAULT_MEMORY_MB = 3072  # address space for torch / sentence-transformers (ulimit -v)
 PII_MODES = ("off", "mask")
 SCALE_UP_IN_FLIGHT = 4.0  # calls in flight per ready replica that ask for one more
-SCALE_DOWN_IDLE_S = 60.0  # a quiet endpoint gives a replica back after this long
 TICK_S = 0.5
 HEALTH_TIMEOUT_S = 1.0
 
@@ -419,7 +418,7 @@ class Supervisor:
             watch.idle_since = None
         elif busy == 0 and want > ep.min_replicas:
             watch.idle_since = watch.idle_since or now
-            if now - watch.idle_since >= SCALE_DOWN_IDLE_S:
+            if now - watch.idle_since >= self.ctx.settings.endpoint_idle_s:
                 want -= 1
                 watch.idle_since = None
         else:

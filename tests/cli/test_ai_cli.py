@@ -259,7 +259,17 @@ def test_endpoint_deploy_call_scale_delete(user: User) -> None:
     with user.api() as api:
         model = api.register_builtin_model("minilm", "minilm")["id"]
     name = user.run(
-        "endpoint", "deploy", model, "--name", "embed", "--wait", "--timeout", "120"
+        "endpoint",
+        "deploy",
+        model,
+        "--name",
+        "embed",
+        "--pii",
+        "mask",
+        "--log-content",
+        "--wait",
+        "--timeout",
+        "120",
     ).stdout.strip()
     assert name == "embed"
     ep = user.json("endpoint", "show", "embed")
@@ -272,7 +282,7 @@ def test_endpoint_deploy_call_scale_delete(user: User) -> None:
         user.name,
     )
     assert ep["replicas"]["ready"] == 1 and ep["replicas"]["desired"] == 1
-    assert ep["settings"] == {"pii": "off", "log_content": False}
+    assert ep["settings"] == {"pii": "mask", "log_content": True}
     assert "1 ready / 1 desired" in user.run("endpoint", "show", "embed").stdout
 
     oai = openai.OpenAI(base_url=f"{user.server.url}/v1", api_key=user.token, max_retries=0)

@@ -162,10 +162,19 @@ def show(job_id: str, as_json: bool = JsonOpt) -> None:
         job = api.training(job_id)
     if as_json:
         print_json(job)
-    else:
-        print_table(
-            [_flat(job)], [*COLUMNS, "reason", "datasets", "base_models", "hyperparameters", "script"]
-        )
+        return
+    t = job["training"]
+    typer.echo(
+        f"{job['name']}  [{job['label']}]  {job['state']}" + (f" ({job['reason']})" if job["reason"] else "")
+    )
+    typer.echo(f"  job          {job['id']} in {job['region']}")
+    typer.echo(
+        f"  model        {t['model_name']} ({t['runtime']}): {t['model_id'] or '-'}  {t['outcome'] or ''}"
+    )
+    typer.echo(f"  script       {t['script']}")
+    typer.echo(f"  datasets     {', '.join(t['datasets']) or '-'}")
+    typer.echo(f"  base models  {', '.join(t['base_models']) or '-'}")
+    typer.echo(f"  hparams      {json.dumps(t['hyperparameters'], sort_keys=True)}")
 
 
 def _metrics_table(points: list[dict[str, Any]], title: str) -> Table:
@@ -197,7 +206,7 @@ def metrics(
             if as_json:
                 print_json(data)
             else:
-                console.print(_metrics_table(data["metrics"], f"Metrics of {job_id} ({data['state']})"))
+                console.print(_metrics_table(data["metrics"], f"Metrics of {job_id[:8]} ({data['state']})"))
             return
         if as_json:
             for batch, _state in _follow(api, job_id, interval):
@@ -205,12 +214,17 @@ def metrics(
                     typer.echo(json.dumps(p, sort_keys=True))
             return
         points: list[dict[str, Any]] = []
+        state = ""
         with Live(
-            _metrics_table(points, f"Metrics of {job_id}"), console=console, auto_refresh=False
+            _metrics_table(points, f"Metrics of {job_id[:8]}"), console=console, auto_refresh=False
         ) as live:
             for batch, state in _follow(api, job_id, interval):
                 points += batch
-                live.update(_metrics_table(points, f"Metrics of {job_id} ({state})"), refresh=True)
+                if console.is_terminal:
+                    live.update(_metrics_table(points, f"Metrics of {job_id[:8]} ({state})"), refresh=True)
+            live.update(_metrics_table(points, f"Metrics of {job_id[:8]} ({state})"), refresh=True)
+        if not console.is_terminal:
+            console.line()
 
 
 def _follow(api: Client, job_id: str, interval: float) -> Iterator[tuple[list[dict[str, Any]], str]]:

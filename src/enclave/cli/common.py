@@ -10,6 +10,7 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from enclave.client import DEFAULT_URL, Client
 from enclave.errors import NotAuthenticated
@@ -72,11 +73,12 @@ def print_table(rows: list[dict[str, Any]], columns: list[str], title: str | Non
     console.print(f"{len(rows)} item(s)", style="dim")
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any) -> Text:
+    """Cells are plain text, never rich markup: a name may hold brackets."""
     if value is None:
-        return "-"
+        return Text("-")
     if isinstance(value, list):
-        return ", ".join(str(v) for v in value)
+        return Text(", ".join(str(v) for v in value))
     if isinstance(value, dict):
-        return json.dumps(value, sort_keys=True)
-    return str(value)
+        return Text(json.dumps(value, sort_keys=True))
+    return Text(str(value))

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.live import Live
 from rich.spinner import Spinner
+from rich.text import Text
 
 from enclave.cli.common import JsonOpt, client, print_json, print_table
 from enclave.errors import InvalidInput
@@ -145,7 +146,12 @@ def watch(job_id: str, interval: Annotated[float, typer.Option(help="Seconds bet
     )
 
 
-def _line(job: dict[str, Any]) -> str:
+def _line(job: dict[str, Any]) -> Text:
+    """Plain text, not markup: names, ids and reasons may hold brackets."""
+    return Text(_plain_line(job))
+
+
+def _plain_line(job: dict[str, Any]) -> str:
     parts = [f"{job['name']} [{job['id'][:8]}] {job['state']}"]
     if job.get("reason"):
         parts.append(f"({job['reason']})")

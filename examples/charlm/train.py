@@ -195,10 +195,85 @@ def lr_at(step: int, hp: dict) -> float:
     return hp["lr"] * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic: a kill mid-write leaves the previous checkpoint intact
+class Run:
+    """Everything a checkpoint holds: model, optimiser, step and both RNG streams."""
+
+    def __init__(self, path: Path, chars: list[str], hp: dict) -> None:
+        self.path, self.chars = path, chars
+        saved = torch.load(path, weights_only=False) if path.exists() else None  # our own file
+        if saved and saved["chars"] != chars:
+            sys.exit("checkpoint was trained on a different vocabulary; refusing to resume")
+        self.arch = saved["arch"] if saved else {k: hp[k] for k in ARCH_KEYS}  # a resumed run keeps its shape
+        self.model = CharTransformer(len(chars), **self.arch)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=hp["lr"], betas=(0.9, 0.99),
+                                     weight_decay=hp["weight_decay"])
+        self.sampler = torch.Generator().manual_seed(hp["seed"])  # which training windows each step sees
+        self.step = 0
+        if saved:
+            self.model.load_state_dict(saved["model"])
+            self.opt.load_state_dict(saved["optimizer"])
+            self.sampler.set_state(saved["sampler_rng"])
+            torch.set_rng_state(saved["torch_rng"])  # dropout masks continue where they left off
+            self.step = saved["step"]
+
+    def save(self) -> None:
+        state = {"step": self.step, "arch": self.arch, "chars": self.chars, "model": self.model.state_dict(),
+                 "optimizer": self.opt.state_dict(), "sampler_rng": self.sampler.get_state(),
+                 "torch_rng": torch.get_rng_state()}
+        tmp = self.path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)  # atomic: a kill mid-write leaves the previous checkpoint intact
+
+
+def train_steps(run: Run, train: torch.Tensor, val: torch.Tensor, hp: dict, contract: Contract) -> bool:
+    """Train up to hp["steps"]; returns False if SIGTERM stopped it (after checkpointing)."""
+    block = run.arch["block_size"]
+    train_windows = train.unfold(0, block + 1, 1)
+    val_windows = val.unfold(0, block + 1, block)
+    probe_rows = torch.linspace(0, len(val_windows) - 1, hp["eval_batches"] * hp["batch_size"]).long()
+    run.model.train()
+    running, seen, t_log = 0.0, 0, time.perf_counter()
+    while run.step < hp["steps"]:
+        for group in run.opt.param_groups:
+            group["lr"] = lr_at(run.step, hp)
+        rows = torch.randint(len(train_windows), (hp["batch_size"],), generator=run.sampler)
+        x, y = batch(train_windows, rows)
+        loss = F.cross_entropy(run.model(x).flatten(0, 1), y.flatten())
+        run.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)
+        run.opt.step()
+        run.step += 1
+        running, seen = running + loss.item(), seen + 1
+
+        if run.step % hp["log_every"] == 0 or run.step == hp["steps"]:
+            values = {"loss": running / seen, "lr": lr_at(run.step - 1, hp)}
+            if run.step % hp["eval_every"] == 0 or run.step == hp["steps"]:
+                values["val_loss"] = mean_loss(run.model, val_windows, probe_rows, hp["batch_size"])
+            contract.log(run.step, **values)
+            shown = "  ".join(f"{k} {v:.4g}" for k, v in values.items())
+            rate = seen / (time.perf_counter() - t_log)
+            print(f"step {run.step:5d}/{hp['steps']}  {shown}  ({rate:.1f} steps/s)", flush=True)
+            running, seen, t_log = 0.0, 0, time.perf_counter()
+        if contract.stop_requested:
+            run.save()
+            print(f"checkpoint saved at step {run.step}; exiting 143", flush=True)
+            return False
+        if run.step % hp["ckpt_every"] == 0:
+            run.save()
+    run.save()
+    return True
+
+
+def final_metrics(run: Run, train: torch.Tensor, val: torch.Tensor) -> dict[str, float]:
+    """Loss over the whole held-out tail (non-overlapping windows: each char scored once) vs baselines."""
+    block = run.arch["block_size"]
+    val_windows = val.unfold(0, block + 1, block)
+    val_loss = mean_loss(run.model, val_windows, torch.arange(len(val_windows)), 64)
+    metrics = {"val_loss": val_loss, **baselines(train, val, len(run.chars))}
+    for name in ("val", "uniform", "unigram", "bigram"):
+        metrics[f"{name}_bpc"] = metrics[f"{name}_loss"] / math.log(2)
+    return {**metrics, "steps": float(run.step), "parameters": float(sum(p.numel() for p in run.model.parameters()))}
 
 
 def export(out: Path, model: CharTransformer, chars: list[str], arch: dict, metrics: dict, hp: dict) -> None:
@@ -243,75 +318,18 @@ def main() -> int:
     train, val = split(ids, hp["val_fraction"])
     print(f"{path}: {len(text):,} chars, vocab {len(chars)}, train {len(train):,} / val {len(val):,}", flush=True)
 
-    ckpt_path = contract.checkpoints / "charlm.pt"
-    ckpt = torch.load(ckpt_path, weights_only=False) if ckpt_path.exists() else None
-    arch = ckpt["arch"] if ckpt else {k: hp[k] for k in ARCH_KEYS}  # a resumed run keeps its shape
-    if ckpt and ckpt["chars"] != chars:
-        sys.exit("checkpoint was trained on a different vocabulary; refusing to resume")
-    model = CharTransformer(len(chars), **arch)
-    opt = torch.optim.AdamW(model.parameters(), lr=hp["lr"], betas=(0.9, 0.99), weight_decay=hp["weight_decay"])
-    sampler = torch.Generator().manual_seed(hp["seed"])
-    step = 0
-    if ckpt:
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sampler.set_state(ckpt["sampler_rng"])
-        torch.set_rng_state(ckpt["torch_rng"])  # dropout masks continue where they left off
-        step = ckpt["step"]
-        print(f"resumed from {ckpt_path} at step {step}", flush=True)
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"model: {n_params:,} parameters, {arch}; {contract.cpus} threads", flush=True)
+    run = Run(contract.checkpoints / "charlm.pt", chars, hp)
+    if run.step:
+        print(f"resumed from {run.path} at step {run.step}", flush=True)
+    n_params = sum(p.numel() for p in run.model.parameters())
+    print(f"model: {n_params:,} parameters, {run.arch}; {contract.cpus} threads", flush=True)
+    if not train_steps(run, train, val, hp, contract):
+        return 143
 
-    block = arch["block_size"]
-    train_windows = train.unfold(0, block + 1, 1)
-    val_windows = val.unfold(0, block + 1, block)  # non-overlapping: each val char scored once
-    probe_rows = torch.linspace(0, len(val_windows) - 1, hp["eval_batches"] * hp["batch_size"]).long()
-
-    def checkpoint() -> None:
-        save_checkpoint(ckpt_path, {"step": step, "arch": arch, "chars": chars, "model": model.state_dict(),
-                                    "optimizer": opt.state_dict(), "sampler_rng": sampler.get_state(),
-                                    "torch_rng": torch.get_rng_state()})
-
-    model.train()
-    running, seen, t_log = 0.0, 0, time.perf_counter()
-    while step < hp["steps"]:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, hp)
-        x, y = batch(train_windows, torch.randint(len(train_windows), (hp["batch_size"],), generator=sampler))
-        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        step += 1
-        running, seen = running + loss.item(), seen + 1
-
-        if step % hp["log_every"] == 0 or step == hp["steps"]:
-            values = {"loss": running / seen, "lr": lr_at(step - 1, hp)}
-            if step % hp["eval_every"] == 0 or step == hp["steps"]:
-                values["val_loss"] = mean_loss(model, val_windows, probe_rows, hp["batch_size"])
-            contract.log(step, **values)
-            rate = seen / (time.perf_counter() - t_log)
-            shown = "  ".join(f"{k} {v:.4g}" for k, v in values.items())
-            print(f"step {step:5d}/{hp['steps']}  {shown}  ({rate:.1f} steps/s)", flush=True)
-            running, seen, t_log = 0.0, 0, time.perf_counter()
-        if contract.stop_requested:
-            checkpoint()
-            print(f"checkpoint saved at step {step}; exiting 143", flush=True)
-            return 143
-        if step % hp["ckpt_every"] == 0:
-            checkpoint()
-    checkpoint()
-
-    all_rows = torch.arange(len(val_windows))
-    val_loss = mean_loss(model, val_windows, all_rows, 64)
-    metrics = {"val_loss": val_loss, "val_bpc": val_loss / math.log(2), **baselines(train, val, len(chars)),
-               "steps": float(step), "parameters": float(n_params), "wall_seconds": time.perf_counter() - t_start}
-    for name in ("uniform", "unigram", "bigram"):
-        metrics[f"{name}_bpc"] = metrics[f"{name}_loss"] / math.log(2)
-    contract.log(step, **{f"final_{k}": v for k, v in metrics.items()})
-    export(contract.output, model, chars, arch, metrics, hp)
-    print(f"held-out loss {val_loss:.4f} nats/char = {metrics['val_bpc']:.3f} bits/char; baselines: "
+    metrics = {**final_metrics(run, train, val), "wall_seconds": time.perf_counter() - t_start}
+    contract.log(run.step, **{f"final_{k}": v for k, v in metrics.items()})
+    export(contract.output, run.model, chars, run.arch, metrics, hp)
+    print(f"held-out loss {metrics['val_loss']:.4f} nats/char = {metrics['val_bpc']:.3f} bits/char; baselines: "
           f"uniform {metrics['uniform_loss']:.3f}, unigram {metrics['unigram_loss']:.3f}, "
           f"bigram {metrics['bigram_loss']:.3f} nats/char", flush=True)
     print(f"model written to {contract.output} ({metrics['wall_seconds']:.0f}s)", flush=True)

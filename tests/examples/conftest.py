@@ -30,6 +30,9 @@ class Job:
     root: Path
     datasets: dict[str, Path]
     hparams: dict
+    # One thread: these models are small enough that a second thread buys little, and two
+    # OpenMP threads on a busy 2-core machine (a parallel test run) slow down many-fold.
+    cpus: int = 1
 
     @property
     def output(self) -> Path:
@@ -55,7 +58,7 @@ class Job:
             "ENCLAVE_CHECKPOINT_DIR": str(self.checkpoints),
             "ENCLAVE_METRICS_FILE": str(self.metrics_file),
             "ENCLAVE_HPARAMS": json.dumps(self.hparams),
-            "ENCLAVE_CPUS": "2",
+            "ENCLAVE_CPUS": str(self.cpus),
         }
 
     def start(self, script: str) -> subprocess.Popen:

@@ -207,6 +207,15 @@ class Gateway:
         hit = self._endpoints[key] = _Cached(now, ep, agency)
         return hit
 
+    def knows(self, actor: Actor, name: object) -> bool:
+        """Whether deciding a call to ``name`` needs no store read (cached and fresh)."""
+        hit = self._endpoints.get((actor.agency_id, name)) if isinstance(name, str) else None
+        return (
+            hit is not None
+            and time.monotonic() - hit.at < ENDPOINT_CACHE_S
+            and (actor.agency_id, _today()) in self._used_today
+        )
+
     def forget(self, agency_id: int, name: str) -> None:
         self._endpoints.pop((agency_id, name), None)
 
@@ -247,13 +256,11 @@ class Gateway:
 
     def admit(self, actor: Actor, target: Target) -> None:
         """Budget and rate checks; a refusal is a 429 with the seconds to wait."""
-        if target.budget is not None:
-            day = _today()
-            used = self._usage_today(actor.agency_id, day)
-            if used >= target.budget:
-                wait = _seconds_to_midnight()
-                self._refuse(actor, target.resource, target.endpoint_id, "budget", "daily token budget spent")
-                raise RateLimited(f"the agency's daily token budget ({target.budget}) is spent", wait)
+        used = self._usage_today(actor.agency_id, _today())
+        if target.budget is not None and used >= target.budget:
+            wait = _seconds_to_midnight()
+            self._refuse(actor, target.resource, target.endpoint_id, "budget", "daily token budget spent")
+            raise RateLimited(f"the agency's daily token budget ({target.budget}) is spent", wait)
         wait_s = self.limiter.admit(actor.subject.agency, target.rpm, target.tpm, time.monotonic())
         if wait_s:
             self._refuse(actor, target.resource, target.endpoint_id, "rate", "request or token rate exceeded")

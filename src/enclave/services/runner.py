@@ -46,6 +46,11 @@ log = logging.getLogger("enclave.runner")
 
 CANCEL_GRACE_S = 10.0  # SIGTERM, then SIGKILL this much later
 TICK_BUSY_S = 0.01
+# A running job is polled at an interval that grows with its age (1/POLL_AGE_DIVISOR of it,
+# between TICK_BUSY_S and POLL_MAX_S): a short job's end is seen within 10 ms, a replica that
+# has served for an hour costs four polls a second, not a hundred.
+POLL_AGE_DIVISOR = 20.0
+POLL_MAX_S = 0.25
 TICK_IDLE_S = 0.5
 RESCHEDULE_S = TICK_IDLE_S  # an unchanged queue is re-planned (and pending jobs polled) this often
 MAX_ATTEMPTS = 5  # requeues after loss before a job is failed
@@ -70,6 +75,7 @@ class Live:
     ending: JobState | None = None  # why we are stopping it
     energy_j: float = 0.0
     measured: bool = False
+    next_poll_s: float = 0.0
 
 
 @dataclass
@@ -132,11 +138,24 @@ class JobRunner:
             except Exception:  # the loop must survive a bad tick; the error is logged
                 log.exception("scheduler tick failed")
                 busy = False
-            woke = self.ctx.jobs_changed.wait(TICK_BUSY_S if busy or self.live else TICK_IDLE_S)
+            woke = self.ctx.jobs_changed.wait(self._pause(busy))
             if woke:
                 self.ctx.jobs_changed.clear()
                 self._check_cancels = True
                 self._admit_due = True
+
+    def _pause(self, busy: bool) -> float:
+        """Until the next poll falls due (walltime checks included), at most TICK_IDLE_S."""
+        if busy:
+            return TICK_BUSY_S
+        if not self.live:
+            return TICK_IDLE_S
+        now = self.clock()
+        due = min(
+            min(lv.next_poll_s, lv.started_s + lv.job.walltime_s) if lv.term_sent_s is None else now
+            for lv in self.live.values()
+        )
+        return min(TICK_IDLE_S, max(TICK_BUSY_S, due - now))
 
     # -- restart reconciliation ------------------------------------------------------------
     def reconcile(self) -> None:
@@ -177,10 +196,12 @@ class JobRunner:
         self._sample_energy()
         finished: list[tuple[Live, Status]] = []
         for live in list(self.live.values()):
-            if live.handle is None:
+            if live.handle is None or (now < live.next_poll_s and live.term_sent_s is None):
                 continue
             status = live.executor.poll(live.handle)
             if status.state is RunState.RUNNING:
+                age = now - live.started_s
+                live.next_poll_s = now + min(POLL_MAX_S, max(TICK_BUSY_S, age / POLL_AGE_DIVISOR))
                 self._enforce(live, now)
             else:
                 finished.append((live, status))

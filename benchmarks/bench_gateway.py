@@ -391,6 +391,7 @@ def profile(out: str, pid: int, target: Target, args: argparse.Namespace, loadge
         str(secs - 1),
         "--rate",
         "100",
+        "--gil",  # only the thread holding the GIL: where the CPU goes, not where threads wait
     ]
     profiler = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -6,18 +6,49 @@ import concurrent.futures
 import json
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
-from tests.serving.conftest import spawn, start_replica
-from tests.serving.models import write_char_model, write_sklearn_model
+from tests.serving.conftest import Replica, spawn, start_replica
+from tests.serving.models import write_char_model
 
 
-def test_sigterm_finishes_in_flight_requests_then_exits_0(tmp_path: Path) -> None:
-    slow = write_char_model(tmp_path / "slow", steps=0, repeat=40, hidden=512)  # ≈ 10 ms per character
-    replica = start_replica(tmp_path / "run", "--runtime", "pytorch", "--model-dir", str(slow))
-    assert (tmp_path / "run" / "port").read_text().strip() == str(replica.port)
+@pytest.fixture(scope="module")
+def slow_replica(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replica]:
+    """A character model taking ≈ 10 ms per character; the SIGTERM test (last here) stops it."""
+    tmp = tmp_path_factory.mktemp("slow")
+    slow = write_char_model(tmp / "model", steps=0, repeat=40, hidden=512)
+    replica = start_replica(tmp / "run", "--runtime", "pytorch", "--model-dir", str(slow))
+    assert (tmp / "run" / "port").read_text().strip() == str(replica.port)
+    yield replica
+    if replica.proc.poll() is None:
+        replica.proc.kill()
+
+
+def test_a_client_that_leaves_stops_its_generation(slow_replica: Replica) -> None:
+    """1024 characters would take seconds: once the client has gone, the worker is free at once."""
+    for stream in (False, True):
+        body = {"prompt": "abc", "max_tokens": 1024, "stream": stream}
+        with httpx.Client(base_url=slow_replica.url, timeout=0.3) as client:
+            if stream:
+                with client.stream("POST", "/v1/completions", json=body) as r:
+                    next(r.iter_lines())  # one event, then the client leaves
+            else:
+                with pytest.raises(httpx.ReadTimeout):
+                    client.post("/v1/completions", json=body)
+        began = time.monotonic()
+        answer = httpx.post(
+            f"{slow_replica.url}/v1/completions", json={"prompt": "abc", "max_tokens": 3}, timeout=30
+        )
+        assert answer.status_code == 200 and time.monotonic() - began < 2
+        assert httpx.get(f"{slow_replica.url}/health").json()["in_flight"] == 0
+
+
+def test_sigterm_finishes_in_flight_requests_then_exits_0(slow_replica: Replica) -> None:
+    replica = slow_replica
     try:
         with (
             httpx.Client(base_url=replica.url, timeout=60) as client,
@@ -55,7 +86,9 @@ def test_sigterm_finishes_in_flight_requests_then_exits_0(tmp_path: Path) -> Non
 
 
 def test_unloadable_models_exit_2_with_one_clear_line(tmp_path: Path) -> None:
-    iris = write_sklearn_model(tmp_path / "iris")
+    iris = tmp_path / "iris"
+    iris.mkdir()
+    (iris / "model.json").write_text(json.dumps({"format": "enclave-model/1", "runtime": "sklearn"}))
     cases = {
         "missing": ("--runtime", "sklearn", "--model-dir", str(tmp_path / "nowhere")),
         "wrong-runtime": ("--runtime", "pytorch", "--model-dir", str(iris)),

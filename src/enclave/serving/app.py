@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -23,7 +24,7 @@ from enclave.serving.runtimes import (
     ProxyRuntime,
     Runtime,
 )
-from enclave.serving.streaming import EmbedBatcher, GenerationStream, Worker
+from enclave.serving.streaming import ClientGone, EmbedBatcher, GenerationStream, Worker
 
 ROUTES = {EMBEDDINGS: "/v1/embeddings", COMPLETIONS: "/v1/completions", CHAT: "/v1/chat/completions"}
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -57,6 +58,7 @@ class CountRequests:
 def create_app(runtime: Runtime, name: str = "model") -> FastAPI:
     app = FastAPI(title="Enclave replica", docs_url=None, redoc_url=None, openapi_url=None)
     install_handlers(app)
+    app.add_exception_handler(ClientGone, _client_gone)
     stats = Stats()
     app.add_middleware(CountRequests, stats=stats)
     worker = Worker()
@@ -123,7 +125,7 @@ def create_app(runtime: Runtime, name: str = "model") -> FastAPI:
         completion_tokens = 0
         for prompt in prompts:
             stream = GenerationStream(worker, make(prompt))
-            text = await _run(stream)
+            text = await _run(stream, request)
             results.append((text, stream.finish.reason))
             completion_tokens += runtime.count_tokens(text)
             p.merge_extra(extra, stream.finish.extra)
@@ -147,7 +149,7 @@ def create_app(runtime: Runtime, name: str = "model") -> FastAPI:
         if req.stream:
             await _open(stream)
             return _sse(_chat_events(runtime, model, prompt, stream, p.include_usage(req)))
-        text = await _run(stream)
+        text = await _run(stream, request)
         usage = p.usage(runtime.count_tokens(prompt), runtime.count_tokens(text))
         return JSONResponse(
             p.chat_response(model, text, stream.finish.reason, usage, stream.finish.extra or {})
@@ -174,12 +176,25 @@ async def _open(stream: GenerationStream) -> None:
         raise
 
 
-async def _run(stream: GenerationStream) -> str:
+async def _run(stream: GenerationStream, request: Request) -> str:
+    """A whole generation, stopped early if the client goes away meanwhile (the server would not)."""
+    watcher = asyncio.ensure_future(_watch_disconnect(request, stream))
     try:
         await stream.open()
         return await stream.collect()
     finally:
+        watcher.cancel()
         stream.cancel()
+
+
+async def _watch_disconnect(request: Request, stream: GenerationStream) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    stream.abort()
+
+
+async def _client_gone(_: Request, __: Exception) -> Response:
+    return Response(status_code=499)  # nobody reads it: the client has left
 
 
 def _sse(events: AsyncIterator[bytes]) -> StreamingResponse:

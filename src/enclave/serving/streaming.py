@@ -21,6 +21,10 @@ T = TypeVar("T")
 MAX_BATCH = 256  # texts per encode call when coalescing requests
 
 
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready."""
+
+
 class Worker:
     """The replica's single inference thread."""
 
@@ -95,6 +99,11 @@ class GenerationStream:
 
     def cancel(self) -> None:
         self._cancelled.set()
+
+    def abort(self) -> None:
+        """Stop the work and make a waiting consumer raise ``ClientGone`` (call on the event loop)."""
+        self.cancel()
+        self._queue.put_nowait(("error", ClientGone()))
 
 
 class EmbedBatcher:

@@ -14,4 +14,12 @@ def make_executor(region: Region, sandbox_root: Path) -> Executor:
     backend = region.backend.type
     if backend == "local":
         return LocalExecutor(sandbox_root)
+    if backend == "slurm":
+        from enclave.executors.slurm import SlurmExecutor
+
+        return SlurmExecutor(sandbox_root, region.backend)
+    if backend == "ray":
+        from enclave.executors.ray_exec import RayExecutor
+
+        return RayExecutor(sandbox_root, region.backend)
     raise InvalidInput(f"region {region.name}: back end {backend!r} is not available in this build")

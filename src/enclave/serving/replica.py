@@ -5,8 +5,9 @@
 
 The port is ephemeral (``host:0``); it is written to FILE atomically (temp file + rename) only
 once the model is loaded and the socket accepts requests, so "FILE exists" means "ready".
-SIGTERM (or SIGINT) stops accepting connections, lets in-flight requests finish and exits 0.
-Exit 2: the model could not be loaded (the reason is one line on stderr).
+SIGTERM (or SIGINT) stops accepting connections, lets in-flight requests (streams included)
+finish and exits 0; while the model is still loading it exits 0 at once. Exit 2: bad arguments,
+or the model could not be loaded (the reason is one line on stderr, and no port file).
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ import uvicorn
 
 from enclave.serving.runtimes import RUNTIMES, ModelError, Options, Runtime
 
-log = logging.getLogger("enclave.serving")
+# Idle keep-alive connections live this long, so a gateway's pool (shorter expiry) never reuses
+# one the replica is closing.
+KEEP_ALIVE_S = 30
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -130,7 +133,12 @@ async def serve(args: argparse.Namespace) -> int:
     sock.listen(2048)
     sock.set_inheritable(True)
     config = uvicorn.Config(
-        create_app(runtime, args.name), log_level="warning", access_log=False, lifespan="off", ws="none"
+        create_app(runtime, args.name),
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        ws="none",
+        timeout_keep_alive=KEEP_ALIVE_S,
     )
     server = _Server(config, args.port_file, sock.getsockname()[1])
     try:

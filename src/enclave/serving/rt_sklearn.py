@@ -63,7 +63,6 @@ class SklearnModel(Runtime):
         import joblib  # type: ignore[import-untyped,unused-ignore]
         from threadpoolctl import threadpool_limits  # type: ignore[import-untyped,unused-ignore]
 
-        threadpool_limits(cpus())  # BLAS/OpenMP inside the estimator stays within the job's CPUs
         path = model_dir / "model.joblib"
         if not path.is_file():
             raise ModelError(f"{path} is missing")
@@ -73,6 +72,9 @@ class SklearnModel(Runtime):
             estimator = joblib.load(path)
         except Exception as exc:
             raise ModelError(f"cannot load {path}: {exc}") from None
+        # BLAS/OpenMP inside the estimator stays within the job's CPUs (after the load, which
+        # is what brings those libraries in)
+        threadpool_limits(cpus())
         if not hasattr(estimator, "predict"):
             raise ModelError(f"{path} holds a {type(estimator).__name__}, which has no predict()")
         names = [str(c) for c in meta.get("classes") or []]

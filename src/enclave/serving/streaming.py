@@ -34,9 +34,6 @@ class Worker:
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
-    def shutdown(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
-
 
 class GenerationStream:
     """A ``complete()`` generator run on the worker, its pieces handed to the event loop as produced."""

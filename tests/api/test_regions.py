@@ -14,7 +14,7 @@ from .helpers import anon, assert_problem, bearer, ok, unchanged
 def test_healthz_needs_no_token(client: TestClient, ctx: Context) -> None:
     with unchanged(ctx):
         for r in (anon(client, "GET", "/healthz"), client.get("/healthz", headers=bearer("enc_bogus"))):
-            assert ok(r) == {"status": "ok", "version": enclave.__version__}
+            assert ok(r) == {"status": "ok", "version": enclave.__version__, "leader": True}
 
 
 def test_list_regions(world: World) -> None:

@@ -6,9 +6,10 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
 
 from enclave import __version__
 from enclave.api import problems
@@ -33,7 +34,39 @@ from enclave.services.bootstrap import bootstrap
 from enclave.services.context import Context, Settings, default_home
 from enclave.services.endpoints import Supervisor
 from enclave.services.gateway import Gateway
+from enclave.services.leadership import Leadership
 from enclave.services.runner import JobRunner
+
+
+class LiveLoops:
+    """The live scheduling loop and the endpoint supervisor of this process. Every replica
+    routes gateway calls to healthy endpoint replicas; only the leader among the replicas
+    sharing the store schedules jobs and manages endpoint replicas."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.runner: JobRunner | None = None
+        self.supervisor = Supervisor(ctx, manage=False)
+        self.leadership = Leadership(ctx, self._gain, self._loss)
+
+    def start(self) -> None:
+        self.supervisor.start()
+        self.leadership.start()
+
+    def stop(self) -> None:
+        self.leadership.stop()
+        self.supervisor.stop()
+
+    def _gain(self) -> None:
+        self.runner = JobRunner(self.ctx, make_policy(self.ctx.settings.policy))
+        self.runner.start()  # reconciles running jobs from the store first
+        self.supervisor.manage = True
+
+    def _loss(self) -> None:
+        self.supervisor.manage = False
+        if self.runner is not None:
+            self.runner.stop()
+            self.runner = None
 
 
 def create_app(
@@ -51,12 +84,10 @@ def create_app(
         if own:
             app.state.ctx = Context(settings)
         bootstrap(app.state.ctx)
-        runner = JobRunner(app.state.ctx, make_policy(app.state.ctx.settings.policy)) if run_jobs else None
-        supervisor = Supervisor(app.state.ctx) if run_jobs else None
-        if runner is not None and supervisor is not None:
-            runner.start()
-            supervisor.start()
-        app.state.runner = runner
+        live = LiveLoops(app.state.ctx) if run_jobs else None
+        if live is not None:
+            live.start()
+        app.state.live = live
         app.state.gateway = Gateway(app.state.ctx)
         app.state.upstream = httpx.AsyncClient(
             timeout=httpx.Timeout(300.0, connect=2.0),
@@ -66,9 +97,8 @@ def create_app(
         yield
         await app.state.upstream.aclose()
         app.state.gateway.close()
-        if runner is not None and supervisor is not None:
-            supervisor.stop()
-            runner.stop()
+        if live is not None:
+            live.stop()
         if own:
             app.state.ctx.close()
 
@@ -99,8 +129,10 @@ def create_app(
     app.include_router(gateway.metrics_router)
 
     @app.get("/healthz", tags=["health"])
-    def healthz() -> dict[str, str]:
-        return {"status": "ok", "version": __version__}
+    def healthz(request: Request) -> dict[str, Any]:
+        """Up, and whether this replica leads (runs the live loop) among those sharing the store."""
+        live: LiveLoops | None = getattr(request.app.state, "live", None)
+        return {"status": "ok", "version": __version__, "leader": bool(live and live.leadership.leader)}
 
     app.add_middleware(
         BodyLimit,

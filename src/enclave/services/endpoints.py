@@ -321,8 +321,11 @@ class _Watch:
 class Supervisor:
     """Keeps every endpoint's replicas running, healthy, routed and scaled (one per server)."""
 
-    def __init__(self, ctx: Context, clock: Any = time.monotonic) -> None:
+    def __init__(self, ctx: Context, clock: Any = time.monotonic, manage: bool = True) -> None:
         self.ctx = ctx
+        # Every control-plane replica health-checks replicas and routes calls to them; only
+        # the leader (manage=True) adds, replaces, scales and retires them.
+        self.manage = manage
         self.clock = clock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -357,12 +360,13 @@ class Supervisor:
             live = _replica_jobs(u, [e.id for e in eps])
         for ep in eps:
             if ep.deleted_at is not None:
-                self._retire(ep, live[ep.id])
+                self.ctx.router.update(ep.id, [])
+                if self.manage:
+                    self._retire(live[ep.id])
             else:
                 self._keep(ep, live[ep.id])
 
-    def _retire(self, ep: Endpoint, replicas: list[Job]) -> None:
-        self.ctx.router.update(ep.id, [])
+    def _retire(self, replicas: list[Job]) -> None:
         for job in replicas:
             if not job.cancel_requested:
                 self._cancel(job)
@@ -383,6 +387,8 @@ class Supervisor:
             ready.append((job.id, url))
             busy += int(health.get("in_flight", 0))
         self.ctx.router.update(ep.id, ready)
+        if not self.manage:
+            return
         busy = max(busy, self.ctx.router.in_flight(ep.id))
         want = self._autoscale(ep, len(ready), busy)
         active = [j for j in replicas if not j.cancel_requested]

@@ -112,6 +112,7 @@ class JobRunner:
         self._rapl = measure.rapl_zones()
         self._rapl_last = measure.read_uj(self._rapl) if self._rapl else None
         self._check_cancels = True
+        self._last_cancel_check_s = float("-inf")
         self._last_pass_s = float("-inf")
         self._last_admit_s = float("-inf")
         self._admit_due = True
@@ -207,8 +208,11 @@ class JobRunner:
                 finished.append((live, status))
         if finished:
             self._finish(finished, now)
-        if self._check_cancels:
+        # Cancellations asked through this process wake the loop; those asked through another
+        # control-plane replica are found at the idle cadence.
+        if self._check_cancels or now - self._last_cancel_check_s >= RESCHEDULE_S:
             self._check_cancels = False
+            self._last_cancel_check_s = now
             self._cancel_requested(now)
         # Pending jobs appear on a submission in this process (which wakes the loop), when a
         # job ends (dependencies, requeues) or through another process sharing the store:
@@ -439,11 +443,21 @@ class JobRunner:
             return 0
         starting: list[tuple[Job, Placement, JobRow]] = []
         with unit(self.ctx) as u:
-            rows = self._load_rows(u, [self.queue[job.id][0] for job, _placement in result.started])
+            rows = self._load_rows(
+                u, [self.queue[job.id][0] for job, _placement in result.started], lock=True
+            )
             with u.session.no_autoflush:  # see _no_autoflush_note
                 for job, placement in result.started:
-                    seq, _ = self.queue.pop(job.id)
-                    row = rows.get(seq) or self._row(u, seq)
+                    seq, core = self.queue.pop(job.id)
+                    row = rows.get(seq)
+                    if row is None or row.state != JobState.ADMITTED:
+                        # Busy in another transaction (try again next pass), or moved on by
+                        # another control-plane replica — a leader that has not yet seen it
+                        # lost its lock: never start a job twice.
+                        self.cluster.release(job.id)
+                        if row is None:
+                            self.queue[job.id] = (seq, core)
+                        continue
                     transition(
                         u,
                         row,
@@ -519,11 +533,15 @@ class JobRunner:
         return u.session.get_one(JobRow, seq)
 
     @staticmethod
-    def _load_rows(u: Unit, seqs: list[int]) -> dict[int, JobRow]:
-        """Many rows by seq in a few queries, instead of one SELECT each (``_row``)."""
+    def _load_rows(u: Unit, seqs: list[int], lock: bool = False) -> dict[int, JobRow]:
+        """Many rows by seq in a few queries, instead of one SELECT each (``_row``). ``lock``
+        takes them FOR UPDATE, skipping rows another transaction holds (PostgreSQL; SQLite's
+        BEGIN IMMEDIATE already serialises writers)."""
         rows: dict[int, JobRow] = {}
         for i in range(0, len(seqs), LOAD_CHUNK):
             chunk = select(JobRow).where(JobRow.seq.in_(seqs[i : i + LOAD_CHUNK]))
+            if lock:
+                chunk = chunk.with_for_update(skip_locked=True)
             rows.update((row.seq, row) for row in u.session.execute(chunk).scalars())
         return rows
 

@@ -46,6 +46,12 @@ class Status:
     energy_j: float | None = None  # measured IT energy, where the executor can tell
 
 
+@dataclass(frozen=True)
+class Health:
+    healthy: bool
+    detail: str = ""
+
+
 class Executor(Protocol):
     type: str
 
@@ -61,3 +67,6 @@ class Executor(Protocol):
     def log_paths(self, handle: Handle) -> dict[str, Path]: ...
 
     def cleanup(self, handle: Handle) -> None: ...
+
+    def health(self) -> Health:
+        """Whether the back end can take work now, and why not (cheap: called for listings)."""

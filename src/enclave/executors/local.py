@@ -22,7 +22,7 @@ import shutil
 import signal
 from pathlib import Path
 
-from enclave.executors.base import ExecSpec, Handle, RunState, Status
+from enclave.executors.base import ExecSpec, Handle, Health, RunState, Status
 
 WRAPPER = r"""
 cd "$1" || exit 126
@@ -126,6 +126,12 @@ class LocalExecutor:
 
     def cleanup(self, handle: Handle) -> None:
         shutil.rmtree(handle["dir"], ignore_errors=True)
+
+    def health(self) -> Health:
+        """Jobs run as processes of this machine: healthy while the sandbox root is writable."""
+        if os.access(self.root, os.W_OK | os.X_OK):
+            return Health(True, "local processes")
+        return Health(False, f"sandbox root {self.root} is not writable")
 
 
 def _start_ticks(pid: int) -> int | None:

@@ -35,8 +35,8 @@ DEFAULTS = {
     "n_layer": 4,
     "n_head": 4,
     "n_embd": 128,
-    "dropout": 0.1,
-    "lr": 2e-3,
+    "dropout": 0.0,  # runs this short do not overfit; dropout only slowed learning (2.16 vs 2.00 nats)
+    "lr": 3e-3,
     "warmup": 60,
     "weight_decay": 0.01,
     "val_fraction": 0.1,
@@ -46,7 +46,7 @@ DEFAULTS = {
     "ckpt_every": 100,
     "seed": 1337,
 }
-SMOKE = {"steps": 300, "block_size": 64, "n_layer": 2, "n_embd": 64, "lr": 3e-3, "warmup": 30}
+SMOKE = {"steps": 300, "block_size": 64, "n_layer": 2, "n_embd": 64, "warmup": 30}
 ARCH_KEYS = ("block_size", "n_layer", "n_head", "n_embd", "dropout")
 DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "shakespeare.txt"
 

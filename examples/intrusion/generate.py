@@ -199,6 +199,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     X, y = generate(args.rows, args.seed)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     write_csv(args.out, X, y)
     names, counts = np.unique(y, return_counts=True)
     mix = ", ".join(f"{n} {c / len(y):.1%}" for n, c in zip(names, counts, strict=True))

@@ -20,8 +20,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:D
 
 TEXT = EXAMPLES / "charlm" / "data" / "shakespeare.txt"
 # Small enough to run a few hundred steps in seconds; too small to learn much (not the point there).
-TINY = {"steps": 300, "batch_size": 16, "block_size": 32, "n_layer": 1, "n_embd": 32, "warmup": 10,
-        "log_every": 10, "eval_every": 100, "ckpt_every": 1000}
+# Dropout on, so that an exact resume also needs the dropout RNG restored.
+TINY = {"steps": 300, "batch_size": 16, "block_size": 32, "n_layer": 1, "n_embd": 32, "dropout": 0.1,
+        "warmup": 10, "log_every": 10, "eval_every": 100, "ckpt_every": 1000}
 sample = load_example("charlm/sample.py", "charlm_sample")
 
 

@@ -297,6 +297,8 @@ def test_calls_are_metered_and_audited_with_hashes(dep: Deployment) -> None:
     # emb logs hashes only.
     assert "prompt" not in emb_call and len(emb_call["prompt_sha256"]) == 64
     assert emb_call["prompt_tokens"] > 0 and emb_call["energy_j"] > 0 and emb_call["response_label"] == "CUI"
+    usage = _ok(api.get("/v1/agencies/alpha/usage"))["gateway"]
+    assert usage["requests"] >= len(calls) and usage["prompt_tokens"] > 0 and usage["energy_kwh"] > 0
     metrics = httpx.get(f"{dep.server.url}/metrics").text
     assert 'enclave_gateway_requests_total{outcome="ok",route="embeddings"}' in metrics
 

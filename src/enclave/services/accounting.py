@@ -1,4 +1,4 @@
-"""Per-agency totals of what its jobs used, against its quotas."""
+"""Per-agency totals of what its jobs and gateway calls used, against its quotas."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from enclave.policy import Action, Role
 from enclave.services.context import Context
 from enclave.services.tenancy import ADMIN, agency_by_name, agency_view
 from enclave.services.unit import Actor, unit
-from enclave.store.models import Job
+from enclave.store.models import GatewayUsage, Job
 
 
 def agency_usage(ctx: Context, actor: Actor, agency_name: str) -> dict[str, Any]:
@@ -46,6 +46,15 @@ def agency_usage(ctx: Context, actor: Actor, agency_name: str) -> dict[str, Any]
             ).all()
         )
         view = agency_view(agency)
+        gateway = u.session.execute(
+            select(
+                func.coalesce(func.sum(GatewayUsage.requests), 0),
+                func.coalesce(func.sum(GatewayUsage.prompt_tokens), 0),
+                func.coalesce(func.sum(GatewayUsage.completion_tokens), 0),
+                func.coalesce(func.sum(GatewayUsage.energy_j), 0.0),
+            ).where(GatewayUsage.agency_id == agency.id)
+        ).one()
+        today = u.session.get(GatewayUsage, (agency.id, ctx.now().strftime("%Y-%m-%d")))
     jobs, cpu_s, kwh, kgco2e, cost = row
     return {
         "agency": agency_name,
@@ -56,5 +65,12 @@ def agency_usage(ctx: Context, actor: Actor, agency_name: str) -> dict[str, Any]
         "energy_kwh": float(kwh),
         "emissions_kgco2e": float(kgco2e),
         "cost": float(cost),
+        "gateway": {
+            "requests": int(gateway[0]),
+            "prompt_tokens": int(gateway[1]),
+            "completion_tokens": int(gateway[2]),
+            "energy_kwh": float(gateway[3]) / 3.6e6,
+            "tokens_today": (today.prompt_tokens + today.completion_tokens) if today else 0,
+        },
         "quotas": view["quotas"],
     }

@@ -337,9 +337,9 @@ class NsServer:
             raise AssertionError(f"enclave {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
         return proc
 
-    def stop(self) -> str:
+    def stop(self, kill: bool = False) -> str:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
             self.proc.wait(timeout=30)
         if self.proc.stderr is None:
             return ""
@@ -393,6 +393,20 @@ def test_enclave_up_runs_jobs_on_a_ray_region(ray_ns: str, tmp_path: Path) -> No
         shown = json.loads(server.run("job", "show", looping, "--json", token=token).stdout)
         assert shown["state"] == "cancelled"
         assert server.run("job", "logs", looping, token=token).stdout.endswith("got TERM\n")
+
+        # The control plane dies while a job runs on Ray; its successor adopts the job.
+        sleeper = submit("sh", "-c", "echo started; sleep 4; echo done; exit 5")
+        deadline = time.monotonic() + 60
+        while "started" not in server.run("job", "logs", sleeper, token=token).stdout:
+            assert time.monotonic() < deadline, "the job never started"
+            time.sleep(0.5)
+        server.stop(kill=True)
+        server = NsServer(ray_ns, tmp_path / "home", tmp_path / "fleet.toml")
+        watched = server.run("job", "watch", sleeper, "--interval", "0.2", token=token, check=False)
+        assert watched.returncode == 5, watched.stdout + watched.stderr
+        shown = json.loads(server.run("job", "show", sleeper, "--json", token=token).stdout)
+        assert shown["state"] == "failed" and shown["exit_code"] == 5 and shown["attempts"] == 0
+        assert server.run("job", "logs", sleeper, token=token).stdout == "started\ndone\n"
     finally:
         stderr = server.stop()
     assert "Traceback" not in stderr, stderr

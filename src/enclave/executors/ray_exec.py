@@ -54,6 +54,7 @@ How a job maps onto Ray
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import math
@@ -64,6 +65,7 @@ import shlex
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -344,17 +346,17 @@ class RayExecutor:
         dirpath = Path(handle["dir"])
         if state in ACTIVE:
             if state == "PENDING" and (dirpath / ".cancelled").exists():
-                note = "cancelled before Ray started the job\n"
-                return self._finalise(handle, Status(RunState.EXITED, 128 + SIGTERM, SIGTERM), note)
+                never = "cancelled before Ray started the job"
+                return self._finalise(handle, Status(RunState.EXITED, 128 + SIGTERM, SIGTERM), never)
             return Status(RunState.RUNNING)
         try:
             raw = self._logs(sid, http)
         except (httpx.HTTPError, ValueError):
             return self._unreachable(handle)
         out, code, began = _job_output(raw, handle)
-        _write(dirpath / "stdout", out)
         message = str(info.get("message") or "")
         error_type = str(info.get("error_type") or "")
+        note: str | None = None
         if code is None:
             if state == "SUCCEEDED":
                 code = 0
@@ -362,23 +364,27 @@ class RayExecutor:
                 # No status from the wrapper: it was SIGKILLed after the grace (or never ran).
                 code = 128 + (SIGKILL if began else SIGTERM)
             elif error_type in LOST_ERRORS and not began:
-                return self._finalise(handle, Status(RunState.LOST), message + "\n")
+                return self._finalise(handle, Status(RunState.LOST), message, out)
             elif info.get("driver_exit_code") is not None:
                 code = int(info["driver_exit_code"])
             else:
                 code = 1
             if state == "FAILED" and message:
-                _write(dirpath / "stderr", f"ray: {message.strip()}\n")
+                note = message
         sig = code - 128 if 128 < code < 160 else None
-        return self._finalise(handle, Status(RunState.EXITED, code, sig), None)
+        return self._finalise(handle, Status(RunState.EXITED, code, sig), note, out)
 
-    def _finalise(self, handle: Handle, status: Status, note: str | None) -> Status:
+    def _finalise(self, handle: Handle, status: Status, note: str | None, out: str | None = None) -> Status:
+        """Keep the final output, Ray's note and the status on disk (what a new instance reads)."""
         dirpath = Path(handle["dir"])
         if dirpath.is_dir():
-            if note:
-                _write(dirpath / "stderr", f"ray: {note.strip()}\n")
-            record = {"state": str(status.state), "exit_code": status.exit_code, "signal": status.signal}
-            _write(dirpath / ".final", json.dumps(record))
+            with contextlib.suppress(OSError), _locked(dirpath):
+                if out is not None:
+                    _write(dirpath / "stdout", out)
+                if note:
+                    _write(dirpath / "stderr", f"ray: {note.strip()}\n")
+                record = {"state": str(status.state), "exit_code": status.exit_code, "signal": status.signal}
+                _write(dirpath / ".final", json.dumps(record))
         return status
 
     def _unreachable(self, handle: Handle) -> Status:
@@ -492,8 +498,9 @@ class RayExecutor:
             if not fresh:
                 with contextlib.suppress(httpx.HTTPError, ValueError, OSError):
                     text, _code, _began = _job_output(self._logs(handle["submission_id"]), handle)
-                    if not (dirpath / ".final").exists():  # the refresher may have just finished it
-                        _write(out, text)
+                    with _locked(dirpath):
+                        if not (dirpath / ".final").exists():  # the final copy is never overwritten
+                            _write(out, text)
         return {"stdout": out, "stderr": dirpath / "stderr"}
 
     def cleanup(self, handle: Handle) -> None:
@@ -546,6 +553,17 @@ def _read_final(dirpath: Path) -> Status | None:
     except (OSError, ValueError):
         return None
     return Status(RunState(record["state"]), record.get("exit_code"), record.get("signal"))
+
+
+@contextlib.contextmanager
+def _locked(dirpath: Path) -> Iterator[None]:
+    """Writers of one job's files take turns (the refresher, and readers refreshing the log)."""
+    fd = os.open(dirpath / ".lock", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _write(path: Path, text: str) -> None:

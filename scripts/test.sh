@@ -13,6 +13,8 @@ section() { printf '\n==== %s ====\n' "$*"; }
 section "Debian packages"
 need=()
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
+command -v slurmctld >/dev/null || need+=(slurm-wlm munge)   # the Slurm executor's real engine
+command -v ip >/dev/null || need+=(iproute2)                 # network namespaces for Ray
 if ((${#need[@]})); then
   sudo=; [ "$(id -u)" = 0 ] || sudo=sudo
   export DEBIAN_FRONTEND=noninteractive
@@ -29,22 +31,35 @@ section "Python packages"
 # torch first, pinned: it is the CPU build that lies on this machine kind's disk (an unpinned
 # torch would pull a CUDA build of several GB); the ai extra's range then installs nothing more.
 export PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
-"$py" -m pip install -q 'torch==2.13.0' && "$py" -m pip install -q -e '.[dev,ai]' \
+"$py" -m pip install -q 'torch==2.13.0' && "$py" -m pip install -q -e '.[dev,ai,ray]' \
   || { echo "pip install failed" >&2; exit 1; }
-echo "installed enclave[dev,ai]"
+echo "installed enclave[dev,ai,ray]"
 # Console scripts (lint-imports) of this interpreter come first.
 PATH="$("$py" -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
+
+# Engines this run starts are stopped when it ends, however it ends.
+stops=()
+trap 'for s in "${stops[@]}"; do $s; done' EXIT
+trap 'exit 130' INT TERM  # run the EXIT trap on Ctrl-C / kill too
 
 section "PostgreSQL"
 if [ -z "${ENCLAVE_TEST_PG_URL:-}" ]; then
   # A directory of this run's own, so that concurrent runs do not stop each other's server.
   export ENCLAVE_PG_DIR=/tmp/enclave-pg-test.$$
-  trap 'bash scripts/pg.sh stop' EXIT
-  trap 'exit 130' INT TERM  # run the EXIT trap on Ctrl-C / kill too
+  stops+=("bash scripts/pg.sh stop")
   ENCLAVE_TEST_PG_URL=$(bash scripts/pg.sh start) || { echo "could not start PostgreSQL" >&2; exit 1; }
   export ENCLAVE_TEST_PG_URL
 fi
 sed -E 's#(//[^:/@]+:)[^@]*@#\1***@#' <<<"ENCLAVE_TEST_PG_URL=$ENCLAVE_TEST_PG_URL"  # password hidden
+
+section "Slurm"
+# slurmctld + slurmd on this machine for the Slurm executor's tests (Ray: each test module
+# starts its own head in a network namespace of its own, and stops it).
+if ! bash scripts/slurm.sh status >/dev/null 2>&1; then
+  stops+=("bash scripts/slurm.sh stop")
+  bash scripts/slurm.sh start || { echo "could not start Slurm" >&2; exit 1; }
+fi
+sinfo
 
 failed=()
 section "pytest $*"

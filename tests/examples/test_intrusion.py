@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import joblib
@@ -89,6 +91,22 @@ def test_resume_grows_the_checkpointed_forest_to_the_same_model(job_factory, flo
     resumed = joblib.load(job.output / "model.joblib").predict_proba(X)
     direct = joblib.load(whole.output / "model.joblib").predict_proba(X)
     assert np.allclose(resumed, direct, rtol=0, atol=1e-12)  # identical trees; threads sum in any order
+
+
+def test_sigterm_stops_at_a_stage_boundary_with_the_forest_checkpointed(job_factory, flows: Path) -> None:
+    job = job_factory({"flows.csv": flows}, {"n_estimators": 2000, "trees_per_stage": 25})
+    proc = job.start("intrusion/train.py")
+    deadline = time.monotonic() + 120
+    while not job.metrics():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 143, out
+    trees = job.metrics()[-1]["step"]
+    assert 25 <= trees < 2000 and f"stopped at {trees} trees" in out
+    assert joblib.load(job.checkpoints / "forest.joblib").n_estimators == trees
+    assert not (job.output / "model.json").exists()
 
 
 def test_hparams_are_coerced_and_unknown_ones_ignored(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -38,7 +38,8 @@ Polling
     states is resolved once, all such jobs in one ``sacct`` call (state, exit code, CPU time,
     ``ConsumedEnergyRaw`` joules when the cluster measures energy); where accounting storage
     is disabled the executor falls back to ``squeue -t all`` (ended jobs stay known for
-    ``MinJobAge``) and the status file the script wrote.
+    ``MinJobAge``) and the status file the script wrote -- which it also looks at between
+    squeue calls (a stat per job every :data:`FILE_CHECK_S`), so an end is seen at once.
 
 Slurm state -> :class:`Status` (``code:signal`` is Slurm's ExitCode)
     ============================  ==========================================================
@@ -62,9 +63,11 @@ Cancel and kill
     ``cancel`` sends SIGTERM to the batch script and everything it started (``scancel
     --signal=TERM --full``); the script waits for the command, so its real exit status is
     still recorded. A pending job has nothing to signal and is simply cancelled. ``kill`` is
-    ``scancel --signal=KILL --full`` then ``scancel``; Slurm turns a SIGKILL into a cancel of
-    the job, which ends it at once (COMPLETING) while slurmd sends SIGTERM and, ``KillWait``
-    seconds later, SIGKILL to processes that are still there.
+    ``scancel --signal=KILL --full --batch`` (then a plain ``scancel`` if that failed, as for a
+    pending job): the SIGKILL reaches every process of the job at once. A plain ``scancel
+    --signal=KILL`` would not: Slurm 22.05 turns it into a cancel that sends SIGTERM, waits
+    ``KillWait`` seconds, then SIGKILL -- and a node with a COMPLETING job starts no new job
+    meanwhile.
 """
 
 from __future__ import annotations
@@ -84,12 +87,13 @@ from pathlib import Path
 from typing import Any
 
 from enclave.errors import InvalidInput, Unavailable
-from enclave.executors.base import ExecSpec, Handle, RunState, Status
+from enclave.executors.base import ExecSpec, Handle, Health, RunState, Status
 
 log = logging.getLogger("enclave.executors.slurm")
 
 CACHE_S = 0.5  # one squeue call answers all polls for this long
-CALL_TIMEOUT_S = 60.0
+FILE_CHECK_S = 0.05  # without accounting, a job's status file is looked at this often between
+CALL_TIMEOUT_S = 30.0
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 MAX_J_IDS = 500  # above this many watched jobs, list the user's jobs instead of naming them
 ACTIVE = frozenset(
@@ -162,6 +166,7 @@ class SlurmExecutor:
         self._watch: dict[str, Path] = {}  # slurm id -> sandbox, for jobs not known to have ended
         self._active: dict[str, str] = {}  # id -> state, from the last squeue answer
         self._ended: dict[str, Status] = {}
+        self._looked: dict[str, float] = {}  # id -> when its status file was last looked at
         self._refreshed = float("-inf")
         self._accounting = True  # until sacct says accounting storage is disabled
         self.calls = 0  # Slurm commands run (for tests and benchmarks)
@@ -197,9 +202,7 @@ class SlurmExecutor:
             message = _one_line(out.stderr) or f"sbatch exited with {out.returncode}"
             if "contact" in message.lower() or "connect" in message.lower():
                 raise Unavailable(f"Slurm controller unreachable submitting job {spec.job_id}: {message}")
-            raise InvalidInput(
-                f"Slurm (partition {self.partition}) refused job {spec.job_id}: {message}"
-            )
+            raise InvalidInput(f"Slurm (partition {self.partition}) refused job {spec.job_id}: {message}")
         slurm_id = out.stdout.strip().split(";")[0]
         if not slurm_id.isdigit():
             raise Unavailable(f"sbatch gave no job id for job {spec.job_id}: {out.stdout!r}")
@@ -248,7 +251,9 @@ class SlurmExecutor:
         exports = "\n".join(f"export {key}={shlex.quote(value)}" for key, value in env.items())
         command = shlex.join(spec.command)
         if spec.nodes > 1:  # one allocation, the command once per node
-            launch = f"srun --nodes={spec.nodes} --ntasks={spec.nodes} --ntasks-per-node=1 --export=ALL {command}"
+            launch = (
+                f"srun --nodes={spec.nodes} --ntasks={spec.nodes} --ntasks-per-node=1 --export=ALL {command}"
+            )
         else:
             launch = command
         return SCRIPT.format(
@@ -273,7 +278,21 @@ class SlurmExecutor:
             now = time.monotonic()
             if now - self._refreshed >= CACHE_S:
                 self._refresh(now)
+            elif not self._accounting:
+                self._early_end(sid, now)
             return self._ended.get(sid) or Status(RunState.RUNNING)
+
+    def _early_end(self, sid: str, now: float) -> None:
+        """Between squeue calls, without accounting: the script's status file tells an end
+        at once (one stat per job every FILE_CHECK_S), not up to CACHE_S later."""
+        if now - self._looked.get(sid, float("-inf")) < FILE_CHECK_S:
+            return
+        self._looked[sid] = now
+        workdir = self._watch[sid]
+        if (workdir / ".exit").exists():
+            self._ended[sid] = _translate("COMPLETED", 0, 0, workdir, None, None)
+            del self._watch[sid]
+            self._looked.pop(sid, None)
 
     def _refresh(self, now: float) -> None:
         """One squeue call for every watched job; resolve those that have ended."""
@@ -286,7 +305,9 @@ class SlurmExecutor:
         ended: dict[str, tuple[str, int] | None] = {}
         for sid in ids:
             seen = answer.get(sid)
-            if seen is not None and (seen[0] in ACTIVE or seen[0] == "COMPLETING" and not _ran_out(self._watch[sid])):
+            if seen is not None and (
+                seen[0] in ACTIVE or (seen[0] == "COMPLETING" and not _ran_out(self._watch[sid]))
+            ):
                 # COMPLETING: Slurm is cleaning up; the end is known once the script has recorded
                 # the status (or after an Enclave kill), else once Slurm settles on a final state.
                 self._active[sid] = seen[0]
@@ -327,6 +348,7 @@ class SlurmExecutor:
                 status = from_fallback(seen, workdir)
             self._ended[sid] = status
             del self._watch[sid]
+            self._looked.pop(sid, None)
         if len(self._ended) > 100_000:  # drop the oldest answers; cleanup() drops the rest
             for sid in list(self._ended)[:50_000]:
                 del self._ended[sid]
@@ -366,10 +388,17 @@ class SlurmExecutor:
         sid = str(handle["slurm_id"])
         if sid in self._ended:
             return
-        out = self._run("scancel", ["--signal=TERM", "--full", sid])
-        if out is not None and out.returncode != 0:
-            # A pending job cannot be signalled ("Job can not be altered now"): cancel it.
+        with self._lock:
+            state = self._active.get(sid) if time.monotonic() - self._refreshed < CACHE_S else None
+        if state is None:
+            answer = self._squeue([sid]) or {}
+            state = answer[sid][0] if sid in answer else None
+        if state == "PENDING":
+            # Nothing to signal yet; `scancel --signal` on a pending job would keep retrying
+            # ("Job can not be altered now") for over a minute. Cancel it outright.
             self._run("scancel", [sid])
+        elif state is not None:
+            self._run("scancel", ["--signal=TERM", "--full", sid])
 
     def kill(self, handle: Handle) -> None:
         sid = str(handle["slurm_id"])
@@ -377,8 +406,12 @@ class SlurmExecutor:
             return
         with contextlib.suppress(OSError):
             (Path(handle["dir"]) / ".killed").touch(mode=0o600)
-        self._run("scancel", ["--signal=KILL", "--full", sid])
-        self._run("scancel", [sid])
+        # --batch makes Slurm deliver the SIGKILL itself, to the script and all it started, at
+        # once. Without it Slurm turns SIGKILL into a cancel: SIGTERM now, SIGKILL only KillWait
+        # seconds later, the node COMPLETING (and starting nothing else) until then.
+        out = self._run("scancel", ["--signal=KILL", "--full", "--batch", sid])
+        if out is None or out.returncode != 0:
+            self._run("scancel", [sid])  # pending (nothing to signal) or already going: cancel
 
     def log_paths(self, handle: Handle) -> dict[str, Path]:
         workdir = Path(handle["dir"])
@@ -389,12 +422,13 @@ class SlurmExecutor:
         with self._lock:
             self._ended.pop(sid, None)
             self._watch.pop(sid, None)
+            self._looked.pop(sid, None)
         shutil.rmtree(handle["dir"], ignore_errors=True)
 
     # -- health -------------------------------------------------------------------------------
-    def health(self) -> tuple[bool, str]:
-        """Whether the partition is up: ``sinfo`` for it (beside squeue)."""
-        sinfo = str(Path(self.cmd["squeue"]).with_name("sinfo")) if "/" in self.cmd["squeue"] else "sinfo"
+    def health(self) -> Health:
+        """Whether this region's partition is up and has usable nodes (one ``sinfo`` call)."""
+        sinfo = shutil.which("sinfo", path=str(Path(self.cmd["squeue"]).parent)) or "sinfo"
         try:
             out = subprocess.run(
                 [sinfo, "-h", "-p", self.partition, "-o", "%a %D %T"],
@@ -405,12 +439,18 @@ class SlurmExecutor:
                 check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            return False, f"sinfo could not run: {exc}"
-        if out.returncode != 0 or not out.stdout.strip():
-            return False, _one_line(out.stderr) or f"partition {self.partition} not found"
-        lines = out.stdout.split("\n")
-        up = any(line.startswith("up ") for line in lines)
-        return up, f"partition {self.partition}: " + "; ".join(line for line in lines if line)
+            return Health(False, f"sinfo could not run: {exc}")
+        if out.returncode != 0:
+            return Health(False, f"Slurm unreachable: {_one_line(out.stderr)}")
+        lines = [line.split() for line in out.stdout.splitlines() if line.strip()]
+        if not lines:
+            return Health(False, f"Slurm has no partition {self.partition}")
+        usable = {"idle", "mixed", "allocated", "completing"}
+        up = sum(int(n) for avail, n, state in lines if avail == "up" and state in usable)
+        detail = f"partition {self.partition}: " + ", ".join(f"{n} {state}" for _a, n, state in lines)
+        if lines[0][0] != "up":
+            return Health(False, f"partition {self.partition} is {lines[0][0]}")
+        return Health(up > 0, detail)
 
 
 # -- translation (pure; unit-tested) ------------------------------------------------------------
@@ -450,6 +490,7 @@ def from_fallback(seen: tuple[str, int] | None, workdir: Path | None) -> Status:
     state, raw = seen
     # squeue's exit_code is a wait status: exit code in the high byte, signal in the low bits
     code, sig = (raw >> 8) & 0xFF, raw & 0x7F
+    sig = sig if sig <= 64 else 0
     return _translate(state, code, sig, workdir, None, None)
 
 
@@ -471,14 +512,14 @@ def _translate(
         status = _exited(0)
     elif state == "OUT_OF_MEMORY":
         status = _signalled(signal.SIGKILL)
-    elif state == "CANCELLED":
-        status = _signalled(signal.SIGTERM)
-    elif state in ("TIMEOUT", "DEADLINE"):
+    elif state == "CANCELLED" or state in ("TIMEOUT", "DEADLINE"):
         status = _signalled(signal.SIGTERM)
     else:  # FAILED with 0:0, SPECIAL_EXIT, or a state this version does not know
         status = Status(RunState.EXITED, exit_code=1)
     measured = _times_cpu(workdir)  # the command's own CPU time beats Slurm's allocation figure
-    return Status(status.state, status.exit_code, status.signal, measured if measured is not None else cpu_s, energy_j)
+    return Status(
+        status.state, status.exit_code, status.signal, measured if measured is not None else cpu_s, energy_j
+    )
 
 
 def _ran_out(workdir: Path) -> bool:
@@ -529,7 +570,9 @@ def _state(text: str) -> str:
 
 def _exit_code(text: str) -> tuple[int, int]:
     code, _, sig = text.partition(":")
-    return (int(code) if code.isdigit() else 0), (int(sig) if sig.isdigit() else 0)
+    # Slurm writes pseudo-signals beyond the real ones (OUT_OF_MEMORY is 0:125): not a signal.
+    signum = int(sig) if sig.isdigit() else 0
+    return (int(code) if code.isdigit() else 0), (signum if 0 < signum <= 64 else 0)
 
 
 def _number(text: str) -> float | None:
@@ -588,4 +631,3 @@ def _slurm_env() -> dict[str, str]:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())[:500]
-

@@ -177,8 +177,8 @@ start() {
     start_munge
     write_conf
     install -d -m 0755 "$STATE/slurmctld" "$STATE/slurmd" "$LOGS"
-    # -c: a clean controller state (no jobs left from an earlier run).
-    slurmctld -c
+    # Without -c: like a real site, the controller recovers its jobs across a restart.
+    slurmctld
     slurmd
     local deadline=$((SECONDS + WAIT_S)) state=""
     while ((SECONDS < deadline)); do

@@ -445,7 +445,7 @@ def slurm_job(name: str) -> str:
 
 
 def test_end_to_end_secret_job_runs_on_slurm(secret_api: tuple[Server, httpx.Client], tmp_path: Path) -> None:
-    _server, client = secret_api
+    server, client = secret_api
     ok = submit(client, "hello", ["sh", "-c", "echo hello from $SLURM_JOB_PARTITION; echo warn >&2"])
     bad = submit(client, "broken", ["sh", "-c", "echo failing; exit 4"])
     ready = tmp_path / "started"
@@ -469,3 +469,15 @@ def test_end_to_end_secret_job_runs_on_slurm(secret_api: tuple[Server, httpx.Cli
     cancelled = wait_state(client, long, TERMINAL, timeout_s=30)
     assert cancelled["state"] == "cancelled" and cancelled["exit_code"] == 143
     assert slurm_job(f"enclave-{long}").split()[0] in {"FAILED", "CANCELLED", "COMPLETED"}
+
+    # The control plane dies (SIGKILL) while a job runs on Slurm; restarted, it adopts the job.
+    begun = tmp_path / "begun"
+    survivor = submit(client, "survivor", ["sh", "-c", f"touch {begun}; sleep 3; echo survived"])
+    wait_for(begun)
+    server.stop(kill=True)
+    assert slurm_job(f"enclave-{survivor}") == "RUNNING debug"  # Slurm's, not the server's
+    server.start()
+    finished = wait_state(client, survivor, TERMINAL)
+    assert (finished["state"], finished["exit_code"]) == ("completed", 0)
+    assert client.get(f"/v1/jobs/{survivor}/logs").text == "survived\n"
+    assert slurm_job(f"enclave-{survivor}") == "COMPLETED debug"

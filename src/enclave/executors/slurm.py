@@ -92,7 +92,8 @@ from enclave.executors.base import ExecSpec, Handle, Health, RunState, Status
 log = logging.getLogger("enclave.executors.slurm")
 
 CACHE_S = 0.5  # one squeue call answers all polls for this long
-FILE_CHECK_S = 0.05  # without accounting, a job's status file is looked at this often between
+SACCT_LAG_S = 5.0  # how long an ended job may wait for its accounting record
+FILE_CHECK_S = 0.05  # without accounting, how often a job's status file is looked at
 CALL_TIMEOUT_S = 30.0
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 MAX_J_IDS = 500  # above this many watched jobs, list the user's jobs instead of naming them
@@ -167,6 +168,7 @@ class SlurmExecutor:
         self._active: dict[str, str] = {}  # id -> state, from the last squeue answer
         self._ended: dict[str, Status] = {}
         self._looked: dict[str, float] = {}  # id -> when its status file was last looked at
+        self._lagging: dict[str, float] = {}  # id -> when it ended before sacct had its record
         self._refreshed = float("-inf")
         self._accounting = True  # until sacct says accounting storage is disabled
         self.calls = 0  # Slurm commands run (for tests and benchmarks)
@@ -257,9 +259,9 @@ class SlurmExecutor:
         else:
             launch = command
         return SCRIPT.format(
-            job_id=spec.job_id,
-            region=spec.region,
-            pool=spec.pool,
+            job_id=_comment(spec.job_id),
+            region=_comment(spec.region),
+            pool=_comment(spec.pool),
             exports=exports,
             workdir=shlex.quote(str(workdir)),
             launch=launch,
@@ -298,6 +300,8 @@ class SlurmExecutor:
         """One squeue call for every watched job; resolve those that have ended."""
         self._refreshed = now
         ids = sorted(self._watch, key=int)
+        if not ids:
+            return
         answer = self._squeue(ids)
         if answer is None:  # Slurm unreachable: nothing is known to have changed
             return
@@ -314,7 +318,7 @@ class SlurmExecutor:
             else:
                 ended[sid] = seen
         if ended:
-            self._resolve(ended)
+            self._resolve(ended, now)
 
     def _squeue(self, ids: list[str]) -> dict[str, tuple[str, int]] | None:
         fmt = ["-O", "JobID:|,State:|,exit_code:|"]
@@ -335,17 +339,19 @@ class SlurmExecutor:
                 answer[parts[0].strip()] = (parts[1].strip(), int(raw) if raw.isdigit() else 0)
         return answer
 
-    def _resolve(self, ended: dict[str, tuple[str, int] | None]) -> None:
+    def _resolve(self, ended: dict[str, tuple[str, int] | None], now: float) -> None:
         accounted = self._sacct(list(ended)) if self._accounting else {}
         for sid, seen in ended.items():
             row = accounted.get(sid)
             workdir = self._watch[sid]
-            if row is not None:
-                status = from_sacct(row, workdir)
-                if status is None:  # sacct still shows it active (COMPLETING): ask again later
-                    continue
-            else:
+            status = from_sacct(row, workdir) if row is not None else None
+            # slurmdbd learns of an end a moment after slurmctld: wait a little for the record
+            # (it carries the energy) before settling for what squeue saw.
+            if status is None and self._accounting and now - self._lagging.setdefault(sid, now) < SACCT_LAG_S:
+                continue
+            if status is None:
                 status = from_fallback(seen, workdir)
+            self._lagging.pop(sid, None)
             self._ended[sid] = status
             del self._watch[sid]
             self._looked.pop(sid, None)
@@ -423,6 +429,7 @@ class SlurmExecutor:
             self._ended.pop(sid, None)
             self._watch.pop(sid, None)
             self._looked.pop(sid, None)
+            self._lagging.pop(sid, None)
         shutil.rmtree(handle["dir"], ignore_errors=True)
 
     # -- health -------------------------------------------------------------------------------
@@ -532,7 +539,7 @@ def _exited(code: int) -> Status:
 
 
 def _signalled(sig: int) -> Status:
-    return Status(RunState.EXITED, exit_code=128 + sig, signal=sig)
+    return Status(RunState.EXITED, exit_code=128 + int(sig), signal=int(sig))
 
 
 def _times_cpu(workdir: Path | None) -> float | None:
@@ -627,6 +634,10 @@ def _slurm_env() -> dict[str, str]:
         for k, v in os.environ.items()
         if not (k.startswith(("SBATCH_", "SLURM_", "SALLOC_", "SRUN_")) and k != "SLURM_CONF")
     }
+
+
+def _comment(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.:-]", "_", text)
 
 
 def _one_line(text: str) -> str:

@@ -184,7 +184,8 @@ start() {
     while ((SECONDS < deadline)); do
         state=$(node_state)
         case $state in
-        idle) say "started: node $HOST idle ($(nproc) CPUs), partition debug"; return ;;
+        # mixed/allocated: jobs the controller recovered from before the restart are running.
+        idle | mixed | allocated) say "started: node $HOST $state ($(nproc) CPUs), partition debug"; return ;;
         down* | drain* | drained*) scontrol update NodeName="$HOST" State=RESUME 2>/dev/null || true ;;
         esac
         sleep 0.2

@@ -40,6 +40,10 @@ Polling
     is disabled the executor falls back to ``squeue -t all`` (ended jobs stay known for
     ``MinJobAge``) and the status file the script wrote -- which it also looks at between
     squeue calls (a stat per job every :data:`FILE_CHECK_S`), so an end is seen at once.
+    With accounting, an ended job waits up to :data:`SACCT_LAG_S` for slurmdbd's record.
+    CPU time: the command's own (the script's ``times``), else sacct ``TotalCPU``, else
+    ``CPUTimeRAW`` (allocated core-seconds; ``sacct -X`` leaves TotalCPU at zero in 22.05).
+    Energy: ``ConsumedEnergyRaw`` where non-empty, positive and not Slurm's "no value".
 
 Slurm state -> :class:`Status` (``code:signal`` is Slurm's ExitCode)
     ============================  ==========================================================
@@ -56,13 +60,16 @@ Slurm state -> :class:`Status` (``code:signal`` is Slurm's ExitCode)
     NODE_FAIL BOOT_FAIL PREEMPTED  LOST: the job did not end by itself, Enclave requeues it
     REVOKED, unknown to Slurm      LOST (purged from Slurm and no status file, or never existed)
     ============================  ==========================================================
-    An exit code above 128 without a signal (the script's own ``exit 143``) reports signal
-    code-128, exactly as the local executor does.
+    In every row but the LOST ones the status the script recorded, the command's own, wins
+    over Slurm's figure. An exit code above 128 without a signal (the script's own ``exit
+    143``) reports signal code-128, exactly as the local executor does; Slurm's pseudo-signals
+    (OUT_OF_MEMORY's ``0:125``) are not signals.
 
 Cancel and kill
     ``cancel`` sends SIGTERM to the batch script and everything it started (``scancel
     --signal=TERM --full``); the script waits for the command, so its real exit status is
-    still recorded. A pending job has nothing to signal and is simply cancelled. ``kill`` is
+    still recorded. A pending job has nothing to signal and is simply cancelled (``scancel
+    --signal`` on a pending job keeps retrying for over a minute). ``kill`` is
     ``scancel --signal=KILL --full --batch`` (then a plain ``scancel`` if that failed, as for a
     pending job): the SIGKILL reaches every process of the job at once. A plain ``scancel
     --signal=KILL`` would not: Slurm 22.05 turns it into a cancel that sends SIGTERM, waits

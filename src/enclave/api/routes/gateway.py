@@ -244,11 +244,29 @@ async def _answer(
         status = 502
     else:
         _mask_answer(route, data, masked, text)
-    usage = data.get("usage") or {}
-    prompt_tokens = int(usage.get("prompt_tokens") or 0)
-    completion_tokens = int(usage.get("completion_tokens") or 0)
-    latency = time.perf_counter() - started
     answer = masked if status == 200 and route != "embeddings" else raw.decode("utf-8", "replace")
+    # No answer leaves unaudited: Unavailable (503) if its record cannot be committed.
+    await _record(gw, actor, target, route, status, prompt, answer, data.get("usage") or {}, started)
+    if status == 200:
+        data["enclave"] = {**(data.get("enclave") or {}), "label": target.response_label.marking}
+    return JSONResponse(data, status_code=status, headers={LABEL_HEADER: target.response_label.marking})
+
+
+async def _record(
+    gw: Gateway,
+    actor: Actor,
+    target: Target,
+    route: str,
+    status: int,
+    prompt: str,
+    answer: str,
+    usage: dict[str, Any],
+    started: float,
+) -> None:
+    """Meter, audit (committed before this returns) and count one call."""
+    latency = time.perf_counter() - started
+    prompt_t = int(usage.get("prompt_tokens") or 0)
+    completion_t = int(usage.get("completion_tokens") or 0)
     call = gw.call(
         actor,
         target,
@@ -256,15 +274,14 @@ async def _answer(
         status=status,
         prompt=prompt,
         answer=answer,
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
+        prompt_tokens=prompt_t,
+        completion_tokens=completion_t,
         latency_s=latency,
     )
-    await _logged(gw, call)  # no answer leaves unaudited: Unavailable (503) if it cannot be recorded
-    _observe(route, status, latency, prompt_tokens, completion_tokens, call.energy_j)
-    if status == 200:
-        data["enclave"] = {**(data.get("enclave") or {}), "label": target.response_label.marking}
-    return JSONResponse(data, status_code=status, headers={LABEL_HEADER: target.response_label.marking})
+    try:
+        await _logged(gw, call)
+    finally:
+        _observe(route, status, latency, prompt_t, completion_t, call.energy_j)
 
 
 async def _logged(gw: Gateway, call: Call) -> None:
@@ -349,24 +366,9 @@ async def _relay(
     finally:
         await response.aclose()
         request.app.state.ctx.router.release(replica)
-        latency = time.perf_counter() - started
-        prompt_t = int(usage.get("prompt_tokens") or 0)
-        completion_t = int(usage.get("completion_tokens") or 0)
-        call = gw.call(
-            actor,
-            target,
-            route=route,
-            status=status,
-            prompt=prompt,
-            answer="".join(pieces),
-            prompt_tokens=prompt_t,
-            completion_tokens=completion_t,
-            latency_s=latency,
-        )
         # The stream is already out: a failure to record it is logged by the call log.
         with contextlib.suppress(Unavailable):
-            await _logged(gw, call)
-        _observe(route, status, latency, prompt_t, completion_t, call.energy_j)
+            await _record(gw, actor, target, route, status, prompt, "".join(pieces), usage, started)
 
 
 class _Withheld(Exception):

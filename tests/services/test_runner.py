@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from enclave.errors import Unavailable
 from enclave.scheduler.model import QOS
 from enclave.services import accounting, jobs, tenancy
 from enclave.services.auth import authenticate, mint_token
@@ -156,3 +157,32 @@ def test_a_user_cannot_submit_urgent_work(make_ctx: Callable[[float], Context]) 
 
     with pytest.raises(Forbidden):
         submit(ctx, uma, ["true"], qos=QOS.URGENT)
+
+
+class _DownThenUp:
+    """Test double for an engine outage (a real Slurm or Ray controller cannot be taken down
+    and brought back inside a unit test): the first start fails as an unreachable engine
+    does, later ones go to the real local executor."""
+
+    def __init__(self, real: object) -> None:
+        self.real = real
+        self.failures = 1
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+    def start(self, spec: object) -> object:
+        if self.failures:
+            self.failures -= 1
+            raise Unavailable("cannot reach the engine's controller")
+        return self.real.start(spec)  # type: ignore[attr-defined]
+
+
+def test_an_engine_outage_at_start_requeues_rather_than_fails(make_ctx: Callable[[float], Context]) -> None:
+    ctx = make_ctx(0.001)
+    actor = admin(ctx)
+    runner = JobRunner(ctx)
+    runner.executors["solo"] = _DownThenUp(runner.executors["solo"])  # type: ignore[assignment]
+    job_id = submit(ctx, actor, ["true"])
+    job = run_until(runner, ctx, actor, job_id, lambda j: j["state"] == "completed")
+    assert job["attempts"] == 1 and job["exit_code"] == 0

@@ -26,7 +26,7 @@ from sqlalchemy import func, select, update
 
 from enclave.energy import measure
 from enclave.energy.model import EnergySource, Usage, account, modelled_it_joules
-from enclave.errors import EnclaveError
+from enclave.errors import EnclaveError, Unavailable
 from enclave.executors.base import ExecSpec, Executor, Handle, RunState, Status
 from enclave.executors.registry import make_executor
 from enclave.scheduler.capacity import ClusterState
@@ -482,7 +482,7 @@ class JobRunner:
     def _launch(self, starting: list[tuple[Job, Placement, JobRow]], now: float) -> None:
         """Start processes for jobs already committed as running; record their handles."""
         handles: list[dict[str, Any]] = []
-        failed: list[tuple[JobRow, str]] = []
+        failed: list[tuple[JobRow, str, bool]] = []  # (row, why, worth retrying)
         for job, placement, row in starting:
             executor = self.executors[placement.region]
             self._placements[job.id] = placement
@@ -508,7 +508,9 @@ class JobRunner:
             except (OSError, EnclaveError) as exc:
                 self.cluster.release(job.id)
                 self._placements.pop(job.id, None)
-                failed.append((row, f"could not start: {exc}"))
+                # An engine that is down (Unavailable) may be back soon: requeue (up to
+                # MAX_ATTEMPTS); anything else about this job will not change by retrying.
+                failed.append((row, f"could not start: {exc}", isinstance(exc, Unavailable)))
                 continue
             self.live[job.id] = Live(job, row.seq, handle, executor, now)
             handles.append({"seq": row.seq, "handle": handle})
@@ -516,8 +518,12 @@ class JobRunner:
         with unit(self.ctx) as u:
             if handles:
                 u.session.execute(update(JobRow), handles)
-            for row, why in failed:
-                transition(u, self._row(u, row.seq), JobState.FAILED, why, datetime.fromtimestamp(now, UTC))
+            for row, why, retry in failed:
+                current = self._row(u, row.seq)
+                if retry:
+                    self._requeue(u, current, why, now)
+                else:
+                    transition(u, current, JobState.FAILED, why, datetime.fromtimestamp(now, UTC))
 
     # -- helpers -----------------------------------------------------------------------------
     def _requeue(self, u: Unit, row: JobRow, why: str, now: float) -> None:

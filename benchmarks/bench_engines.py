@@ -1,0 +1,311 @@
+"""One workload through Enclave on each back end (local, Slurm, Ray) vs the engines alone (issue 6).
+
+    python benchmarks/bench_engines.py                    # 200 jobs, every back end (as root)
+    python benchmarks/bench_engines.py --jobs 10 --skip-ray
+
+Workload: N jobs (default 200), a seeded shuffle of half ``true`` and half ``sleep 1``, each
+1 CPU and 256 MiB, walltime 60 s, submitted in the same order to every system. Runs, one after
+the other on this machine (2 CPUs here; every system gets all of them):
+
+* **local processes, straight**: the jobs as plain subprocesses, as many at a time as there
+  are CPUs (the floor for the local back end: no engine at all).
+* **Enclave, local back end**: a fresh ``enclave up --fleet examples/fleets/local-engines.toml``
+  (its own ENCLAVE_HOME), all N in one ``POST /v1/jobs/batch`` with ``region = gov-east``.
+* **Enclave on Slurm** (``region = secret-west``, partition ``debug``), and **Slurm, straight**:
+  N ``sbatch`` calls from Python with the options Enclave's executor uses (partition, 1 node,
+  1 task, 1 CPU, ``--mem``, ``--time``, ``--no-requeue``, output files), then ``squeue``
+  polled until none of them is queued or running; ``squeue -t all`` must show them COMPLETED.
+  Slurm is the one ``scripts/slurm.sh start`` runs (its tuned profile; see that script for the
+  settings and why); left running if it already was, else started and stopped here.
+* **Enclave on Ray** (``region = ts-east``), and **Ray, straight**: both run inside the Ray
+  head's network namespace (``scripts/ray.sh``; this script re-runs itself there with
+  ``--inner``). Straight: N ``POST /api/jobs/`` to Ray's job submission API (entrypoint = the
+  command, ``entrypoint_num_cpus = 1``, ``entrypoint_memory`` = 256 MiB), then ``GET
+  /api/jobs/`` polled until all of them have ended. Ray is stopped after only if this script
+  started it.
+
+The clock runs from just before the first submission until the client sees the last job end
+(Enclave: no job pending, admitted or running, polled every 50 ms; Slurm every 100 ms; Ray
+every 250 ms). Per-job overhead of Enclave = (T_Enclave - T_engine) / N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import REPO, enclave_up, git_state, machine, print_table
+
+FLEET = REPO / "examples" / "fleets" / "local-engines.toml"
+RAY_NS = os.environ.get("ENCLAVE_RAY_NETNS", "enc-ray")
+RAY_API = f"http://127.0.0.1:{os.environ.get('ENCLAVE_RAY_DASHBOARD_PORT', '8265')}"
+MEM_MB = 256
+WALLTIME_S = 60
+
+
+def workload(n: int, seed: int) -> list[list[str]]:
+    cmds = [["true"]] * (n // 2) + [["sleep", "1"]] * (n - n // 2)
+    random.Random(seed).shuffle(cmds)
+    return cmds
+
+
+def result(system: str, n: int, wall: float, ok: int, accepted: float, note: str = "") -> dict[str, Any]:
+    return {"system": system, "n": n, "wall_s": wall, "ok": ok, "accepted_s": accepted, "note": note}
+
+
+# -- local processes, straight ---------------------------------------------------------------
+def local_straight(cmds: list[list[str]]) -> dict[str, Any]:
+    cpus = os.cpu_count() or 1
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(cpus) as pool:
+        rcs = list(pool.map(lambda c: subprocess.run(c, check=False).returncode, cmds))
+    wall = time.perf_counter() - t0
+    return result("local processes, straight", len(cmds), wall, rcs.count(0), 0.0, f"{cpus} at a time")
+
+
+# -- Enclave -----------------------------------------------------------------------------------
+def enclave_run(cmds: list[list[str]], region: str, timeout_s: float) -> dict[str, Any]:
+    jobs = [
+        {
+            "name": f"bench-{i}",
+            "command": c,
+            "walltime_s": WALLTIME_S,
+            "resources": {"nodes": 1, "cpus_per_node": 1, "memory_mb": MEM_MB},
+            "region": region,
+        }
+        for i, c in enumerate(cmds)
+    ]
+    with enclave_up(fleet=str(FLEET)) as server, server.client() as http:
+        t0 = time.perf_counter()
+        r = http.post("/v1/jobs/batch", json={"jobs": jobs})
+        r.raise_for_status()
+        accepted = time.perf_counter() - t0
+        while True:
+            # In lifecycle order, so a job moving on while we ask is still seen.
+            if not any(_count(http, s) for s in ("pending", "admitted", "running")):
+                break
+            if time.perf_counter() - t0 > timeout_s:
+                raise RuntimeError(f"Enclave ({region}): jobs still not done after {timeout_s:.0f} s")
+            time.sleep(0.05)
+        wall = time.perf_counter() - t0
+        items = http.get("/v1/jobs", params={"limit": 10000}).json()["items"]
+    ok = sum(1 for j in items if j["state"] == "completed" and j.get("exit_code") == 0 and j["region"] == region)
+    return result(f"Enclave, {region}", len(cmds), wall, ok, accepted, "one POST /v1/jobs/batch")
+
+
+def _count(http: httpx.Client, state: str) -> int:
+    r = http.get("/v1/jobs", params={"state": state, "limit": 1})
+    r.raise_for_status()
+    return int(r.json()["count"])
+
+
+# -- Slurm -------------------------------------------------------------------------------------
+def slurm_running() -> bool:
+    return subprocess.run(["bash", str(REPO / "scripts/slurm.sh"), "status"], capture_output=True).returncode == 0
+
+
+def slurm_config() -> str:
+    out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, check=True).stdout
+    keys = ("SchedulerParameters", "SchedulerType", "Epilog ", "CompleteWait", "MinJobAge", "AccountingStorageType")
+    return "\n".join(line.strip() for line in out.splitlines() if line.startswith(keys))
+
+
+def slurm_straight(cmds: list[list[str]], timeout_s: float) -> dict[str, Any]:
+    out_dir = Path(tempfile.mkdtemp(prefix="enclave-bench-sbatch-"))
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "SLURM_CONF")}
+    minutes = -(-WALLTIME_S // 60) + 1
+    ids: list[str] = []
+    finished = False
+    try:
+        t0 = time.perf_counter()
+        for i, c in enumerate(cmds):
+            out = subprocess.run(
+                [
+                    "sbatch", "--parsable", f"--job-name=bench-{i}", "--partition=debug", "--nodes=1",
+                    "--ntasks-per-node=1", "--cpus-per-task=1", f"--mem={MEM_MB}M", f"--time={minutes}",
+                    f"--output={out_dir}/{i}.out", f"--error={out_dir}/{i}.err", f"--chdir={out_dir}",
+                    "--export=ALL", "--no-requeue", "--wrap", " ".join(c),
+                ],
+                env=env, capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            ids.append(out.stdout.strip().split(";")[0])
+        accepted = time.perf_counter() - t0
+        joined = ",".join(ids)
+        while True:
+            left = subprocess.run(
+                ["squeue", "-h", "-j", joined, "-o", "%i"], capture_output=True, text=True, check=False
+            ).stdout.split()
+            if not left:
+                break
+            if time.perf_counter() - t0 > timeout_s:
+                raise RuntimeError(f"Slurm: {len(left)} job(s) still queued after {timeout_s:.0f} s")
+            time.sleep(0.1)
+        wall = time.perf_counter() - t0
+        finished = True
+        states = subprocess.run(
+            ["squeue", "-h", "-t", "all", "-j", joined, "-o", "%T"], capture_output=True, text=True, check=False
+        ).stdout.split()
+    finally:
+        if not finished and ids:
+            subprocess.run(["scancel", *ids], check=False)
+        shutil.rmtree(out_dir, ignore_errors=True)
+    return result("Slurm, straight (sbatch)", len(cmds), wall, states.count("COMPLETED"), accepted, "N sbatch calls")
+
+
+# -- Ray (these run inside the namespace) --------------------------------------------------------
+def ray_straight(cmds: list[list[str]], timeout_s: float) -> dict[str, Any]:
+    with httpx.Client(base_url=RAY_API, timeout=60, trust_env=False) as http:
+        t0 = time.perf_counter()
+        ids = []
+        for c in cmds:
+            body = {
+                "entrypoint": " ".join(c),
+                "entrypoint_num_cpus": 1,
+                "entrypoint_memory": MEM_MB * 1024 * 1024,
+            }
+            r = http.post("/api/jobs/", json=body)
+            r.raise_for_status()
+            ids.append(r.json()["submission_id"])
+        accepted = time.perf_counter() - t0
+        want = set(ids)
+        while True:
+            jobs = {j["submission_id"]: j["status"] for j in http.get("/api/jobs/").json() if j.get("submission_id") in want}
+            ended = [s for s in jobs.values() if s in ("SUCCEEDED", "FAILED", "STOPPED")]
+            if len(ended) == len(ids):
+                break
+            if time.perf_counter() - t0 > timeout_s:
+                raise RuntimeError(f"Ray: {len(ids) - len(ended)} job(s) not ended after {timeout_s:.0f} s")
+            time.sleep(0.25)
+        wall = time.perf_counter() - t0
+        for sid in ids:
+            with contextlib.suppress(httpx.HTTPError):
+                http.delete(f"/api/jobs/{sid}")
+    return result("Ray, straight (job API)", len(cmds), wall, ended.count("SUCCEEDED"), accepted, "N POST /api/jobs/")
+
+
+def ray_cmd(*args: str) -> list[str]:
+    return ["bash", str(REPO / "scripts/ray.sh"), *args]
+
+
+def in_ray_ns(what: str, n: int, seed: int, timeout_s: float) -> dict[str, Any]:
+    """Re-run this script inside the Ray namespace for one measurement; its last line is JSON."""
+    cmd = ray_cmd("exec", sys.executable, __file__, "--inner", what, "--jobs", str(n), "--seed", str(seed),
+                  "--timeout", str(timeout_s))  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, ENCLAVE_RAY_NETNS=RAY_NS))
+    if out.returncode != 0:
+        raise RuntimeError(f"{what} in namespace {RAY_NS} failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# -- main --------------------------------------------------------------------------------------
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--jobs", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=6)
+    ap.add_argument("--timeout", type=float, default=900.0, help="give up on a run after this many seconds")
+    ap.add_argument("--skip-slurm", action="store_true")
+    ap.add_argument("--skip-ray", action="store_true")
+    ap.add_argument("--skip-local", action="store_true")
+    ap.add_argument("--inner", choices=["enclave-ray", "ray-straight"], help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    # This checkout's code, whatever `pip install -e` points at.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))
+    cmds = workload(args.jobs, args.seed)
+    if args.inner:
+        r = enclave_run(cmds, "ts-east", args.timeout) if args.inner == "enclave-ray" else ray_straight(cmds, args.timeout)
+        print(json.dumps(r))
+        return
+    if os.geteuid() != 0 and not (args.skip_slurm and args.skip_ray):
+        sys.exit("run as root (Slurm and the Ray namespace need it), or pass --skip-slurm --skip-ray")
+
+    print(f"command: python {' '.join(sys.argv)}")
+    print(f"date: {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
+    print(f"machine: {machine()}")
+    print(f"code: {git_state()}")
+    n_sleep = sum(1 for c in cmds if c[0] == "sleep")
+    print(f"workload: {args.jobs} jobs (seed {args.seed}): {args.jobs - n_sleep} x `true`, {n_sleep} x `sleep 1`; "
+          f"ideal makespan on {os.cpu_count()} CPUs >= {n_sleep / (os.cpu_count() or 1):.1f} s", flush=True)  # fmt: skip
+
+    results: list[dict[str, Any]] = []
+    pairs: list[tuple[str, str]] = []
+
+    def done(r: dict[str, Any]) -> dict[str, Any]:
+        results.append(r)
+        print(f"  {r['system']}: {r['wall_s']:.2f} s, {r['ok']}/{r['n']} ok "
+              f"(load {os.getloadavg()[0]:.2f})", flush=True)  # fmt: skip
+        return r
+
+    if not args.skip_local:
+        done(local_straight(cmds))
+        done(enclave_run(cmds, "gov-east", args.timeout))
+        pairs.append(("Enclave, gov-east", "local processes, straight"))
+
+    if not args.skip_slurm:
+        started = not slurm_running()
+        if started:
+            subprocess.run(["bash", str(REPO / "scripts/slurm.sh"), "start"], check=True)
+        try:
+            print(f"slurm config (scontrol show config, excerpt):\n  {slurm_config().replace(chr(10), chr(10) + '  ')}")
+            done(enclave_run(cmds, "secret-west", args.timeout))
+            done(slurm_straight(cmds, args.timeout))
+            pairs.append(("Enclave, secret-west", "Slurm, straight (sbatch)"))
+        finally:
+            if started:
+                subprocess.run(["bash", str(REPO / "scripts/slurm.sh"), "stop"], check=False)
+
+    if not args.skip_ray:
+        env = dict(os.environ, ENCLAVE_RAY_NETNS=RAY_NS, PYTHON=sys.executable)
+        started = subprocess.run(ray_cmd("status"), env=env, capture_output=True).returncode != 0
+        if started:
+            subprocess.run(ray_cmd("start"), env=env, check=True)
+        try:
+            done(in_ray_ns("enclave-ray", args.jobs, args.seed, args.timeout))
+            done(in_ray_ns("ray-straight", args.jobs, args.seed, args.timeout))
+            pairs.append(("Enclave, ts-east", "Ray, straight (job API)"))
+        finally:
+            if started:
+                subprocess.run(ray_cmd("stop"), env=env, check=False)
+
+    rows = [
+        [r["system"], r["n"], r["ok"], f"{r['accepted_s']:.2f}", f"{r['wall_s']:.2f}", f"{r['n'] / r['wall_s']:.2f}"]
+        for r in results
+    ]
+    print_table(
+        f"{args.jobs} jobs (half `true`, half `sleep 1`, 1 CPU each), first submission to last completion",
+        ["system", "jobs", "completed ok", "submitted in s", "wall s", "jobs/s"],
+        rows,
+    )
+    by = {r["system"]: r for r in results}
+    over = []
+    for enc, eng in pairs:
+        a, b = by[enc], by[eng]
+        over.append([
+            enc, eng, f"{(a['wall_s'] - b['wall_s']) / a['n'] * 1000:.0f}",
+            f"{(a['wall_s'] / b['wall_s'] - 1) * 100:+.1f}%",
+            "yes" if a["wall_s"] <= 1.10 * b["wall_s"] else "no",
+        ])  # fmt: skip
+    print_table(
+        "Enclave's added overhead vs the engine alone",
+        ["Enclave run", "engine alone", "added ms/job", "wall vs engine", "within 10%"],
+        over,
+    )
+    print(f"\nmachine after: {machine()}")
+
+
+if __name__ == "__main__":
+    main()

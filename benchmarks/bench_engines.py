@@ -104,7 +104,9 @@ def enclave_run(cmds: list[list[str]], region: str, timeout_s: float) -> dict[st
             time.sleep(0.05)
         wall = time.perf_counter() - t0
         items = http.get("/v1/jobs", params={"limit": 10000}).json()["items"]
-    ok = sum(1 for j in items if j["state"] == "completed" and j.get("exit_code") == 0 and j["region"] == region)
+    ok = sum(
+        1 for j in items if j["state"] == "completed" and j.get("exit_code") == 0 and j["region"] == region
+    )
     return result(f"Enclave, {region}", len(cmds), wall, ok, accepted, "one POST /v1/jobs/batch")
 
 
@@ -116,12 +118,22 @@ def _count(http: httpx.Client, state: str) -> int:
 
 # -- Slurm -------------------------------------------------------------------------------------
 def slurm_running() -> bool:
-    return subprocess.run(["bash", str(REPO / "scripts/slurm.sh"), "status"], capture_output=True).returncode == 0
+    return (
+        subprocess.run(["bash", str(REPO / "scripts/slurm.sh"), "status"], capture_output=True).returncode
+        == 0
+    )
 
 
 def slurm_config() -> str:
     out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, check=True).stdout
-    keys = ("SchedulerParameters", "SchedulerType", "Epilog ", "CompleteWait", "MinJobAge", "AccountingStorageType")
+    keys = (
+        "SchedulerParameters",
+        "SchedulerType",
+        "Epilog ",
+        "CompleteWait",
+        "MinJobAge",
+        "AccountingStorageType",
+    )
     return "\n".join(line.strip() for line in out.splitlines() if line.startswith(keys))
 
 
@@ -171,7 +183,10 @@ def slurm_straight(cmds: list[list[str]], timeout_s: float, in_flight: int = 0) 
         wall = time.perf_counter() - t0
         finished = True
         states = subprocess.run(
-            ["squeue", "-h", "-t", "all", "-j", ",".join(ids), "-o", "%T"], capture_output=True, text=True, check=False
+            ["squeue", "-h", "-t", "all", "-j", ",".join(ids), "-o", "%T"],
+            capture_output=True,
+            text=True,
+            check=False,
         ).stdout.split()
     finally:
         if not finished and ids:
@@ -201,7 +216,11 @@ def ray_straight(cmds: list[list[str]], timeout_s: float) -> dict[str, Any]:
         accepted = time.perf_counter() - t0
         want = set(ids)
         while True:
-            jobs = {j["submission_id"]: j["status"] for j in http.get("/api/jobs/").json() if j.get("submission_id") in want}
+            jobs = {
+                j["submission_id"]: j["status"]
+                for j in http.get("/api/jobs/").json()
+                if j.get("submission_id") in want
+            }
             ended = [s for s in jobs.values() if s in ("SUCCEEDED", "FAILED", "STOPPED")]
             if len(ended) == len(ids):
                 break
@@ -212,7 +231,9 @@ def ray_straight(cmds: list[list[str]], timeout_s: float) -> dict[str, Any]:
         for sid in ids:
             with contextlib.suppress(httpx.HTTPError):
                 http.delete(f"/api/jobs/{sid}")
-    return result("Ray, straight (job API)", len(cmds), wall, ended.count("SUCCEEDED"), accepted, "N POST /api/jobs/")
+    return result(
+        "Ray, straight (job API)", len(cmds), wall, ended.count("SUCCEEDED"), accepted, "N POST /api/jobs/"
+    )
 
 
 def ray_cmd(*args: str) -> list[str]:
@@ -225,7 +246,9 @@ def in_ray_ns(what: str, n: int, seed: int, timeout_s: float) -> dict[str, Any]:
                   "--timeout", str(timeout_s))  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, ENCLAVE_RAY_NETNS=RAY_NS))
     if out.returncode != 0:
-        raise RuntimeError(f"{what} in namespace {RAY_NS} failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
+        raise RuntimeError(
+            f"{what} in namespace {RAY_NS} failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
+        )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -242,10 +265,16 @@ def main() -> None:
     ap.add_argument("--inner", choices=["enclave-ray", "ray-straight"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     # This checkout's code, whatever `pip install -e` points at.
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])
+    )
     cmds = workload(args.jobs, args.seed)
     if args.inner:
-        r = enclave_run(cmds, "ts-east", args.timeout) if args.inner == "enclave-ray" else ray_straight(cmds, args.timeout)
+        r = (
+            enclave_run(cmds, "ts-east", args.timeout)
+            if args.inner == "enclave-ray"
+            else ray_straight(cmds, args.timeout)
+        )
         print(json.dumps(r))
         return
     if os.geteuid() != 0 and not (args.skip_slurm and args.skip_ray):
@@ -278,7 +307,9 @@ def main() -> None:
         if started:
             subprocess.run(["bash", str(REPO / "scripts/slurm.sh"), "start"], check=True)
         try:
-            print(f"slurm config (scontrol show config, excerpt):\n  {slurm_config().replace(chr(10), chr(10) + '  ')}")
+            print(
+                f"slurm config (scontrol show config, excerpt):\n  {slurm_config().replace(chr(10), chr(10) + '  ')}"
+            )
             done(enclave_run(cmds, "secret-west", args.timeout))
             done(slurm_straight(cmds, args.timeout))
             pairs.append(("Enclave, secret-west", "Slurm, straight (sbatch)"))
@@ -304,7 +335,14 @@ def main() -> None:
                 subprocess.run(ray_cmd("stop"), env=env, check=False)
 
     rows = [
-        [r["system"], r["n"], r["ok"], f"{r['accepted_s']:.2f}", f"{r['wall_s']:.2f}", f"{r['n'] / r['wall_s']:.2f}"]
+        [
+            r["system"],
+            r["n"],
+            r["ok"],
+            f"{r['accepted_s']:.2f}",
+            f"{r['wall_s']:.2f}",
+            f"{r['n'] / r['wall_s']:.2f}",
+        ]
         for r in results
     ]
     print_table(

@@ -249,7 +249,8 @@ def in_ray_ns(what: str, n: int, seed: int, timeout_s: float) -> dict[str, Any]:
         raise RuntimeError(
             f"{what} in namespace {RAY_NS} failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
         )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    found: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return found
 
 
 # -- main --------------------------------------------------------------------------------------

@@ -66,19 +66,6 @@ def wait_output(h, text, timeout):
         time.sleep(0.2)
     return logs(h)["stdout"]
 
-def bench(n, timeout):
-    t0 = time.monotonic()
-    handles = [ex.start(ExecSpec(**{**SPEC, "job_id": f"bench{i}"})) for i in range(n)]
-    submitted = time.monotonic() - t0
-    ends = [wait(h, timeout) for h in handles]
-    total = time.monotonic() - t0
-    for h in handles:
-        ex.cleanup(h)
-    return {"submitted_s": submitted, "total_s": total, "ends": ends}
-
-SPEC = dict(job_id="b", label_key="bench", command=["true"], env={}, nodes=1, cpus_per_node=1,
-            memory_mb=64, gpus_per_node=0, walltime_s=60, region="ts-east", pool="cpu")
-
 print(json.dumps({"ready": True}), flush=True)
 for line in sys.stdin:
     req = json.loads(line)
@@ -98,8 +85,6 @@ for line in sys.stdin:
             out = wait_output(*args)
         elif op == "health":
             out = asdict(ex.health())
-        elif op == "bench":
-            out = bench(*args)
         else:
             raise ValueError(op)
         print(json.dumps({"ok": out}), flush=True)
@@ -411,13 +396,3 @@ def test_enclave_up_runs_jobs_on_a_ray_region(ray_ns: str, tmp_path: Path) -> No
         stderr = server.stop()
     assert "Traceback" not in stderr, stderr
 
-
-@pytest.mark.skipif(not os.environ.get("ENCLAVE_RAY_BENCH"), reason="set ENCLAVE_RAY_BENCH=N to measure")
-def test_throughput(ex: Remote) -> None:
-    n = int(os.environ["ENCLAVE_RAY_BENCH"])
-    result = ex.call("bench", n, 600)
-    assert all(e == {"state": "exited", "exit_code": 0, "signal": None} for e in result["ends"])
-    print(
-        f"\n{n} trivial jobs: submitted in {result['submitted_s']:.2f} s, all done in {result['total_s']:.2f} s"
-    )
-    print(f"= {n / result['submitted_s']:.1f} submissions/s, {n / result['total_s']:.2f} completions/s")

@@ -471,9 +471,13 @@ class Supervisor:
             agency = u.session.get_one(Agency, ep.agency_id)
             label = self.ctx.scheme.parse(ep.label)
             actor = Actor(subject_for(self.ctx, owner, agency, label), owner.id, agency.id)
-            if owner.disabled or not actor.subject.clearance.dominates(label):
+            decision = decide(
+                actor.subject, Action.CREATE, Resource(kind="job", label=label, agency=agency.name)
+            )
+            if owner.disabled or not decision.allowed:
                 row = u.session.get_one(Endpoint, ep.id)
-                row.state, row.reason = "failed", "the owner may no longer run work at this label"
+                why = "the owner's account is disabled" if owner.disabled else decision.reason
+                row.state, row.reason = "failed", f"no new replicas: {why}"
                 return
             spec = JobSpec(
                 name=f"{ep.name}-replica",

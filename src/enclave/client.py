@@ -157,22 +157,7 @@ class Client:
 
     def download(self, artifact_id: str, out: BinaryIO) -> dict[str, str]:
         """Stream content into ``out``; raises if the bytes do not match the server's checksum."""
-        digest = hashlib.sha256()
-        try:
-            with self._http.stream("GET", f"/v1/artifacts/{artifact_id}/content") as response:
-                if response.is_error:
-                    response.read()
-                    _raise_for_problem(response)
-                for chunk in response.iter_bytes():
-                    digest.update(chunk)
-                    out.write(chunk)
-                expected = response.headers.get("x-content-sha256", "")
-                label = response.headers.get("x-enclave-label", "")
-        except httpx.TransportError as exc:
-            raise errors.Unavailable(f"download failed: {exc.__class__.__name__}") from exc
-        if digest.hexdigest() != expected:
-            raise errors.EnclaveError("downloaded content does not match its checksum")
-        return {"sha256": expected, "label": label}
+        return self._download_checked(f"/v1/artifacts/{artifact_id}/content", out)
 
     def delete_artifact(self, artifact_id: str) -> None:
         self._send("DELETE", f"/v1/artifacts/{artifact_id}")

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-from enclave.cli.common import JsonOpt, client, print_json, print_table
+from enclave.cli.common import JsonOpt, client, print_json, print_table, write_out
 from enclave.errors import InvalidInput
 
 app = typer.Typer(
@@ -52,16 +52,7 @@ def get(
     ] = None,
 ) -> None:
     with client() as api:
-        if output is None:
-            api.download(artifact_id, sys.stdout.buffer)
-            return
-        tmp = output.with_name(output.name + ".part")
-        try:
-            with tmp.open("wb") as fh:
-                api.download(artifact_id, fh)
-            tmp.replace(output)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_out(output, lambda fh: api.download(artifact_id, fh))
 
 
 @app.command("list")

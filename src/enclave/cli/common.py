@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import typer
 from rich.console import Console
@@ -82,3 +84,17 @@ def _cell(value: Any) -> Text:
     if isinstance(value, dict):
         return Text(json.dumps(value, sort_keys=True))
     return Text(str(value))
+
+
+def write_out(output: Path | None, write: Callable[[BinaryIO], object]) -> None:
+    """Stream to stdout, or to ``output`` through a ``.part`` file renamed only when complete."""
+    if output is None:
+        write(sys.stdout.buffer)
+        return
+    tmp = output.with_name(output.name + ".part")
+    try:
+        with tmp.open("wb") as fh:
+            write(fh)
+        tmp.replace(output)
+    finally:
+        tmp.unlink(missing_ok=True)

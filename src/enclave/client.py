@@ -357,6 +357,30 @@ class Client:
         return dict(self._json("POST", "/v1/embeddings", json={"model": endpoint, "input": inputs}))
 
     # -- shared by the uploads and downloads above -------------------------------------------
+    # -- region workers ----------------------------------------------------------------
+    def create_worker_credential(self, region: str) -> dict[str, Any]:
+        return dict(self._json("POST", "/v1/worker-credentials", json={"region": region}))
+
+    def list_worker_credentials(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/v1/worker-credentials")["items"])
+
+    def revoke_worker_credential(self, credential_id: str) -> dict[str, Any]:
+        return dict(self._json("DELETE", f"/v1/worker-credentials/{credential_id}"))
+
+    def worker_sync(self, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One round of a region worker (authenticated with the region credential)."""
+        return dict(self._json("POST", f"/v1/workers/{region}/sync", json=body))
+
+    def worker_put_log(self, region: str, job_id: str, stream: str, offset: int, data: bytes) -> int:
+        """Append a job's output from ``offset``; returns the bytes the server now holds."""
+        answer = self._json(
+            "PUT",
+            f"/v1/workers/{region}/jobs/{job_id}/logs/{stream}",
+            params={"offset": offset},
+            content=data,
+        )
+        return int(answer["size"])
+
     def _upload(
         self,
         path: str,

@@ -52,6 +52,9 @@ class NodePool(_Strict):
 class Backend(_Strict):
     model_config = ConfigDict(extra="allow", frozen=True)
     type: Literal["local", "slurm", "ray"] = "local"
+    # Driven by a region worker (`enclave worker --region NAME`) inside the region's network;
+    # the control plane then never talks to the engine itself, only hands work to the worker.
+    worker: bool = False
 
 
 class Region(_Strict):

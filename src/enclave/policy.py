@@ -253,6 +253,25 @@ def may_place(label: Label, accreditation: Label) -> bool:
     return accreditation.dominates(label)
 
 
+def worker_decision(
+    credential_region: str, region: str, accreditation: Label | None = None, label: Label | None = None
+) -> Decision:
+    """May a region worker, holding a credential for ``credential_region``, act for ``region``
+    (and, with ``label``, be handed work at that label)? A worker acts only for the region its
+    credential names, whatever it claims, and only receives work the region is accredited for.
+    Region names are public (the fleet file), so acting for another region is refused
+    openly; a job outside what the worker may run is invisible to it."""
+    if credential_region != region:
+        return _deny(
+            "worker_own_region", f"this worker credential is for region {credential_region}", visible=True
+        )
+    if label is not None and accreditation is not None and not may_place(label, accreditation):
+        return _deny(
+            "worker_region_accredited", "the region is not accredited for the work's label", visible=False
+        )
+    return ALLOW
+
+
 def derived_label(scheme: LabelScheme, session: Label, inputs: Iterable[Label]) -> Label:
     """The label of something derived from ``inputs`` by a session: at least their lub.
 

@@ -22,7 +22,7 @@ import pytest
 
 from enclave.errors import InvalidInput
 from enclave.executors.base import ExecSpec, RunState, Status
-from enclave.executors.registry import make_executor
+from enclave.executors.registry import make_engine_executor
 from enclave.executors.slurm import SlurmExecutor, from_fallback, from_sacct
 from enclave.fleet import parse_fleet
 from tests.conftest import Server
@@ -314,7 +314,7 @@ def test_health_names_the_partition(tmp_path: Path) -> None:
 
 def test_registry_builds_the_regions_slurm_executor(tmp_path: Path) -> None:
     fleet = parse_fleet(FLEET, "test")
-    ex = make_executor(fleet.region("secret-west"), tmp_path)
+    ex = make_engine_executor(fleet.region("secret-west"), tmp_path)
     assert isinstance(ex, SlurmExecutor) and ex.partition == "debug"
 
 

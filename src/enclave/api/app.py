@@ -28,6 +28,7 @@ from enclave.api.routes import (
     tenancy,
     training,
     transfers,
+    workers,
 )
 from enclave.scheduler.policies import make_policy
 from enclave.services.bootstrap import bootstrap
@@ -123,6 +124,7 @@ def create_app(
         models,
         training,
         endpoints,
+        workers,
     ):
         app.include_router(module.router, prefix="/v1")
     app.include_router(gateway.router, prefix="/v1")

@@ -26,12 +26,16 @@ async def plain_text(request: Request) -> None:
         raise InvalidInput("NUL characters are not allowed in the path or the query")
 
 
-def current_actor(request: Request, ctx: Annotated[Context, Depends(get_ctx)]) -> Actor:
+def bearer(request: Request) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise NotAuthenticated("send 'Authorization: Bearer <token>'")
-    return authenticate(ctx, token.strip())
+    return token.strip()
+
+
+def current_actor(request: Request, ctx: Annotated[Context, Depends(get_ctx)]) -> Actor:
+    return authenticate(ctx, bearer(request))
 
 
 CtxDep = Annotated[Context, Depends(get_ctx)]

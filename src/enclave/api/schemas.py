@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -161,3 +162,32 @@ class ScaleIn(Strict):
     replicas: Annotated[int, Field(ge=0, le=16)] | None = None
     min_replicas: Annotated[int, Field(ge=0, le=16)] | None = None
     max_replicas: Annotated[int, Field(ge=1, le=16)] | None = None
+
+
+class WorkerCredentialIn(Strict):
+    region: Name
+
+
+class WorkerHealthIn(Strict):
+    healthy: bool
+    detail: Annotated[str, Field(max_length=2000)] = ""
+
+
+class WorkerReportIn(Strict):
+    job_id: Annotated[str, Field(min_length=1, max_length=36)]
+    event: Literal["started", "ended", "start_failed"]
+    handle: dict[str, Any] | None = None
+    exit_code: Annotated[int, Field(ge=-(1 << 31), lt=1 << 31)] | None = None
+    signal: Annotated[int, Field(ge=0, le=128)] | None = None
+    cpu_s: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    energy_j: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    lost: bool = False
+    error: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class WorkerSyncIn(Strict):
+    worker: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+    session: UUID
+    capacity: Annotated[int, Field(ge=0, le=100_000)]
+    health: WorkerHealthIn
+    reports: Annotated[list[WorkerReportIn], Field(max_length=10_000)] = []

@@ -41,6 +41,11 @@ class AuditEvent(StrEnum):
     ENDPOINT_REPLICA_REPLACED = "endpoint.replica_replaced"
     GATEWAY_CALL = "gateway.call"
     GATEWAY_REFUSED = "gateway.refused"  # guardrail, rate limit or budget
+    WORKER_CREDENTIAL_CREATED = "worker.credential_created"
+    WORKER_CREDENTIAL_REVOKED = "worker.credential_revoked"
+    WORKER_CONNECTED = "worker.connected"  # a region worker process started (new session)
+    WORKER_CLAIMED = "worker.claimed"  # jobs handed to a region worker
+    WORKER_REFUSED = "worker.refused"  # a worker asked for what its credential does not allow
     AUDIT_LISTED = "audit.listed"
     AUDIT_VERIFIED = "audit.verified"
 

@@ -1,4 +1,4 @@
-"""`enclave admin ...`: agencies, projects, users and tokens."""
+"""`enclave admin ...`: agencies, projects, users, tokens and region worker credentials."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ app.add_typer(agency_app, name="agency")
 app.add_typer(project_app, name="project")
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
+worker_app = typer.Typer(help="Credentials of region workers (`enclave worker`).", no_args_is_help=True)
+app.add_typer(worker_app, name="worker-credential")
 
 
 def _quotas(gpu_hours: float | None, kwh: float | None, storage_bytes: int | None) -> dict[str, float | int]:
@@ -160,4 +162,32 @@ def token_create(
 def token_revoke(token_id: str) -> None:
     with client() as api:
         api.revoke_token(token_id)
+    typer.echo("revoked")
+
+
+@worker_app.command("create")
+def worker_credential_create(
+    region: Annotated[str, typer.Argument(help="The one region the worker may act for")],
+) -> None:
+    """A credential for a region's worker; prints only the secret (shown once)."""
+    with client() as api:
+        made = api.create_worker_credential(region)
+    typer.echo(made["secret"])
+
+
+@worker_app.command("list")
+def worker_credential_list(as_json: bool = JsonOpt) -> None:
+    with client() as api:
+        items = api.list_worker_credentials()
+    if as_json:
+        print_json(items)
+    else:
+        print_table(items, ["id", "region", "created_by", "created_at", "revoked_at"], "Worker credentials")
+
+
+@worker_app.command("revoke")
+def worker_credential_revoke(credential_id: str) -> None:
+    """Revoke a credential: its worker is refused from its next call on."""
+    with client() as api:
+        api.revoke_worker_credential(credential_id)
     typer.echo("revoked")

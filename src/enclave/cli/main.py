@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -24,7 +25,7 @@ from enclave.cli.common import (
     write_secret,
 )
 from enclave.client import Client
-from enclave.errors import EnclaveError
+from enclave.errors import EnclaveError, NotAuthenticated
 from enclave.fleet import load_fleet
 from enclave.scheduler.policies import make_policy
 
@@ -146,6 +147,52 @@ def regions(as_json: bool = JsonOpt) -> None:
         ["name", "accreditation", "power_cap_mw", "peak_mw", "nodes", "gpus", "backend", "healthy"],
         "Regions",
     )
+
+
+@app.command()
+def worker(
+    region: Annotated[str, typer.Option(help="The region this worker runs (its credential must be for it)")],
+    credential_file: Annotated[
+        Path | None,
+        typer.Option(help="File holding the region credential (else $ENCLAVE_WORKER_CREDENTIAL)"),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Worker name, stable across restarts (default: host name)")
+    ] = None,
+    sandboxes: Annotated[
+        Path | None, typer.Option(help="Where jobs' sandboxes live (default: $ENCLAVE_HOME/worker-sandboxes)")
+    ] = None,
+    max_jobs: Annotated[int, typer.Option(min=1, help="Most jobs held at once")] = 256,
+) -> None:
+    """Run a region's executor as its own process, inside the region's network.
+
+    It connects out to the control plane at $ENCLAVE_URL with the region credential made by
+    `enclave admin worker-credential create REGION`, takes the jobs the scheduler placed in
+    the region, runs them on the region's engine and reports back."""
+    import logging
+    import signal
+
+    from enclave.worker import RegionWorker
+
+    secret = (
+        credential_file.read_text().strip()
+        if credential_file is not None
+        else os.environ.get("ENCLAVE_WORKER_CREDENTIAL", "").strip()
+    )
+    if not secret:
+        raise NotAuthenticated(
+            "no worker credential: pass --credential-file or set ENCLAVE_WORKER_CREDENTIAL"
+        )
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    root = sandboxes or home() / "worker-sandboxes"
+    with Client(server_url(), secret) as api:
+        runner = RegionWorker(api, region, root, name=name, max_jobs=max_jobs)
+        signal.signal(signal.SIGTERM, lambda *_: runner.stop())
+        typer.echo(f"Enclave worker {runner.name} for region {region} -> {server_url()}", err=True)
+        try:
+            runner.run()
+        except KeyboardInterrupt:
+            runner.stop()
 
 
 def main() -> None:

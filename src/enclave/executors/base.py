@@ -29,6 +29,7 @@ class ExecSpec:
     region: str
     pool: str
     extra: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None  # the marking, for back ends that check it again (region workers)
 
 
 class RunState(StrEnum):
@@ -44,6 +45,7 @@ class Status:
     signal: int | None = None  # set when a signal ended it
     cpu_s: float | None = None  # CPU time used, where the executor can tell
     energy_j: float | None = None  # measured IT energy, where the executor can tell
+    detail: str | None = None  # why a job was lost, where the executor can tell
 
 
 @dataclass(frozen=True)

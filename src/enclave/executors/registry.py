@@ -1,8 +1,10 @@
-"""The table of executor back ends and the one function that builds a region's executor."""
+"""The table of executor back ends and the functions that build a region's executor."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
 
 from enclave.errors import InvalidInput
 from enclave.executors.base import Executor
@@ -10,7 +12,8 @@ from enclave.executors.local import LocalExecutor
 from enclave.fleet import Region
 
 
-def make_executor(region: Region, sandbox_root: Path) -> Executor:
+def make_engine_executor(region: Region, sandbox_root: Path) -> Executor:
+    """The executor that drives the region's engine itself (local processes, Slurm, Ray)."""
     backend = region.backend.type
     if backend == "local":
         return LocalExecutor(sandbox_root)
@@ -23,3 +26,13 @@ def make_executor(region: Region, sandbox_root: Path) -> Executor:
 
         return RayExecutor(sandbox_root, region.backend)
     raise InvalidInput(f"region {region.name}: back end {backend!r} is not available in this build")
+
+
+def make_executor(region: Region, sandbox_root: Path, store: sessionmaker[Session]) -> Executor:
+    """The control plane's executor for a region: the engine's own, or — for a region run by
+    a region worker — the dispatch mailbox that worker reads from the store."""
+    if region.backend.worker:
+        from enclave.executors.dispatch import DispatchExecutor
+
+        return DispatchExecutor(region, store, sandbox_root.parent / "worker-logs")
+    return make_engine_executor(region, sandbox_root)

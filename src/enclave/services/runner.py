@@ -26,7 +26,7 @@ from sqlalchemy import func, select, update
 
 from enclave.energy import measure
 from enclave.energy.model import EnergySource, Usage, account, modelled_it_joules
-from enclave.errors import EnclaveError, Unavailable
+from enclave.errors import EnclaveError, InvalidInput, Unavailable
 from enclave.executors.base import ExecSpec, Executor, Handle, RunState, Status
 from enclave.executors.registry import make_executor
 from enclave.scheduler.capacity import ClusterState
@@ -101,7 +101,7 @@ class JobRunner:
         self.grace_s = grace_s
         self.cluster = ClusterState.from_fleet(ctx.fleet, power_cap_scale(self.policy))
         sandboxes = ctx.settings.home / "sandboxes"
-        self.executors = {r.name: make_executor(r, sandboxes) for r in ctx.fleet.regions}
+        self.executors = {r.name: make_executor(r, sandboxes, ctx.sessions) for r in ctx.fleet.regions}
         self.live: dict[str, Live] = {}
         self.queue: dict[str, tuple[int, Job]] = {}  # admitted: id -> (seq, job)
         self._queue_list: list[Job] | None = None
@@ -260,7 +260,7 @@ class JobRunner:
                 del self.live[live.job.id]
                 wall_s = max(0.0, now - live.started_s)
                 if status.state is RunState.LOST:
-                    self._requeue(u, row, "lost: the executor no longer knows this job", now)
+                    self._requeue(u, row, status.detail or "lost: the executor no longer knows this job", now)
                     continue
                 energy = self._energy(live, status, wall_s)
                 fields: dict[str, Any] = {
@@ -488,6 +488,13 @@ class JobRunner:
             self._placements[job.id] = placement
             try:
                 command, env = row.command, row.env
+                if row.kind in KINDS and executor.type == "worker":
+                    # Their files are staged in the control plane's work folders, which a
+                    # region worker's engine cannot see.
+                    raise InvalidInput(
+                        f"{row.kind} jobs do not run in regions run by a region worker yet; "
+                        "choose another region"
+                    )
                 if row.kind in KINDS:
                     launch = KINDS[row.kind][0](self.ctx, row)
                     command, env = launch.command, {**row.env, **launch.env}
@@ -503,6 +510,7 @@ class JobRunner:
                     walltime_s=row.walltime_s,
                     region=placement.region,
                     pool=placement.pool,
+                    label=row.label,
                 )
                 handle = executor.start(spec)
             except (OSError, EnclaveError) as exc:
@@ -580,8 +588,11 @@ class JobRunner:
             return
         joules = measure.delta_j(self._rapl, self._rapl_last, now_uj)
         self._rapl_last = now_uj
-        total = sum(lv.job.cpus * lv.job.nodes for lv in self.live.values())
-        for lv in self.live.values():
+        # Only jobs running on this machine draw from its packages; an engine's or a region
+        # worker's jobs are measured (or modelled) where they run.
+        here = [lv for lv in self.live.values() if lv.executor.type == "local"]
+        total = sum(lv.job.cpus * lv.job.nodes for lv in here)
+        for lv in here:
             lv.energy_j += joules * lv.job.cpus * lv.job.nodes / total if total else 0.0
             lv.measured = True
 

@@ -331,3 +331,57 @@ class GatewayUsage(Base):
     prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     energy_j: Mapped[float] = mapped_column(default=0.0)
+
+
+class WorkerCredential(Base):
+    """A region worker's secret (only its SHA-256 is kept): it names the one region the
+    worker may act for."""
+
+    __tablename__ = "worker_credentials"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    region: Mapped[str] = mapped_column(String(64))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class RegionWorker(Base):
+    """A region worker as last heard from. ``session`` changes each time the worker process
+    starts, which is how the control plane tells a restart from a slow worker."""
+
+    __tablename__ = "region_workers"
+    region: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    session: Mapped[str] = mapped_column(String(36))
+    credential_id: Mapped[str] = mapped_column(ForeignKey("worker_credentials.id"))
+    health: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    connected_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class Dispatch(Base):
+    """Work handed to a region's worker: the mailbox between the control plane's runner and
+    the worker. ``queued`` until a worker claims it, ``claimed`` until the worker reports the
+    engine's handle (``started``), ``ended`` with what the engine said."""
+
+    __tablename__ = "dispatches"
+    job_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    region: Mapped[str] = mapped_column(String(64), index=True)
+    label: Mapped[str] = mapped_column(String(256))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    worker: Mapped[str | None] = mapped_column(String(128))
+    session: Mapped[str | None] = mapped_column(String(36))
+    handle: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    signal: Mapped[int | None] = mapped_column(Integer)
+    cpu_s: Mapped[float | None]
+    energy_j: Mapped[float | None]
+    lost: Mapped[bool] = mapped_column(Boolean, default=False)
+    detail: Mapped[str | None] = mapped_column(Text)
+    cancel_grace_s: Mapped[float | None]
+    kill: Mapped[bool] = mapped_column(Boolean, default=False)
+    dispatched_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

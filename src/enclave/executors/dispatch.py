@@ -1,0 +1,181 @@
+"""The control plane's side of a region run by a region worker: a mailbox in the store.
+
+``start`` writes a *dispatch* row that the region's worker claims (``enclave worker``, see
+:mod:`enclave.worker`); the worker starts the job on the region's engine and reports the
+engine's handle, then the job's end. ``poll`` reads those reports, ``cancel`` and ``kill``
+leave requests the worker picks up on its next sync, and the worker streams the job's output
+into ``log_root`` so that logs read and kept exactly as for any other back end.
+
+Everything goes through the store, so any control-plane replica sharing it can take a
+worker's reports and a restarted control plane finds every dispatched job where it was.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from enclave.errors import Unavailable
+from enclave.executors.base import ExecSpec, Handle, Health, RunState, Status
+from enclave.fleet import Region
+from enclave.store.models import Dispatch, RegionWorker
+
+# A worker syncs several times a second; one not heard from for this long is gone: its
+# unstarted claims are lost and its running jobs go to the region's next worker to adopt.
+WORKER_TIMEOUT_S = 30.0
+SNAPSHOT_TTL_S = 0.02  # polls of many jobs in one tick share one read of the mailbox
+STREAMS = ("stdout", "stderr")
+
+
+class DispatchState:
+    QUEUED = "queued"
+    CLAIMED = "claimed"
+    STARTED = "started"
+    ENDED = "ended"
+
+
+def live_since(now: datetime) -> datetime:
+    """Workers seen after this instant count as connected."""
+    return now - timedelta(seconds=WORKER_TIMEOUT_S)
+
+
+class DispatchExecutor:
+    type = "worker"
+
+    def __init__(self, region: Region, store: sessionmaker[Session], log_root: Path) -> None:
+        self.region = region.name
+        self.store = store
+        self.log_root = log_root
+        self._lock = threading.Lock()
+        self._snapshot: dict[str, Status] = {}
+        self._snapshot_at = float("-inf")
+
+    def start(self, spec: ExecSpec) -> Handle:
+        now = datetime.now(UTC)
+        with self.store.begin() as session:
+            if self._connected(session, now) == 0:
+                raise Unavailable(f"no region worker is connected for {self.region}")
+            # A requeued job is dispatched again: the previous attempt's record is done with.
+            session.execute(delete(Dispatch).where(Dispatch.job_id == spec.job_id))
+            session.add(
+                Dispatch(
+                    job_id=spec.job_id,
+                    region=self.region,
+                    label=spec.label or "",
+                    spec=asdict(spec),
+                    state=DispatchState.QUEUED,
+                    lost=False,
+                    kill=False,
+                    dispatched_at=now,
+                )
+            )
+        self._snapshot_at = float("-inf")
+        self.logs_dir(spec.job_id).mkdir(parents=True, exist_ok=True, mode=0o700)
+        return {"dispatch": spec.job_id, "region": self.region}
+
+    def poll(self, handle: Handle) -> Status:
+        with self._lock:
+            if time.monotonic() - self._snapshot_at > SNAPSHOT_TTL_S:
+                self._snapshot = self._read_all()
+                self._snapshot_at = time.monotonic()
+            status = self._snapshot.get(handle["dispatch"])
+        return status or Status(RunState.LOST, detail="lost: the dispatch record is gone")
+
+    def _read_all(self) -> dict[str, Status]:
+        with self.store() as session:
+            rows = session.execute(
+                select(
+                    Dispatch.job_id,
+                    Dispatch.state,
+                    Dispatch.exit_code,
+                    Dispatch.signal,
+                    Dispatch.cpu_s,
+                    Dispatch.energy_j,
+                    Dispatch.lost,
+                    Dispatch.detail,
+                ).where(Dispatch.region == self.region)
+            ).all()
+        out: dict[str, Status] = {}
+        for job_id, state, exit_code, signal, cpu_s, energy_j, lost, detail in rows:
+            if state != DispatchState.ENDED:
+                out[job_id] = Status(RunState.RUNNING)
+            elif lost:
+                out[job_id] = Status(RunState.LOST, detail=detail)
+            else:
+                out[job_id] = Status(RunState.EXITED, exit_code, signal, cpu_s, energy_j)
+        return out
+
+    def cancel(self, handle: Handle, grace_s: float) -> None:
+        self._stop(handle, {"cancel_grace_s": grace_s})
+
+    def kill(self, handle: Handle) -> None:
+        self._stop(handle, {"kill": True})
+
+    def _stop(self, handle: Handle, ask: dict[str, object]) -> None:
+        job_id = handle["dispatch"]
+        with self.store.begin() as session:
+            # Not yet taken by a worker: it never ran, so it ends here, as by SIGTERM.
+            session.execute(
+                update(Dispatch)
+                .where(Dispatch.job_id == job_id, Dispatch.state == DispatchState.QUEUED)
+                .values(
+                    state=DispatchState.ENDED,
+                    signal=15,
+                    exit_code=143,
+                    detail="stopped before a region worker took it",
+                    ended_at=datetime.now(UTC),
+                )
+            )
+            session.execute(
+                update(Dispatch)
+                .where(
+                    Dispatch.job_id == job_id,
+                    Dispatch.state.in_([DispatchState.CLAIMED, DispatchState.STARTED]),
+                )
+                .values(**ask)
+            )
+        self._snapshot_at = float("-inf")
+
+    def logs_dir(self, job_id: str) -> Path:
+        return self.log_root / job_id
+
+    def log_paths(self, handle: Handle) -> dict[str, Path]:
+        return {stream: self.logs_dir(handle["dispatch"]) / stream for stream in STREAMS}
+
+    def cleanup(self, handle: Handle) -> None:
+        shutil.rmtree(self.logs_dir(handle["dispatch"]), ignore_errors=True)
+        with self.store.begin() as session:
+            session.execute(delete(Dispatch).where(Dispatch.job_id == handle["dispatch"]))
+
+    def health(self) -> Health:
+        now = datetime.now(UTC)
+        with self.store() as session:
+            workers = list(
+                session.execute(
+                    select(RegionWorker)
+                    .where(RegionWorker.region == self.region, RegionWorker.last_seen_at > live_since(now))
+                    .order_by(RegionWorker.last_seen_at.desc())
+                ).scalars()
+            )
+        if not workers:
+            return Health(False, f"no region worker connected in the last {WORKER_TIMEOUT_S:.0f} s")
+        fine = [w for w in workers if w.health.get("healthy")]
+        best = (fine or workers)[0]
+        detail = f"worker {best.name}: {best.health.get('detail', '')}".rstrip(": ")
+        return Health(bool(fine), detail)
+
+    def _connected(self, session: Session, now: datetime) -> int:
+        return int(
+            session.execute(
+                select(func.count())
+                .select_from(RegionWorker)
+                .where(RegionWorker.region == self.region, RegionWorker.last_seen_at > live_since(now))
+            ).scalar_one()
+        )

@@ -1,0 +1,391 @@
+"""Region workers: their credentials, and the sync through which they take their region's work.
+
+A region run by a worker (``backend = { ..., worker = true }`` in the fleet file) gets its jobs
+placed by the control plane's scheduler as any other; the runner's executor for it
+(:class:`enclave.executors.dispatch.DispatchExecutor`) leaves each one in the store, and the
+region's worker — a separate process inside that region's network, see :mod:`enclave.worker`
+— collects them here. The server, not the worker, decides what a worker may see: the region
+comes from the credential, every job handed out is checked against the region's
+accreditation, and anything asked outside that is refused and audited.
+
+One call, :func:`sync`, carries the worker's reports (started, ended, could not start) and its
+engine's health, and answers with new work, jobs to adopt after a restart, and cancellations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import or_, select
+
+from enclave.audit.events import AuditEvent, Outcome
+from enclave.audit.log import Entry
+from enclave.errors import Conflict, Forbidden, InvalidInput, NotAuthenticated, NotFound
+from enclave.executors.dispatch import STREAMS, DispatchExecutor, DispatchState, live_since
+from enclave.executors.registry import make_executor
+from enclave.fleet import Region
+from enclave.policy import Action, Decision, Resource, worker_decision
+from enclave.services.context import Context
+from enclave.services.unit import Actor, Unit, entry_for, unit
+from enclave.store.models import Dispatch, RegionWorker, WorkerCredential
+
+SECRET_PREFIX = "encw_"
+MAX_CLAIM = 256  # jobs handed to a worker in one sync
+
+
+@dataclass(frozen=True)
+class WorkerPrincipal:
+    """An authenticated region worker: which credential, hence which region."""
+
+    credential_id: str
+    region: str
+
+
+@dataclass(frozen=True)
+class Report:
+    job_id: str
+    event: str  # started | ended | start_failed
+    handle: dict[str, Any] | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    cpu_s: float | None = None
+    energy_j: float | None = None
+    lost: bool = False
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class SyncRequest:
+    worker: str  # the worker's name: stable across its restarts
+    session: str  # new each time the worker process starts
+    capacity: int  # how many new jobs it takes now
+    health: dict[str, Any] = field(default_factory=dict)
+    reports: list[Report] = field(default_factory=list)
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+# -- credentials (administrators) -------------------------------------------------------------
+def _credential_view(row: WorkerCredential) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "region": row.region,
+        "created_by": row.created_by,
+        "created_at": row.created_at.isoformat(),
+        "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None,
+    }
+
+
+def create_credential(ctx: Context, actor: Actor, region: str) -> tuple[dict[str, Any], str]:
+    """A new credential for ``region``'s worker; the secret is returned once, never stored."""
+    with unit(ctx) as u:
+        u.require(actor, Action.ADMINISTER, Resource(kind="worker-credential"))
+        target = ctx.fleet.region(region)  # InvalidInput for an unknown region
+        if not target.backend.worker:
+            raise InvalidInput(
+                f"region {region} is not run by a region worker (its fleet back end has no worker = true)"
+            )
+        secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+        row = WorkerCredential(
+            id=str(uuid.uuid4()),
+            region=region,
+            secret_hash=_digest(secret),
+            created_by=actor.subject.user,
+            created_at=ctx.now(),
+        )
+        u.session.add(row)
+        u.record(
+            entry_for(
+                actor,
+                AuditEvent.WORKER_CREDENTIAL_CREATED,
+                Resource(kind="worker-credential"),
+                row.id,
+                details={"region": region},
+            )
+        )
+        return _credential_view(row), secret
+
+
+def list_credentials(ctx: Context, actor: Actor) -> list[dict[str, Any]]:
+    with unit(ctx) as u:
+        u.require(actor, Action.ADMINISTER, Resource(kind="worker-credential"))
+        rows = u.session.execute(select(WorkerCredential).order_by(WorkerCredential.created_at)).scalars()
+        return [_credential_view(r) for r in rows]
+
+
+def revoke_credential(ctx: Context, actor: Actor, credential_id: str) -> dict[str, Any]:
+    with unit(ctx) as u:
+        u.require(actor, Action.ADMINISTER, Resource(kind="worker-credential"))
+        row = u.session.get(WorkerCredential, credential_id)
+        if row is None:
+            raise NotFound(f"worker credential {credential_id} not found")
+        if row.revoked_at is None:
+            row.revoked_at = ctx.now()
+            u.record(
+                entry_for(
+                    actor,
+                    AuditEvent.WORKER_CREDENTIAL_REVOKED,
+                    Resource(kind="worker-credential"),
+                    row.id,
+                    details={"region": row.region},
+                )
+            )
+        return _credential_view(row)
+
+
+def authenticate(ctx: Context, secret: str) -> WorkerPrincipal:
+    """Resolve a worker's bearer secret; any problem is the same 401."""
+    if not secret.startswith(SECRET_PREFIX) or len(secret) > 128:
+        raise NotAuthenticated("invalid or revoked worker credential")
+    digest = _digest(secret)
+    with ctx.read_sessions() as session:
+        row = session.execute(
+            select(WorkerCredential).where(WorkerCredential.secret_hash == digest)
+        ).scalar_one_or_none()
+    if row is None or not hmac.compare_digest(row.secret_hash, digest) or row.revoked_at is not None:
+        raise NotAuthenticated("invalid or revoked worker credential")
+    return WorkerPrincipal(row.id, row.region)
+
+
+# -- the worker's side ---------------------------------------------------------------------
+def _refusal(principal: WorkerPrincipal, asked: str, decision: Decision, job_id: str | None = None) -> Entry:
+    return entry_for(
+        None,
+        AuditEvent.WORKER_REFUSED,
+        Resource(kind="job" if job_id else "region"),
+        job_id or asked,
+        outcome=Outcome.DENY,
+        details={
+            "credential": principal.credential_id,
+            "credential_region": principal.region,
+            "asked_region": asked,
+            "rule": decision.rule,
+            "reason": decision.reason,
+        },
+    )
+
+
+def _own_region(ctx: Context, principal: WorkerPrincipal, region: str) -> Region:
+    """The region a request names, if the credential is for it; otherwise refused, audited."""
+    decision = worker_decision(principal.region, region)
+    if not decision.allowed:
+        with unit(ctx) as u:
+            u.record(_refusal(principal, region, decision))
+        raise Forbidden(decision.reason)
+    return ctx.fleet.region(region)
+
+
+def sync(ctx: Context, principal: WorkerPrincipal, region_name: str, req: SyncRequest) -> dict[str, Any]:
+    region = _own_region(ctx, principal, region_name)
+    accreditation = ctx.fleet.accreditation(region)
+    now = ctx.now()
+    answer: dict[str, Any] = {
+        "region": region.model_dump(mode="json"),
+        "start": [],
+        "adopt": [],
+        "cancel": [],
+        "kill": [],
+        "acked": [],
+    }
+    with unit(ctx) as u:
+        _check_in(u, principal, region.name, req, now)
+        answer["adopt"] = _take_over(u, region.name, req, now)
+        answer["acked"] = _apply_reports(u, principal, req, now)
+        for row in u.session.execute(
+            select(Dispatch).where(
+                Dispatch.region == region.name,
+                Dispatch.session == req.session,
+                Dispatch.state.in_([DispatchState.CLAIMED, DispatchState.STARTED]),
+                or_(Dispatch.cancel_grace_s.isnot(None), Dispatch.kill.is_(True)),
+            )
+        ).scalars():
+            if row.kill:
+                answer["kill"].append(row.job_id)
+            else:
+                answer["cancel"].append({"job_id": row.job_id, "grace_s": row.cancel_grace_s})
+        if req.capacity > 0:
+            answer["start"] = _claim(u, principal, region.name, accreditation, req, now)
+    return answer
+
+
+def _check_in(u: Unit, principal: WorkerPrincipal, region: str, req: SyncRequest, now: datetime) -> None:
+    """Record that the worker is alive (and, audited, that a new worker process connected)."""
+    row = u.session.get(RegionWorker, (region, req.worker), with_for_update=True)
+    fresh = row is None or row.session != req.session
+    if row is None:
+        row = RegionWorker(region=region, name=req.worker, connected_at=now)
+        u.session.add(row)
+    row.session = req.session
+    row.credential_id = principal.credential_id
+    row.health = req.health
+    row.last_seen_at = now
+    if fresh:
+        row.connected_at = now
+        u.record(
+            entry_for(
+                None,
+                AuditEvent.WORKER_CONNECTED,
+                Resource(kind="region"),
+                region,
+                details={"worker": req.worker, "credential": principal.credential_id},
+            )
+        )
+
+
+def _take_over(u: Unit, region: str, req: SyncRequest, now: datetime) -> list[dict[str, Any]]:
+    """A worker takes what its own previous process, or a worker gone silent, held:
+    jobs already running on the engine are adopted; jobs claimed but never started are lost
+    (the runner requeues them) — they may not be started twice."""
+    u.session.flush()
+    alive = set(
+        u.session.execute(
+            select(RegionWorker.name).where(
+                RegionWorker.region == region, RegionWorker.last_seen_at > live_since(now)
+            )
+        ).scalars()
+    )
+    adopt: list[dict[str, Any]] = []
+    rows = u.session.execute(
+        select(Dispatch)
+        .where(
+            Dispatch.region == region,
+            Dispatch.state.in_([DispatchState.CLAIMED, DispatchState.STARTED]),
+            Dispatch.session != req.session,
+        )
+        .with_for_update(skip_locked=True)
+    ).scalars()
+    for row in rows:
+        if row.worker != req.worker and row.worker in alive:
+            continue  # another worker of the region holds it and is alive
+        if row.handle is None:
+            row.state, row.lost, row.ended_at = DispatchState.ENDED, True, now
+            row.detail = "lost: the region worker stopped before starting the job"
+            continue
+        row.worker, row.session = req.worker, req.session
+        adopt.append({"job_id": row.job_id, "spec": row.spec, "handle": row.handle})
+    return adopt
+
+
+def _apply_reports(u: Unit, principal: WorkerPrincipal, req: SyncRequest, now: datetime) -> list[str]:
+    acked: list[str] = []
+    for rep in req.reports:
+        row = u.session.get(Dispatch, rep.job_id, with_for_update=True)
+        acked.append(rep.job_id)
+        if row is None:
+            continue  # already collected: a report repeated after a lost answer
+        decision = worker_decision(principal.region, row.region)
+        if not decision.allowed:
+            # Answered exactly as for a job that does not exist; the attempt is on record.
+            u.record(_refusal(principal, row.region, decision, rep.job_id))
+            continue
+        if rep.event == "started":
+            if row.state == DispatchState.CLAIMED and row.session == req.session:
+                row.state, row.handle = DispatchState.STARTED, rep.handle
+        elif row.state == DispatchState.ENDED:
+            continue
+        elif rep.event == "ended":
+            row.state, row.ended_at = DispatchState.ENDED, now
+            row.exit_code, row.signal = rep.exit_code, rep.signal
+            row.cpu_s, row.energy_j, row.lost = rep.cpu_s, rep.energy_j, rep.lost
+            if rep.lost:
+                row.detail = "lost: the region's engine no longer knows this job"
+        elif rep.event == "start_failed":
+            row.state, row.ended_at, row.lost = DispatchState.ENDED, now, True
+            row.detail = f"lost: the region worker could not start it: {rep.error or 'no reason given'}"
+    return acked
+
+
+def _claim(
+    u: Unit, principal: WorkerPrincipal, region: str, accreditation: Any, req: SyncRequest, now: datetime
+) -> list[dict[str, Any]]:
+    rows = u.session.execute(
+        select(Dispatch)
+        .where(Dispatch.region == region, Dispatch.state == DispatchState.QUEUED)
+        .order_by(Dispatch.dispatched_at)
+        .limit(min(req.capacity, MAX_CLAIM))
+        .with_for_update(skip_locked=True)
+    ).scalars()
+    start: list[dict[str, Any]] = []
+    for row in rows:
+        label = u.ctx.scheme.parse(row.label) if row.label else None
+        decision = worker_decision(principal.region, row.region, accreditation, label)
+        if label is None or not decision.allowed:
+            # Never happens through the scheduler (it places by accreditation); a defence in
+            # depth against a store changed behind its back.
+            u.record(_refusal(principal, row.region, decision, row.job_id))
+            row.state, row.lost, row.ended_at = DispatchState.ENDED, True, now
+            row.detail = "lost: refused to hand it to the region worker: " + decision.reason
+            continue
+        row.state, row.worker, row.session, row.claimed_at = (
+            DispatchState.CLAIMED,
+            req.worker,
+            req.session,
+            now,
+        )
+        start.append({"job_id": row.job_id, "spec": row.spec})
+    if start:
+        u.record(
+            entry_for(
+                None,
+                AuditEvent.WORKER_CLAIMED,
+                Resource(kind="region"),
+                region,
+                details={"worker": req.worker, "jobs": [s["job_id"] for s in start]},
+            )
+        )
+    return start
+
+
+def append_log(
+    ctx: Context,
+    principal: WorkerPrincipal,
+    region_name: str,
+    job_id: str,
+    stream: str,
+    offset: int,
+    data: bytes,
+) -> int:
+    """Append a running job's output from ``offset`` on; returns the bytes now held. Repeats
+    after a lost answer are harmless: what is already held is not written twice."""
+    region = _own_region(ctx, principal, region_name)
+    if stream not in STREAMS:
+        raise InvalidInput(f"stream must be one of {', '.join(STREAMS)}")
+    if offset < 0:
+        raise InvalidInput("offset must not be negative")
+    with ctx.read_sessions() as session:
+        row = session.get(Dispatch, job_id)
+        found = row.region if row is not None else None
+    if found is None:
+        raise NotFound(f"job {job_id} not found")
+    decision = worker_decision(principal.region, found)
+    if not decision.allowed:
+        with unit(ctx) as u:
+            u.record(_refusal(principal, found, decision, job_id))
+        raise NotFound(f"job {job_id} not found")
+    path = _log_path(ctx, region, job_id, stream)
+    size = path.stat().st_size if path.exists() else 0
+    if offset > size:
+        raise Conflict(f"offset {offset} is past the {size} bytes held")
+    tail = data[size - offset :]
+    if tail:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "ab") as fh:
+            fh.write(tail)
+    return size + len(tail)
+
+
+def _log_path(ctx: Context, region: Region, job_id: str, stream: str) -> Path:
+    executor = make_executor(region, ctx.settings.home / "sandboxes", ctx.sessions)
+    assert isinstance(executor, DispatchExecutor)
+    return executor.log_paths({"dispatch": job_id})[stream]

@@ -15,8 +15,9 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import delete, func, select, update
@@ -49,16 +50,19 @@ def live_since(now: datetime) -> datetime:
 class DispatchExecutor:
     type = "worker"
 
-    def __init__(self, region: Region, store: sessionmaker[Session], log_root: Path) -> None:
+    def __init__(
+        self, region: Region, store: sessionmaker[Session], log_root: Path, clock: Callable[[], datetime]
+    ) -> None:
         self.region = region.name
         self.store = store
         self.log_root = log_root
+        self.clock = clock  # the control plane's: worker liveness is judged on one clock
         self._lock = threading.Lock()
         self._snapshot: dict[str, Status] = {}
         self._snapshot_at = float("-inf")
 
     def start(self, spec: ExecSpec) -> Handle:
-        now = datetime.now(UTC)
+        now = self.clock()
         with self.store.begin() as session:
             if self._connected(session, now) == 0:
                 raise Unavailable(f"no region worker is connected for {self.region}")
@@ -130,7 +134,7 @@ class DispatchExecutor:
                     signal=15,
                     exit_code=143,
                     detail="stopped before a region worker took it",
-                    ended_at=datetime.now(UTC),
+                    ended_at=self.clock(),
                 )
             )
             session.execute(
@@ -155,7 +159,7 @@ class DispatchExecutor:
             session.execute(delete(Dispatch).where(Dispatch.job_id == handle["dispatch"]))
 
     def health(self) -> Health:
-        now = datetime.now(UTC)
+        now = self.clock()
         with self.store() as session:
             workers = list(
                 session.execute(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -28,11 +30,13 @@ def make_engine_executor(region: Region, sandbox_root: Path) -> Executor:
     raise InvalidInput(f"region {region.name}: back end {backend!r} is not available in this build")
 
 
-def make_executor(region: Region, sandbox_root: Path, store: sessionmaker[Session]) -> Executor:
+def make_executor(
+    region: Region, sandbox_root: Path, store: sessionmaker[Session], clock: Callable[[], datetime]
+) -> Executor:
     """The control plane's executor for a region: the engine's own, or — for a region run by
     a region worker — the dispatch mailbox that worker reads from the store."""
     if region.backend.worker:
         from enclave.executors.dispatch import DispatchExecutor
 
-        return DispatchExecutor(region, store, sandbox_root.parent / "worker-logs")
+        return DispatchExecutor(region, store, sandbox_root.parent / "worker-logs", clock)
     return make_engine_executor(region, sandbox_root)

@@ -32,7 +32,9 @@ def read(ctx: Context, actor: Actor, job_id: str, stream: str, offset: int = 0) 
     if art is not None:
         data = b"".join(ctx.blobs.read(art.label, art.blob_key))[offset : offset + MAX_CHUNK_BYTES]
     elif handle and region:
-        executor = make_executor(ctx.fleet.region(region), ctx.settings.home / "sandboxes", ctx.sessions)
+        executor = make_executor(
+            ctx.fleet.region(region), ctx.settings.home / "sandboxes", ctx.sessions, ctx.now
+        )
         path = executor.log_paths(handle)[stream]
         try:
             with path.open("rb") as fh:

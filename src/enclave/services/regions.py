@@ -31,7 +31,7 @@ def health(ctx: Context, region: Region) -> Health:
     if hit is not None and now - hit[0] < HEALTH_TTL_S:
         return hit[1]
     try:
-        answer = make_executor(region, ctx.settings.home / "sandboxes", ctx.sessions).health()
+        answer = make_executor(region, ctx.settings.home / "sandboxes", ctx.sessions, ctx.now).health()
     except (EnclaveError, OSError) as exc:
         answer = Health(False, str(exc))
     with _lock:

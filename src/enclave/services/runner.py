@@ -101,7 +101,9 @@ class JobRunner:
         self.grace_s = grace_s
         self.cluster = ClusterState.from_fleet(ctx.fleet, power_cap_scale(self.policy))
         sandboxes = ctx.settings.home / "sandboxes"
-        self.executors = {r.name: make_executor(r, sandboxes, ctx.sessions) for r in ctx.fleet.regions}
+        self.executors = {
+            r.name: make_executor(r, sandboxes, ctx.sessions, ctx.now) for r in ctx.fleet.regions
+        }
         self.live: dict[str, Live] = {}
         self.queue: dict[str, tuple[int, Job]] = {}  # admitted: id -> (seq, job)
         self._queue_list: list[Job] | None = None

@@ -386,6 +386,6 @@ def append_log(
 
 
 def _log_path(ctx: Context, region: Region, job_id: str, stream: str) -> Path:
-    executor = make_executor(region, ctx.settings.home / "sandboxes", ctx.sessions)
+    executor = make_executor(region, ctx.settings.home / "sandboxes", ctx.sessions, ctx.now)
     assert isinstance(executor, DispatchExecutor)
     return executor.log_paths({"dispatch": job_id})[stream]

@@ -1,15 +1,18 @@
-"""The simulator's fast paths change nothing: ``explain=False`` and the reservation kept from
-one pass to the next start the same jobs at the same times with the same reservations."""
+"""The fast paths change nothing: ``explain=False`` and the reservation kept from one pass to
+the next start the same jobs at the same times with the same reservations; the fused start
+leaves the state that allocate + start leave."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from enclave.scheduler.capacity import ClusterState
+from enclave.scheduler.capacity import ClusterState, PoolState
+from enclave.scheduler.model import Job, PassResult
 from enclave.scheduler.policies import make_policy
 
 from .driver import simulate
+from .invariants import snapshot
 from .strategies import Scenario, scenarios
 
 
@@ -34,3 +37,48 @@ def test_same_schedule_without_explanations_and_without_the_kept_reservation(
     reference = run(explain=True, forget=True)
     assert run(explain=True, forget=False) == reference
     assert run(explain=False, forget=False) == reference
+
+
+def find_shared_by_scan(pool: PoolState, job: Job) -> int | None:
+    """Best fit as first written: every distinct free-CPU count, sorted, on every call."""
+    for cpus in sorted(c for c in pool._by_cpus if c >= job.cpus):
+        for node in pool._by_cpus[cpus]:
+            _, m, g = pool.partial[node]
+            if m >= job.memory_mb and g >= job.gpus:
+                return node
+    return None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    scenarios(max_regions=2, tight_power=True, labelled=True, name_regions=True),
+    st.sampled_from(["fcfs", "easy", "priority"]),
+)
+def test_the_fused_start_leaves_the_state_allocate_and_start_leave(scenario: Scenario, policy: str) -> None:
+    """The pass starts jobs with ``ClusterState.take`` (per-shape options, ends added in bulk);
+    replaying its starts with ``allocate`` + ``start`` on a second state, and its releases in
+    the driver's order, gives the same placements and the same state after every pass."""
+    state = ClusterState.from_fleet(scenario.fleet)
+    twin = ClusterState.from_fleet(scenario.fleet)
+
+    def on_pass(now: float, seen_state: ClusterState, queue: list[Job], result: PassResult) -> None:
+        assert seen_state is state
+        for job_id in sorted(set(twin.running) - set(state.running)):  # same instant: by id
+            twin.release(job_id)
+        for job, placement in result.started:
+            region = twin.region(placement.region)
+            again = twin.allocate(job, region, region.pool(placement.pool))
+            twin.start(job, again, now)
+            assert again == placement
+        assert snapshot(state) == snapshot(twin)
+        for region in state.regions:
+            want = sorted(
+                (r.end_estimate_s, i) for i, r in state.running.items() if r.placement.region == region.name
+            )
+            assert list(state.ends_of(region.name)) == want == list(twin.ends_of(region.name))
+            for pool in region.pools:
+                assert pool._cpus_keys == sorted(pool._by_cpus)
+                for job in queue:
+                    assert pool.find_shared(job) == find_shared_by_scan(pool, job)
+
+    simulate(state, make_policy(policy), scenario.work, on_pass=on_pass)

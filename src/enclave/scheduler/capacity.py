@@ -12,6 +12,7 @@ uses the same formula, so the predicted draw never exceeds the cap.
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -24,6 +25,8 @@ from enclave.policy import may_place
 from enclave.scheduler.model import Job, Placement, Running
 
 Free = tuple[int, int, int]  # cpus, memory_mb, gpus free on one node
+# Where a job of some shape may run, and what that shape implies there (ClusterState.options).
+Option = tuple["RegionState", "PoolState", bool, float, Placement | None]
 
 
 @dataclass
@@ -34,6 +37,9 @@ class PoolState:
     _by_cpus: dict[int, dict[int, None]] = field(default_factory=dict)  # free CPUs -> nodes
     node_jobs: dict[int, int] = field(default_factory=dict)  # shared node -> jobs on it
     _next_node: int = 0
+    _cpus_keys: list[int] = field(default_factory=list, repr=False, compare=False)  # _by_cpus's keys, sorted
+    # The jobs running here: the very dict ClusterState.by_pool holds for this pool (set there).
+    jobs: dict[str, Running] = field(default_factory=dict, repr=False, compare=False)
 
     def _set_partial(self, node: int, free: Free | None) -> None:
         old = self.partial.pop(node, None)
@@ -42,9 +48,14 @@ class PoolState:
             del nodes[node]
             if not nodes:
                 del self._by_cpus[old[0]]
+                self._cpus_keys.remove(old[0])
         if free is not None:
             self.partial[node] = free
-            self._by_cpus.setdefault(free[0], {})[node] = None
+            on = self._by_cpus.get(free[0])
+            if on is None:
+                on = self._by_cpus[free[0]] = {}
+                insort(self._cpus_keys, free[0])
+            on[node] = None
 
     @property
     def full(self) -> Free:
@@ -70,10 +81,12 @@ class PoolState:
 
     def find_shared(self, job: Job) -> int | None:
         """Best fit among partly used nodes: the fewest free CPUs that still fit, else None."""
-        for cpus in sorted(c for c in self._by_cpus if c >= job.cpus):  # distinct values: few
-            for node in self._by_cpus[cpus]:
-                _, m, g = self.partial[node]
-                if m >= job.memory_mb and g >= job.gpus:
+        keys, by_cpus, partial = self._cpus_keys, self._by_cpus, self.partial
+        memory_mb, gpus = job.memory_mb, job.gpus
+        for i in range(bisect_left(keys, job.cpus), len(keys)):
+            for node in by_cpus[keys[i]]:
+                _, m, g = partial[node]
+                if m >= memory_mb and g >= gpus:
                     return node
         return None
 
@@ -118,15 +131,20 @@ class ClusterState:
         self.regions = regions
         self._by_name = {r.name: r for r in regions}
         self.running: dict[str, Running] = {}
-        self.by_pool: dict[tuple[str, str], dict[str, Running]] = {
-            (r.name, p.spec.name): {} for r in regions for p in r.pools
-        }
+        self.by_pool: dict[tuple[str, str], dict[str, Running]] = {}
+        for r in regions:
+            for p in r.pools:
+                p.jobs = self.by_pool[(r.name, p.spec.name)] = {}
         self.preempting: set[str] = set()  # signalled, still in their grace period
         self.version = 0  # bumped on every allocation and release: caches key on it
         # Running jobs of each region by estimated end: the reservation walks them in order
-        # and stops as soon as the head job fits, instead of sorting every running job.
-        self.ends: dict[str, SortedList] = {r.name: SortedList() for r in regions}
+        # and stops as soon as the head job fits, instead of sorting every running job. Starts
+        # are added in bulk when the order is next needed (ends_of): a pass that starts 20,000
+        # jobs would otherwise insert them into the sorted list one by one.
+        self._ends: dict[str, SortedList] = {r.name: SortedList() for r in regions}
+        self._new_ends: dict[str, list[tuple[float, str]]] = {r.name: [] for r in regions}
         self._candidates: dict[str, list[tuple[RegionState, PoolState]]] = {}
+        self._options: dict[str, tuple[Option, ...]] = {}
         self.reservation_cache: tuple[object, Any] | None = None  # owned by the scheduler core
 
     @classmethod
@@ -150,6 +168,14 @@ class ClusterState:
             )
         return cls(regions)
 
+    def ends_of(self, region: str) -> SortedList:
+        """(estimated end, job id) of the jobs running in the region, in that order."""
+        ends, new = self._ends[region], self._new_ends[region]
+        if new:
+            ends.update(new)
+            new.clear()
+        return ends
+
     def region(self, name: str) -> RegionState:
         return self._by_name[name]
 
@@ -170,6 +196,24 @@ class ClusterState:
             )
             self._candidates[job.shape] = cached
         return cached
+
+    def options(self, job: Job) -> tuple[Option, ...]:
+        """:meth:`candidates`, each with what the job's shape implies there (cached per shape):
+        ``(region, pool, exclusive, busy_w, placement)``, the placement being the one every
+        exclusive job of the shape gets in that pool (None for shared jobs: theirs names a node).
+        """
+        got = self._options.get(job.shape)
+        if got is None:
+            opts = []
+            for region, pool in self.candidates(job):
+                exclusive = pool.exclusive_for(job)
+                busy = pool.busy_w(job, exclusive)
+                placement = (
+                    Placement(region.name, pool.spec.name, job.nodes, True, None, busy) if exclusive else None
+                )
+                opts.append((region, pool, exclusive, busy, placement))
+            got = self._options[job.shape] = tuple(opts)
+        return got
 
     def _candidates_uncached(self, job: Job) -> list[tuple[RegionState, PoolState]]:
         out: list[tuple[RegionState, PoolState]] = []
@@ -214,11 +258,48 @@ class ClusterState:
         self.version += 1
         return Placement(region.name, pool.spec.name, job.nodes, exclusive, node, busy)
 
+    def take(
+        self,
+        job: Job,
+        region: RegionState,
+        pool: PoolState,
+        exclusive: bool,
+        busy: float,
+        node: int | None,
+        placement: Placement | None,
+        now: float,
+    ) -> Placement:
+        """:meth:`allocate` then :meth:`start` in one step, for an option of :meth:`options`
+        that the caller has checked: fit, power, and for a shared job ``node`` =
+        ``pool.find_shared(job)`` (None: an idle node). The same state as the two steps."""
+        if exclusive:
+            pool.idle -= job.nodes
+            if placement is None:
+                placement = Placement(region.name, pool.spec.name, job.nodes, True, None, busy)
+        else:
+            if node is None:
+                pool.idle -= 1
+                node = pool._next_node
+                pool._next_node += 1
+                c, m, g = pool.spec.cpus, pool.spec.memory_mb, pool.spec.gpus
+            else:
+                c, m, g = pool.partial[node]
+            pool._set_partial(node, (c - job.cpus, m - job.memory_mb, g - job.gpus))
+            pool.node_jobs[node] = pool.node_jobs.get(node, 0) + 1
+            placement = Placement(region.name, pool.spec.name, job.nodes, False, node, busy)
+        region.busy_w += busy
+        self.version += 1
+        run = Running(job, placement, now)
+        self.running[job.id] = run
+        pool.jobs[job.id] = run
+        self._new_ends[region.name].append((now + job.walltime_s, job.id))
+        return placement
+
     def start(self, job: Job, placement: Placement, now: float) -> None:
         run = Running(job, placement, now)
         self.running[job.id] = run
         self.by_pool[(placement.region, placement.pool)][job.id] = run
-        self.ends[placement.region].add((run.end_estimate_s, job.id))
+        self._new_ends[placement.region].append((run.end_estimate_s, job.id))
         if placement.node is not None:
             pool = self.region(placement.region).pool(placement.pool)
             pool.node_jobs[placement.node] = pool.node_jobs.get(placement.node, 0) + 1
@@ -249,10 +330,10 @@ class ClusterState:
             return None
         self.preempting.discard(job_id)
         pl, job = run.placement, run.job
-        del self.by_pool[(pl.region, pl.pool)][job_id]
-        self.ends[pl.region].remove((run.end_estimate_s, job_id))
-        region = self.region(pl.region)
+        region = self._by_name[pl.region]
         pool = region.pool(pl.pool)
+        del pool.jobs[job_id]
+        self.ends_of(pl.region).remove((run.end_estimate_s, job_id))
         if pl.exclusive:
             pool.idle += pl.nodes
         elif pl.node is not None:
@@ -267,7 +348,7 @@ class ClusterState:
             if left:
                 pool.node_jobs[pl.node] = left
         region.busy_w = max(0.0, region.busy_w - pl.busy_w)
-        if not any(self.by_pool[(region.name, p.spec.name)] for p in region.pools):
+        if not any(p.jobs for p in region.pools):
             # Nothing runs in the region: drop the rounding residue of adding and subtracting
             # fractional shares, which would otherwise accumulate over a long run.
             region.busy_w = 0.0

@@ -88,9 +88,7 @@ def schedule(
             result.reasons[job.id] = Reason.PRIORITY
             continue
         if hold is None:
-            outcome = (
-                _FAILED if shape in cannot_fit else _start_first_fit(state, job, cands, now, result, None)
-            )
+            outcome = _FAILED if shape in cannot_fit else _start_first_fit(state, job, now, result, None)
             if outcome is _STARTED:
                 continue
             why = why_not(job, cands)
@@ -115,7 +113,7 @@ def schedule(
                 result.reasons[job.id] = why  # can never start under the current caps
             continue
         # Backfill: start only what cannot delay the reserved job.
-        outcome = _start_first_fit(state, job, cands, now, result, hold)
+        outcome = _start_first_fit(state, job, now, result, hold)
         if outcome is _FAILED:
             why = why_not(job, cands)
             cannot_fit[shape] = why
@@ -134,23 +132,29 @@ def _no_reason(job: Job, cands: list[Candidate]) -> Reason:
 
 
 def _start_first_fit(
-    state: ClusterState, job: Job, cands: list[Candidate], now: float, result: PassResult, hold: _Hold | None
+    state: ClusterState, job: Job, now: float, result: PassResult, hold: _Hold | None
 ) -> str:
-    """Start the job in the first candidate that fits; say whether only the hold stopped it."""
+    """Start the job in the first candidate that fits; say whether only the hold stopped it.
+
+    The hot path of a pass that starts many jobs: the checks of ``pool.fits_now``,
+    ``region.power_fits`` and ``state.allocate`` + ``state.start``, with what depends only on
+    the job's shape (exclusive or not, busy watts) looked up once per shape."""
     held = False
-    for region, pool in cands:
-        if not pool.fits_now(job):
-            continue
-        exclusive = pool.exclusive_for(job)
-        busy = pool.busy_w(job, exclusive)
-        if not region.power_fits(busy):
+    for region, pool, exclusive, busy, placement in state.options(job):
+        if exclusive:
+            if pool.idle < job.nodes:
+                continue
+            node = None
+        else:
+            node = pool.find_shared(job)
+            if node is None and pool.idle < 1:
+                continue
+        if not region.draw_ok(region.busy_w + busy):
             continue
         if hold is not None and not _backfill_ok(hold, job, region, pool, exclusive, busy, now):
             held = True
             continue
-        placement = state.allocate(job, region, pool)
-        state.start(job, placement, now)
-        result.started.append((job, placement))
+        result.started.append((job, state.take(job, region, pool, exclusive, busy, node, placement, now)))
         return _STARTED
     return _HELD if held else _FAILED
 
@@ -214,7 +218,7 @@ def _compute_reservation(state: ClusterState, job: Job, cands: list[Candidate], 
             shadow = now
         else:
             pending_t: float | None = None
-            for end, job_id in state.ends[region.name]:  # by estimated end
+            for end, job_id in state.ends_of(region.name):  # by estimated end
                 t = max(now, end)
                 if pending_t is not None and t != pending_t and walk.fits(need, busy):
                     shadow = pending_t  # everything ending at pending_t is released

@@ -20,10 +20,9 @@ from dataclasses import asdict
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from enclave.errors import Unavailable
 from enclave.executors.base import ExecSpec, Handle, Health, RunState, Status
 from enclave.fleet import Region
 from enclave.store.models import Dispatch, RegionWorker
@@ -62,10 +61,11 @@ class DispatchExecutor:
         self._snapshot_at = float("-inf")
 
     def start(self, spec: ExecSpec) -> Handle:
+        # No worker connected is not a failure: the record is durable and the region's worker
+        # takes it when it (re)connects, as an engine's queue would; the region's health says
+        # meanwhile that no worker is connected.
         now = self.clock()
         with self.store.begin() as session:
-            if self._connected(session, now) == 0:
-                raise Unavailable(f"no region worker is connected for {self.region}")
             # A requeued job is dispatched again: the previous attempt's record is done with.
             session.execute(delete(Dispatch).where(Dispatch.job_id == spec.job_id))
             session.add(
@@ -174,12 +174,3 @@ class DispatchExecutor:
         best = (fine or workers)[0]
         detail = f"worker {best.name}: {best.health.get('detail', '')}".rstrip(": ")
         return Health(bool(fine), detail)
-
-    def _connected(self, session: Session, now: datetime) -> int:
-        return int(
-            session.execute(
-                select(func.count())
-                .select_from(RegionWorker)
-                .where(RegionWorker.region == self.region, RegionWorker.last_seen_at > live_since(now))
-            ).scalar_one()
-        )

@@ -3,12 +3,14 @@ encrypted log artifact once it has ended."""
 
 from __future__ import annotations
 
+from sqlalchemy.orm import Session
+
 from enclave.audit.events import AuditEvent
 from enclave.executors.registry import make_executor
 from enclave.services.context import Context
 from enclave.services.jobs import resource_of, visible_job
 from enclave.services.unit import Actor, entry_for, unit
-from enclave.store.models import Agency, Artifact
+from enclave.store.models import Agency, Artifact, Job
 
 MAX_CHUNK_BYTES = 1 << 20
 
@@ -26,22 +28,31 @@ def read(ctx: Context, actor: Actor, job_id: str, stream: str, offset: int = 0) 
                 details={"stream": stream},
             )
         )
-        art_id = (job.log_artifacts or {}).get(stream)
-        art = u.session.get(Artifact, art_id) if art_id else None
+        art = _kept(u.session, job, stream)
         handle, region = job.handle, job.region
-    if art is not None:
-        data = b"".join(ctx.blobs.read(art.label, art.blob_key))[offset : offset + MAX_CHUNK_BYTES]
-    elif handle and region:
+    data: bytes | None = None
+    if art is None and handle and region:
         executor = make_executor(
             ctx.fleet.region(region), ctx.settings.home / "sandboxes", ctx.sessions, ctx.now
         )
-        path = executor.log_paths(handle)[stream]
         try:
-            with path.open("rb") as fh:
+            with executor.log_paths(handle)[stream].open("rb") as fh:
                 fh.seek(offset)
                 data = fh.read(MAX_CHUNK_BYTES)
         except FileNotFoundError:
-            data = b""
-    else:
-        data = b""
+            # The job ended and its output was kept (and the sandbox removed) since we looked.
+            with ctx.read_sessions() as session:
+                art = _kept(session, session.get_one(Job, job.seq), stream)
+    if data is None:
+        data = (
+            b"".join(ctx.blobs.read(art.label, art.blob_key))[offset : offset + MAX_CHUNK_BYTES]
+            if art
+            else b""
+        )
     return data.decode("utf-8", errors="replace"), offset + len(data)
+
+
+def _kept(session: Session, job: Job, stream: str) -> Artifact | None:
+    """The encrypted log artifact kept for a job's stream once the job has ended."""
+    art_id = (job.log_artifacts or {}).get(stream)
+    return session.get(Artifact, art_id) if art_id else None

@@ -358,6 +358,7 @@ class JobRunner:
     def _cancel_requested(self, now: float) -> None:
         when = datetime.fromtimestamp(now, UTC)
         ended: list[JobRow] = []
+        stopping: list[Live] = []
         with unit(self.ctx) as u, u.session.no_autoflush:  # see _no_autoflush_note
             rows = u.session.execute(
                 select(JobRow).where(
@@ -370,12 +371,16 @@ class JobRunner:
                     live = self.live.get(row.id)
                     if live is not None and live.ending is None:
                         live.ending = JobState.CANCELLED
-                        self._signal(live, now)
+                        stopping.append(live)
                     continue
                 self.queue.pop(row.id, None)
                 self._queue_list = None
                 transition(u, row, JobState.CANCELLED, "cancelled by request", when)
                 ended.append(row)
+        # Signalled after the commit: an executor may write to the store itself (a region
+        # worker's mailbox), which must not wait on this transaction's lock.
+        for live in stopping:
+            self._signal(live, now)
         for row in ended:
             self._kind_finished(row)
 

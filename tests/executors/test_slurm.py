@@ -481,3 +481,43 @@ def test_end_to_end_secret_job_runs_on_slurm(secret_api: tuple[Server, httpx.Cli
     assert (finished["state"], finished["exit_code"]) == ("completed", 0)
     assert client.get(f"/v1/jobs/{survivor}/logs").text == "survived\n"
     assert slurm_job(f"enclave-{survivor}") == "COMPLETED debug"
+
+
+def test_a_region_worker_runs_the_regions_jobs_on_slurm(
+    live_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    """secret-west run by a region worker whose engine is the real Slurm: the control plane
+    never calls Slurm, the worker (its own process, its own home) submits to it."""
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(FLEET.replace('partition = "debug" }', 'partition = "debug", worker = true }'))
+    server = live_server(tmp_path / "control", "--fleet", str(fleet))
+    secret = server.run("admin", "worker-credential", "create", "secret-west", token=server.admin_token)
+    env = {**os.environ, "ENCLAVE_HOME": str(tmp_path / "edge"), "ENCLAVE_URL": server.url}
+    env["ENCLAVE_WORKER_CREDENTIAL"] = secret.stdout.strip()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "enclave", "worker", "--region", "secret-west"],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as admin:
+            admin.headers["Authorization"] = f"Bearer {server.admin_token}"
+            assert admin.post("/v1/agencies", json={"name": "noaa"}).status_code == 201
+            body = {"name": "alice", "agency": "noaa", "clearance": "SECRET", "roles": ["user"]}
+            assert admin.post("/v1/users", json=body).status_code == 201
+            token = admin.post("/v1/tokens", json={"user": "alice", "label": "SECRET"}).json()["token"]
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            client.headers["Authorization"] = f"Bearer {token}"
+            ok = submit(client, "via-worker", ["sh", "-c", "echo on $SLURM_JOB_PARTITION in $PWD"])
+            bad = submit(client, "via-worker-bad", ["sh", "-c", "exit 5"])
+            done = wait_state(client, ok, TERMINAL)
+            assert (done["state"], done["exit_code"], done["region"]) == ("completed", 0, "secret-west")
+            assert slurm_job(f"enclave-{ok}") == "COMPLETED debug"
+            out = client.get(f"/v1/jobs/{ok}/logs").text
+            assert out.startswith(f"on debug in {tmp_path / 'edge' / 'worker-sandboxes'}"), out
+            failed = wait_state(client, bad, TERMINAL)
+            assert (failed["state"], failed["exit_code"]) == ("failed", 5)
+            assert slurm_job(f"enclave-{bad}") == "FAILED debug"
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)

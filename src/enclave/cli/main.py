@@ -135,7 +135,7 @@ def regions(as_json: bool = JsonOpt) -> None:
     rows = [
         {
             **r,
-            "backend": r["backend"]["type"],
+            "backend": r["backend"]["type"] + (" (region worker)" if r["backend"].get("worker") else ""),
             "nodes": r["capacity"]["nodes"],
             "gpus": r["capacity"]["gpus"],
             "peak_mw": r["capacity"]["peak_facility_mw"],

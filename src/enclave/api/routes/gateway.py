@@ -16,7 +16,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-import httpx
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -25,6 +24,8 @@ from starlette.concurrency import run_in_threadpool
 from enclave.errors import InvalidInput, NotAuthenticated, Unavailable
 from enclave.gateway import metrics
 from enclave.gateway.router import Replica
+from enclave.gateway.upstream import Client, UpstreamError
+from enclave.gateway.upstream import Response as Answer
 from enclave.services.gateway import Call, Gateway, Target
 from enclave.services.unit import Actor
 
@@ -37,7 +38,10 @@ async def gateway_actor(request: Request) -> Actor:
     if scheme.lower() != "bearer" or not token:
         raise NotAuthenticated("send 'Authorization: Bearer <token>'")
     gw: Gateway = request.app.state.gateway
-    return gw.cached_actor(token) or await run_in_threadpool(gw.authenticate, token)
+    actor = gw.cached_actor(token)
+    if actor is None:
+        actor = await run_in_threadpool(gw.authenticate, token)
+    return actor
 
 
 ActorDep = Annotated[Actor, Depends(gateway_actor)]
@@ -80,7 +84,7 @@ def _texts(route: str, body: dict[str, Any]) -> list[str]:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise InvalidInput("messages: a non-empty list is required")
-        out = []
+        out: list[str] = []
         for m in messages:
             content = m.get("content") if isinstance(m, dict) else None
             if isinstance(content, list):  # content parts: the text ones
@@ -138,9 +142,8 @@ async def _call(request: Request, actor: Actor, route: str) -> Response:
     wants_usage = bool((body.get("stream_options") or {}).get("include_usage")) if stream else False
     if stream:
         body["stream_options"] = {"include_usage": True}  # the gateway meters every stream
-    upstream: httpx.AsyncClient = request.app.state.upstream
     payload = json.dumps(body).encode()
-    response, replica = await _send(request, upstream, target, route, payload, stream)
+    response, replica = await _send(request, _client(request), target, route, payload, stream)
     prompt = "\n".join(screened)
     if stream and response.status_code == 200:
         return StreamingResponse(
@@ -163,9 +166,17 @@ def _gate(gw: Gateway, actor: Actor, route: str, body: dict[str, Any]) -> tuple[
     return target, gw.screen(actor, target, _texts(route, body))
 
 
+def _client(request: Request) -> Client:
+    """The pooled connections to replicas, made on (and for) the running event loop."""
+    client: Client | None = getattr(request.app.state, "replica_client", None)
+    if client is None or client.loop is not asyncio.get_running_loop():
+        client = request.app.state.replica_client = Client()
+    return client
+
+
 async def _send(
-    request: Request, upstream: httpx.AsyncClient, target: Target, route: str, payload: bytes, stream: bool
-) -> tuple[httpx.Response, Replica]:
+    request: Request, upstream: Client, target: Target, route: str, payload: bytes, stream: bool
+) -> tuple[Answer, Replica]:
     """Send to a healthy replica, moving to another one if it fails before answering."""
     table = request.app.state.ctx.router
     tried: set[str] = set()
@@ -173,12 +184,9 @@ async def _send(
         replica = table.acquire(target.endpoint_id, frozenset(tried))
         if replica is None:
             break
-        req = upstream.build_request(
-            "POST", f"{replica.url}/v1/{route}", content=payload, headers={"content-type": "application/json"}
-        )
         try:
-            response = await upstream.send(req, stream=True)
-        except httpx.TransportError:
+            response = await upstream.post(replica.url, f"/v1/{route}", payload)
+        except UpstreamError:
             table.release(replica)
             table.drop(target.endpoint_id, replica.job_id)
             tried.add(replica.job_id)
@@ -297,7 +305,10 @@ async def _logged(gw: Gateway, call: Call) -> None:
         else:
             committed.set_exception(Unavailable("the call could not be recorded; its answer is withheld"))
 
-    call.done = lambda error: loop.call_soon_threadsafe(settle, error)
+    def notify(error: BaseException | None) -> None:  # on the call log's thread
+        loop.call_soon_threadsafe(settle, error)
+
+    call.done = notify
     gw.log.submit(call)
     await committed
 
@@ -317,7 +328,7 @@ async def _relay(
     actor: Actor,
     target: Target,
     route: str,
-    response: httpx.Response,
+    response: Answer,
     replica: Replica,
     request: Request,
     prompt: str,
@@ -360,7 +371,7 @@ async def _relay(
     except _Withheld:
         status = 502
         yield _error_event("the answer carried a classification marking above the endpoint's label; withheld")
-    except httpx.HTTPError:
+    except UpstreamError:
         status = 503
         yield _error_event("the replica stopped while answering; the answer is incomplete, retry the call")
     finally:

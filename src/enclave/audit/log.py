@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,7 +19,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import select
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from enclave.audit.chain import (
@@ -35,6 +35,12 @@ from enclave.audit.events import AuditEvent, Outcome
 from enclave.store.models import AuditHead, AuditRecord
 
 VERIFY_BATCH = 2000
+# append_many's statements, built once (Core: no ORM unit of work on the hot path)
+_HEAD_FOR_UPDATE = select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1).with_for_update()
+_INSERT_RECORDS = insert(AuditRecord)
+_MOVE_HEAD = (
+    update(AuditHead).where(AuditHead.id == 1).values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
+)
 _HEAD_KEY = "enclave.audit.head"  # session.info: (transaction, locked head row)
 
 
@@ -100,20 +106,7 @@ class AuditLog:
 
     def append(self, session: Session, entry: Entry, now: datetime) -> AuditRecord:
         head = self._locked_head(session)
-        fields: dict[str, Any] = {
-            "seq": head.seq + 1,
-            "ts": now.isoformat(timespec="microseconds"),
-            "event": str(entry.event),
-            "outcome": str(entry.outcome),
-            "actor": entry.actor,
-            "agency": entry.agency,
-            "session_label": entry.session_label,
-            "object_kind": entry.object_kind,
-            "object_id": entry.object_id,
-            "object_label": entry.object_label,
-            "label_rank": entry.label_rank,
-            "details": canonical_json(entry.details or {}),
-        }
+        fields = _fields(head.seq + 1, entry, now)
         digest = record_hash(head.hash, fields)
         record = AuditRecord(
             **fields,
@@ -124,6 +117,30 @@ class AuditLog:
         session.add(record)
         head.seq, head.hash = record.seq, digest
         return record
+
+    def append_many(
+        self, conn: Connection, entries: Sequence[Entry], clock: Callable[[], datetime]
+    ) -> tuple[int, str]:
+        """Append ``entries`` in order inside ``conn``'s transaction with Core statements (one
+        head lock, one multi-row insert, one head update): the same records, links and
+        signatures as :meth:`append` one by one, for a fraction of the CPU. Returns the new
+        head ``(seq, hash)``, to checkpoint once the transaction has committed.
+
+        Not to be mixed with :meth:`append` in one transaction (that caches the head)."""
+        head = conn.execute(_HEAD_FOR_UPDATE).one()
+        seq, prev = int(head.seq), str(head.hash)
+        rows = []
+        for entry in entries:
+            seq += 1
+            fields = _fields(seq, entry, clock())
+            digest = record_hash(prev, fields)
+            fields.update(prev_hash=prev, hash=digest, signature=sign(self._key, digest))
+            rows.append(fields)
+            prev = digest
+        if rows:
+            conn.execute(_INSERT_RECORDS, rows)
+            conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": prev})
+        return seq, prev
 
     # -- checkpoints -------------------------------------------------------------------
     def write_checkpoint(self, session: Session, now: datetime) -> Checkpoint:
@@ -184,3 +201,21 @@ class AuditLog:
             for row in batch:
                 yield dict(row._mapping)
             last = batch[-1].seq
+
+
+def _fields(seq: int, entry: Entry, now: datetime) -> dict[str, Any]:
+    """A record's hashed columns."""
+    return {
+        "seq": seq,
+        "ts": now.isoformat(timespec="microseconds"),
+        "event": str(entry.event),
+        "outcome": str(entry.outcome),
+        "actor": entry.actor,
+        "agency": entry.agency,
+        "session_label": entry.session_label,
+        "object_kind": entry.object_kind,
+        "object_id": entry.object_id,
+        "object_label": entry.object_label,
+        "label_rank": entry.label_rank,
+        "details": canonical_json(entry.details or {}),
+    }

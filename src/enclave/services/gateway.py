@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select, update
 
 from enclave.audit.events import AuditEvent, Outcome
 from enclave.audit.log import Entry
@@ -46,6 +46,27 @@ log = logging.getLogger("enclave.gateway")
 
 ENDPOINT_CACHE_S = 1.0  # how stale an endpoint row may be (a delete also drops it at once)
 TOKEN_CACHE_S = 1.0  # how long a checked token is trusted without asking the store again
+
+
+# The call log's usage statements, built once (executed on a Core connection)
+_ADD_USAGE = (
+    update(GatewayUsage)
+    .where(GatewayUsage.agency_id == bindparam("a"), GatewayUsage.day == bindparam("d"))
+    .values(
+        requests=GatewayUsage.requests + bindparam("r"),
+        prompt_tokens=GatewayUsage.prompt_tokens + bindparam("p"),
+        completion_tokens=GatewayUsage.completion_tokens + bindparam("c"),
+        energy_j=GatewayUsage.energy_j + bindparam("e"),
+    )
+)
+_NEW_USAGE = insert(GatewayUsage).values(
+    agency_id=bindparam("a"),
+    day=bindparam("d"),
+    requests=bindparam("r"),
+    prompt_tokens=bindparam("p"),
+    completion_tokens=bindparam("c"),
+    energy_j=bindparam("e"),
+)
 
 
 @dataclass(frozen=True)
@@ -127,36 +148,48 @@ class CallLog:
                     break
                 batch.append(item)
             error: BaseException | None = None
+            head: tuple[int, str] | None = None
             try:
-                self._commit(batch)
+                head = self._commit(batch)
             except Exception as exc:  # every waiting call learns of it; the loop goes on
                 log.exception("could not record %d gateway calls", len(batch))
                 error = exc
             for call in batch:
-                call.done(error)
+                call.done(error)  # committed (or failed): the answers may go
+            if head is not None:
+                # Then the signed checkpoint of the new head, as after any commit that appends
+                # records (the records are durable already; this guards against truncation).
+                try:
+                    self.ctx.audit.checkpoint(head[0], head[1], self.ctx.now())
+                except Exception:
+                    log.exception("could not write the audit checkpoint")
 
-    def _commit(self, batch: list[Call]) -> None:
-        with unit(self.ctx) as u, u.session.no_autoflush:
-            usage: dict[tuple[int, str], GatewayUsage] = {}
-            for call in batch:
-                key = (call.agency_id, call.day)
-                row = usage.get(key) or u.session.get(GatewayUsage, key)
-                if row is None:
-                    row = GatewayUsage(
-                        agency_id=call.agency_id,
-                        day=call.day,
-                        requests=0,
-                        prompt_tokens=0,
-                        completion_tokens=0,
-                        energy_j=0.0,
-                    )
-                    u.session.add(row)
-                usage[key] = row
-                row.requests += 1
-                row.prompt_tokens += call.prompt_tokens
-                row.completion_tokens += call.completion_tokens
-                row.energy_j += call.energy_j
-                u.record(call.entry)
+    def _commit(self, batch: list[Call]) -> tuple[int, str]:
+        """One transaction: the audit records (Core statements, one head lock) and the usage
+        sums. Returns the new chain head."""
+        usage: dict[tuple[int, str], list[float]] = {}
+        for call in batch:
+            sums = usage.setdefault((call.agency_id, call.day), [0, 0, 0, 0.0])
+            sums[0] += 1
+            sums[1] += call.prompt_tokens
+            sums[2] += call.completion_tokens
+            sums[3] += call.energy_j
+        ctx = self.ctx
+        with ctx.engine.begin() as conn:
+            # The head first: its lock serialises writers (PostgreSQL) before the usage rows.
+            head = ctx.audit.append_many(conn, [call.entry for call in batch], ctx.now)
+            for (agency_id, day), (requests, prompt, completion, energy) in usage.items():
+                row = {
+                    "a": agency_id,
+                    "d": day,
+                    "r": int(requests),
+                    "p": int(prompt),
+                    "c": int(completion),
+                    "e": energy,
+                }
+                if conn.execute(_ADD_USAGE, row).rowcount == 0:
+                    conn.execute(_NEW_USAGE, row)
+        return head
 
 
 class Gateway:

@@ -263,3 +263,44 @@ def test_fleet_is_frozen() -> None:
     fleet = parse_fleet(MINIMAL)
     with pytest.raises(ValidationError, match="frozen"):
         fleet.name = "other"
+
+
+# -- back ends: region workers and engine queues -------------------------------------------------
+def with_backend(backend: str, cap: str = "1.0") -> str:
+    return fleet_text(power_cap_mw=f"power_cap_mw = {cap}").replace(
+        'accreditation = "SECRET"', f'accreditation = "SECRET"\nbackend = {backend}'
+    )
+
+
+def test_worker_flag_and_engine_settings_are_kept() -> None:
+    fleet = parse_fleet(with_backend('{ type = "slurm", partition = "batch", worker = true, queue_depth = 2 }'))
+    backend = fleet.regions[0].backend
+    assert (backend.type, backend.worker, backend.queue_depth) == ("slurm", True, 2.0)
+    assert backend.model_dump() == {"type": "slurm", "worker": True, "queue_depth": 2.0, "partition": "batch"}
+    assert parse_fleet(MINIMAL).regions[0].backend.worker is False
+
+
+def test_a_deeper_engine_queue_scales_only_what_the_scheduler_fills() -> None:
+    region = parse_fleet(with_backend('{ type = "ray", address = "h:6379", queue_depth = 2.5 }')).regions[0]
+    scheduled = region.as_scheduled()
+    assert [p.count for p in scheduled.pools] == [5] and [p.count for p in region.pools] == [2]
+    assert scheduled.power_cap_mw == region.power_cap_mw and scheduled.name == region.name
+    plain = parse_fleet(MINIMAL).regions[0]
+    assert plain.as_scheduled() is plain
+
+
+@pytest.mark.parametrize(
+    ("backend", "cap", "message"),
+    [
+        ('{ type = "local", queue_depth = 2 }', "1.0", "the local executor keeps no queue"),
+        # Peak draw 2 x 200 W x PUE 1.2 = 480 W; a depth of 2 needs 960 W of cap.
+        ('{ type = "slurm", queue_depth = 2 }', "0.0009", "needs a power cap of at least 0.00096 MW"),
+        ('{ type = "slurm", queue_depth = 0.5 }', "1.0", "queue_depth: Input should be greater than or equal to 1"),
+        ('{ type = "slurm", queue_depth = 100 }', "1.0", "queue_depth: Input should be less than or equal to 16"),
+        ('{ type = "slurm", worker = "yes" }', "1.0", "worker: Input should be a valid boolean"),
+    ],
+)
+def test_bad_engine_queues_are_refused(backend: str, cap: str, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        parse_fleet(with_backend(backend, cap))
+    assert parse_fleet(with_backend('{ type = "slurm", queue_depth = 2 }', "0.00096")).regions[0]

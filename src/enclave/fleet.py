@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
 from enclave.errors import InvalidInput
 from enclave.labels import DEFAULT_COMPARTMENTS, DEFAULT_LEVELS, Label, LabelScheme
@@ -54,7 +54,12 @@ class Backend(_Strict):
     type: Literal["local", "slurm", "ray"] = "local"
     # Driven by a region worker (`enclave worker --region NAME`) inside the region's network;
     # the control plane then never talks to the engine itself, only hands work to the worker.
-    worker: bool = False
+    worker: StrictBool = False
+    # How much work, in multiples of the region's nodes, Enclave may hand the engine at once.
+    # Above 1 the engine keeps a queue of its own and starts the next job the moment
+    # resources free, instead of waiting for Enclave to see an end and submit again; Enclave
+    # then no longer chooses the start order of what it handed over. Slurm and Ray only.
+    queue_depth: Annotated[float, Field(ge=1.0, le=16.0)] = 1.0
 
 
 class Region(_Strict):
@@ -87,6 +92,15 @@ class Region(_Strict):
     @property
     def idle_facility_mw(self) -> float:
         return sum(p.count * p.idle_w for p in self.pools) * self.pue / 1e6
+
+    def as_scheduled(self) -> Region:
+        """The region as Enclave's scheduler fills it: with ``queue_depth`` times its nodes
+        when the engine keeps a queue of its own (see :class:`Backend`)."""
+        depth = self.backend.queue_depth
+        if depth == 1.0:
+            return self
+        pools = [p.model_copy(update={"count": int(p.count * depth)}) for p in self.pools]
+        return self.model_copy(update={"pools": pools})
 
 
 class LabelsConfig(_Strict):
@@ -153,6 +167,7 @@ def parse_fleet(text: str, source: str = "<fleet>") -> Fleet:
         pools = [p.name for p in region.pools]
         if len(set(pools)) != len(pools):
             raise InvalidInput(f"{source}: regions.{region.name}.pools: pool names must be unique")
+        _check_queue_depth(region, source)
     where = "labels"
     try:
         scheme = fleet.scheme
@@ -172,6 +187,24 @@ def parse_fleet(text: str, source: str = "<fleet>") -> Fleet:
                 f"{source}: guard.patterns.{i}.pattern: not a valid regular expression: {exc}"
             ) from exc
     return fleet
+
+
+def _check_queue_depth(region: Region, source: str) -> None:
+    depth = region.backend.queue_depth
+    if depth == 1.0:
+        return
+    where = f"{source}: regions.{region.name}.backend.queue_depth"
+    if region.backend.type == "local":
+        raise InvalidInput(
+            f"{where}: the local executor keeps no queue; only slurm and ray take a deeper one"
+        )
+    # The engine, not Enclave, then picks which handed-over job runs when: the cap must hold
+    # whatever it picks, so it must cover the draw Enclave's scheduler may count.
+    if region.power_cap_mw < region.peak_facility_mw * depth:
+        raise InvalidInput(
+            f"{where}: needs a power cap of at least {region.peak_facility_mw * depth:.6g} MW "
+            f"({depth:g} x the region's peak draw), since the engine chooses what runs"
+        )
 
 
 def load_fleet(name_or_path: str) -> Fleet:

@@ -29,7 +29,7 @@ from typing import Any
 
 from enclave.client import Client
 from enclave.errors import EnclaveError, Unavailable
-from enclave.executors.base import ExecSpec, Executor, Handle, RunState, Status
+from enclave.executors.base import NOT_ENDED, ExecSpec, Executor, Handle, RunState, Status
 from enclave.executors.registry import make_engine_executor
 from enclave.fleet import Region
 
@@ -48,6 +48,7 @@ class Running:
     job_id: str
     handle: Handle
     sent: dict[str, int] = field(default_factory=lambda: {"stdout": 0, "stderr": 0})
+    running: bool = False  # reported out of the engine's queue
     cancel_sent: bool = False
     killed: bool = False
     ended: Status | None = None  # reported, waiting for the acknowledgement
@@ -181,7 +182,10 @@ class RegionWorker:
                     self.reports.append(_ended(run.job_id, run.ended))
                 continue
             status = self.executor.poll(run.handle)
-            if status.state is RunState.RUNNING:
+            if status.state in NOT_ENDED:
+                if status.state is RunState.RUNNING and not run.running:
+                    run.running = True  # out of the engine's queue: its walltime starts now
+                    self.reports.append({"job_id": run.job_id, "event": "running"})
                 if push_logs:
                     self._push_logs(run)
                 continue

@@ -125,8 +125,14 @@ def test_every_route_refuses_bad_credentials_with_401(world: World, clock: Clock
                 r = client.send(request)
                 body = assert_unauthenticated(r)
                 if headers in token_problems:
-                    # One answer for every token problem: nothing tells them apart.
-                    assert body["detail"] == "invalid or expired token", (method, path, body)
+                    # One answer for every token problem: nothing tells them apart. (Region
+                    # workers' routes take a worker credential, not a user's token.)
+                    expected = (
+                        "invalid or revoked worker credential"
+                        if template.startswith("/v1/workers/")
+                        else "invalid or expired token"
+                    )
+                    assert body["detail"] == expected, (method, path, body)
 
 
 def test_whoami_describes_the_session(world: World) -> None:

@@ -237,7 +237,10 @@ def test_reports_and_output_for_another_regions_job_change_nothing_and_are_audit
         ts,
         "ts-east",
         worker="ts-1",
-        reports=[{"job_id": job_id, "event": "started", "handle": {"pid": 1}}],
+        reports=[
+            {"job_id": job_id, "event": "started", "handle": {"pid": 1}},
+            {"job_id": job_id, "event": "running"},
+        ],
     )
 
     never = str(uuid.uuid4())
@@ -285,8 +288,11 @@ def test_started_and_ended_reports_reach_the_runners_executor(api: TestClient, w
     ex = dispatcher(wctx, "ts-east")
     [start] = sync(api, ts, "ts-east")["start"]
     assert start["spec"]["command"] == ["true"] and start["spec"]["label"] == TS
+    assert ex.poll(handle).state is RunState.QUEUED  # waiting for the worker: walltime not begun
     sync(api, ts, "ts-east", reports=[{"job_id": job_id, "event": "started", "handle": {"pid": 42}}])
-    assert ex.poll(handle).state is RunState.RUNNING
+    assert dispatcher(wctx, "ts-east").poll(handle).state is RunState.QUEUED  # in the engine's queue
+    sync(api, ts, "ts-east", reports=[{"job_id": job_id, "event": "running"}])
+    assert dispatcher(wctx, "ts-east").poll(handle).state is RunState.RUNNING
     ended = {"job_id": job_id, "event": "ended", "exit_code": 3, "cpu_s": 0.5, "energy_j": 12.0}
     assert sync(api, ts, "ts-east", reports=[ended])["acked"] == [job_id]
     status = dispatcher(wctx, "ts-east").poll(handle)  # a fresh view of the mailbox
@@ -344,7 +350,10 @@ def test_a_restarted_worker_adopts_running_jobs_and_loses_unstarted_ones(
         ts,
         "ts-east",
         session=first,
-        reports=[{"job_id": running, "event": "started", "handle": {"pid": 7}}],
+        reports=[
+            {"job_id": running, "event": "started", "handle": {"pid": 7}},
+            {"job_id": running, "event": "running"},
+        ],
     )
 
     answer = sync(api, ts, "ts-east", session=str(uuid.uuid4()))  # the same worker, a new process

@@ -175,7 +175,7 @@ class WorkerHealthIn(Strict):
 
 class WorkerReportIn(Strict):
     job_id: Annotated[str, Field(min_length=1, max_length=36)]
-    event: Literal["started", "ended", "start_failed"]
+    event: Literal["started", "running", "ended", "start_failed"]
     handle: dict[str, Any] | None = None
     exit_code: Annotated[int, Field(ge=-(1 << 31), lt=1 << 31)] | None = None
     signal: Annotated[int, Field(ge=0, le=128)] | None = None

@@ -33,9 +33,13 @@ class ExecSpec:
 
 
 class RunState(StrEnum):
+    QUEUED = "queued"  # accepted by the engine, waiting there for resources: walltime not started
     RUNNING = "running"
     EXITED = "exited"  # finished by itself or by a signal; see exit_code
     LOST = "lost"  # the executor no longer knows the job (node or engine failure)
+
+
+NOT_ENDED = frozenset({RunState.QUEUED, RunState.RUNNING})
 
 
 @dataclass(frozen=True)

@@ -104,12 +104,15 @@ class DispatchExecutor:
                     Dispatch.energy_j,
                     Dispatch.lost,
                     Dispatch.detail,
+                    Dispatch.running_at,
                 ).where(Dispatch.region == self.region)
             ).all()
         out: dict[str, Status] = {}
-        for job_id, state, exit_code, signal, cpu_s, energy_j, lost, detail in rows:
+        for job_id, state, exit_code, signal, cpu_s, energy_j, lost, detail, running_at in rows:
             if state != DispatchState.ENDED:
-                out[job_id] = Status(RunState.RUNNING)
+                # Until the engine runs it — waiting for a worker to take it, or in the engine's
+                # own queue — the job's walltime has not started.
+                out[job_id] = Status(RunState.RUNNING if running_at else RunState.QUEUED)
             elif lost:
                 out[job_id] = Status(RunState.LOST, detail=detail)
             else:

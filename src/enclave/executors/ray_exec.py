@@ -73,7 +73,7 @@ from typing import Any
 import httpx
 
 from enclave.errors import InvalidInput, Unavailable
-from enclave.executors.base import ExecSpec, Handle, Health, RunState, Status
+from enclave.executors.base import NOT_ENDED, ExecSpec, Handle, Health, RunState, Status
 
 log = logging.getLogger("enclave.executors.ray")
 
@@ -308,7 +308,7 @@ class RayExecutor:
             if known is not None:
                 known.wanted_s = now
                 if known.status is not None:
-                    if known.status.state is RunState.RUNNING:
+                    if known.status.state in NOT_ENDED:
                         self._ensure_refresher()
                     return known.status
         # A handle this instance has never seen (started by an earlier server process).
@@ -318,7 +318,7 @@ class RayExecutor:
         with self._lock:
             known = self._known.setdefault(sid, _Known(handle))
             known.status, known.fetched_s, known.wanted_s = final, time.monotonic(), now
-        if final.state is RunState.RUNNING:
+        if final.state in NOT_ENDED:
             self._ensure_refresher()
         return final
 
@@ -348,7 +348,7 @@ class RayExecutor:
             if state == "PENDING" and (dirpath / ".cancelled").exists():
                 never = "cancelled before Ray started the job"
                 return self._finalise(handle, Status(RunState.EXITED, 128 + SIGTERM, SIGTERM), never)
-            return Status(RunState.RUNNING)
+            return Status(RunState.QUEUED if state == "PENDING" else RunState.RUNNING)
         try:
             raw = self._logs(sid, http)
         except (httpx.HTTPError, ValueError):
@@ -423,14 +423,12 @@ class RayExecutor:
                         k
                         for k in self._known.values()
                         if k.status is not None
-                        and k.status.state is RunState.RUNNING
+                        and k.status.state in NOT_ENDED
                         and now - k.wanted_s < 10.0
                         and now - k.fetched_s >= self.status_ttl_s
                     ]
                     watched = any(
-                        k.status is not None
-                        and k.status.state is RunState.RUNNING
-                        and now - k.wanted_s < 10.0
+                        k.status is not None and k.status.state in NOT_ENDED and now - k.wanted_s < 10.0
                         for k in self._known.values()
                     )
                 if not watched:

@@ -289,7 +289,12 @@ class SlurmExecutor:
                 self._refresh(now)
             elif not self._accounting:
                 self._early_end(sid, now)
-            return self._ended.get(sid) or Status(RunState.RUNNING)
+            done = self._ended.get(sid)
+            if done is not None:
+                return done
+            # Pending in Slurm's own queue (a busy shared cluster, or work handed ahead of
+            # capacity): not started, so its walltime has not either.
+            return Status(RunState.QUEUED if self._active.get(sid) == "PENDING" else RunState.RUNNING)
 
     def _early_end(self, sid: str, now: float) -> None:
         """Between squeue calls, without accounting: the script's status file tells an end

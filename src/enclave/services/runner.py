@@ -27,7 +27,7 @@ from sqlalchemy import func, select, update
 from enclave.energy import measure
 from enclave.energy.model import EnergySource, Usage, account, modelled_it_joules
 from enclave.errors import EnclaveError, InvalidInput, Unavailable
-from enclave.executors.base import ExecSpec, Executor, Handle, RunState, Status
+from enclave.executors.base import NOT_ENDED, ExecSpec, Executor, Handle, RunState, Status
 from enclave.executors.registry import make_executor
 from enclave.scheduler.capacity import ClusterState
 from enclave.scheduler.core import schedule
@@ -51,6 +51,7 @@ TICK_BUSY_S = 0.01
 # has served for an hour costs four polls a second, not a hundred.
 POLL_AGE_DIVISOR = 20.0
 POLL_MAX_S = 0.25
+POLL_QUEUED_S = 0.05  # a job waiting in its engine's queue
 TICK_IDLE_S = 0.5
 RESCHEDULE_S = TICK_IDLE_S  # an unchanged queue is re-planned (and pending jobs polled) this often
 MAX_ATTEMPTS = 5  # requeues after loss before a job is failed
@@ -99,7 +100,8 @@ class JobRunner:
         self.policy = policy or make_policy()
         self.clock = clock
         self.grace_s = grace_s
-        self.cluster = ClusterState.from_fleet(ctx.fleet, power_cap_scale(self.policy))
+        scheduled = ctx.fleet.model_copy(update={"regions": [r.as_scheduled() for r in ctx.fleet.regions]})
+        self.cluster = ClusterState.from_fleet(scheduled, power_cap_scale(self.policy))
         sandboxes = ctx.settings.home / "sandboxes"
         self.executors = {
             r.name: make_executor(r, sandboxes, ctx.sessions, ctx.now) for r in ctx.fleet.regions
@@ -202,9 +204,15 @@ class JobRunner:
             if live.handle is None or (now < live.next_poll_s and live.term_sent_s is None):
                 continue
             status = live.executor.poll(live.handle)
-            if status.state is RunState.RUNNING:
-                age = now - live.started_s
-                live.next_poll_s = now + min(POLL_MAX_S, max(TICK_BUSY_S, age / POLL_AGE_DIVISOR))
+            if status.state in NOT_ENDED:
+                if status.state is RunState.QUEUED and live.term_sent_s is None:
+                    # Waiting in the engine's own queue: walltime and wall time count from
+                    # the engine's start, which is within one poll (POLL_QUEUED_S) of now.
+                    live.started_s = now
+                    live.next_poll_s = now + POLL_QUEUED_S
+                else:
+                    age = now - live.started_s
+                    live.next_poll_s = now + min(POLL_MAX_S, max(TICK_BUSY_S, age / POLL_AGE_DIVISOR))
                 self._enforce(live, now)
             else:
                 finished.append((live, status))

@@ -52,7 +52,7 @@ class WorkerPrincipal:
 @dataclass(frozen=True)
 class Report:
     job_id: str
-    event: str  # started | ended | start_failed
+    event: str  # started | running (out of the engine's queue) | ended | start_failed
     handle: dict[str, Any] | None = None
     exit_code: int | None = None
     signal: int | None = None
@@ -291,6 +291,9 @@ def _apply_reports(u: Unit, principal: WorkerPrincipal, req: SyncRequest, now: d
         if rep.event == "started":
             if row.state == DispatchState.CLAIMED and row.session == req.session:
                 row.state, row.handle = DispatchState.STARTED, rep.handle
+        elif rep.event == "running":
+            if row.state == DispatchState.STARTED and row.running_at is None:
+                row.running_at = now
         elif row.state == DispatchState.ENDED:
             continue
         elif rep.event == "ended":

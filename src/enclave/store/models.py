@@ -363,7 +363,8 @@ class RegionWorker(Base):
 class Dispatch(Base):
     """Work handed to a region's worker: the mailbox between the control plane's runner and
     the worker. ``queued`` until a worker claims it, ``claimed`` until the worker reports the
-    engine's handle (``started``), ``ended`` with what the engine said."""
+    engine's handle (``started``; ``running_at`` once out of the engine's own queue),
+    ``ended`` with what the engine said."""
 
     __tablename__ = "dispatches"
     job_id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -384,4 +385,5 @@ class Dispatch(Base):
     kill: Mapped[bool] = mapped_column(Boolean, default=False)
     dispatched_at: Mapped[datetime] = mapped_column(UTCDateTime())
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    running_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # out of the engine's queue
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -35,6 +35,7 @@ def upgrade() -> None:
         sa.Column("kill", sa.Boolean(), nullable=False),
         sa.Column("dispatched_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("running_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("job_id"),
     )

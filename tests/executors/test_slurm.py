@@ -521,3 +521,46 @@ def test_a_region_worker_runs_the_regions_jobs_on_slurm(
     finally:
         worker.terminate()
         worker.wait(timeout=30)
+
+
+def test_a_deeper_queue_lets_slurm_start_the_next_job_and_walltime_waits_for_it(
+    live_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    """queue_depth = 2: Enclave hands Slurm twice what fits, so jobs wait in Slurm's own queue
+    (PENDING) — and a job's walltime starts when Slurm starts it, not when it was handed over:
+    each job runs 2 s under a 3 s walltime after waiting about as long in Slurm's queue."""
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(FLEET.replace('partition = "debug" }', 'partition = "debug", queue_depth = 2 }'))
+    server = live_server(tmp_path / "control", "--fleet", str(fleet))
+    with httpx.Client(base_url=server.url, timeout=30) as admin:
+        admin.headers["Authorization"] = f"Bearer {server.admin_token}"
+        assert admin.post("/v1/agencies", json={"name": "noaa"}).status_code == 201
+        body = {"name": "alice", "agency": "noaa", "clearance": "SECRET", "roles": ["user"]}
+        assert admin.post("/v1/users", json=body).status_code == 201
+        token = admin.post("/v1/tokens", json={"user": "alice", "label": "SECRET"}).json()["token"]
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        client.headers["Authorization"] = f"Bearer {token}"
+        jobs = []
+        for i in range(4):
+            spec = {
+                "name": f"queued-{i}",
+                "label": "SECRET",
+                "region": "secret-west",
+                "command": ["sh", "-c", "sleep 2; echo done"],
+                "walltime_s": 3,
+                "resources": {"nodes": 1, "cpus_per_node": 1, "memory_mb": 256},
+            }
+            resp = client.post("/v1/jobs", json=spec)
+            assert resp.status_code in (200, 201), resp.text
+            jobs.append(resp.json()["id"])
+        pending_seen = False
+        deadline = time.monotonic() + 60
+        while not pending_seen and time.monotonic() < deadline:
+            states = [slurm_job(f"enclave-{j}").split(" ")[0] for j in jobs]
+            pending_seen = "PENDING" in states and states.count("RUNNING") == 2
+            time.sleep(0.05)
+        assert pending_seen, "Slurm never held a job of Enclave's in its own queue"
+        for j in jobs:
+            done = wait_state(client, j, TERMINAL)
+            assert (done["state"], done["exit_code"]) == ("completed", 0), done
+            assert client.get(f"/v1/jobs/{j}/logs").text == "done\n"

@@ -46,7 +46,7 @@ def view(ctx: Context, actor: Actor, r: Region) -> dict[str, Any]:
         "name": r.name,
         "accreditation": accreditation.marking,
         "accepts_session_label": may_place(actor.subject.session, accreditation),
-        "backend": r.backend.model_dump(),
+        "backend": {"type": r.backend.type, **r.backend.model_dump(exclude_defaults=True)},
         "healthy": state.healthy,
         "health": state.detail,
         "power_cap_mw": r.power_cap_mw,

@@ -114,6 +114,7 @@ class RegionWorker:
                     "capacity": max(0, self.max_jobs - len(self.running)),
                     "health": self._health,
                     "reports": sent,
+                    "holding": list(self.running),
                 },
             )
         except Unavailable:
@@ -148,6 +149,8 @@ class RegionWorker:
 
     def _start(self, job_id: str, spec: dict[str, Any]) -> None:
         assert self.executor is not None
+        if job_id in self.running:
+            return  # handed out again while our start report was on its way
         try:
             handle = self.executor.start(ExecSpec(**spec))
         except (OSError, EnclaveError, TypeError) as exc:

@@ -84,6 +84,7 @@ def sync(
     session: str | None = None,
     capacity: int = 100,
     reports: list[dict[str, Any]] | None = None,
+    holding: list[str] | None = None,
 ) -> dict[str, Any]:
     body = {
         "worker": worker,
@@ -91,6 +92,7 @@ def sync(
         "capacity": capacity,
         "health": {"healthy": True, "detail": "engine fine"},
         "reports": reports or [],
+        "holding": holding or [],
     }
     return ok(api.post(f"/v1/workers/{region}/sync", json=body, headers=who))
 
@@ -211,8 +213,13 @@ def test_each_worker_receives_only_its_own_regions_jobs(api: TestClient, wctx: C
     assert {s["job_id"] for s in got_ts["start"]} == ts_jobs
     assert all(s["spec"]["region"] == "ts-east" for s in got_ts["start"])
     assert got_sw["region"]["name"] == "secret-west" and got_sw["region"]["backend"]["worker"] is True
-    # Claimed once: nothing is handed out twice.
-    assert sync(api, ts, "ts-east", worker="ts-1")["start"] == []
+    # Claimed once: what the worker holds is not handed out again; what it never received (a
+    # lost answer) is handed again to the same worker process, and to no one else.
+    held = sorted(ts_jobs)[:2]
+    again = sync(api, ts, "ts-east", worker="ts-1", holding=held)["start"]
+    assert {s["job_id"] for s in again} == ts_jobs - set(held)
+    assert sync(api, ts, "ts-east", worker="ts-1", holding=sorted(ts_jobs))["start"] == []
+    assert sync(api, ts, "ts-east", worker="ts-2")["start"] == []
 
 
 def test_capacity_bounds_what_a_worker_takes(api: TestClient, wctx: Context) -> None:
@@ -221,7 +228,7 @@ def test_capacity_bounds_what_a_worker_takes(api: TestClient, wctx: Context) -> 
     jobs = [dispatch(wctx, "ts-east", TS)[0] for _ in range(3)]
     assert sync(api, ts, "ts-east", capacity=0)["start"] == []
     assert [s["job_id"] for s in sync(api, ts, "ts-east", capacity=2)["start"]] == jobs[:2]
-    assert [s["job_id"] for s in sync(api, ts, "ts-east", capacity=2)["start"]] == jobs[2:]
+    assert [s["job_id"] for s in sync(api, ts, "ts-east", capacity=2, holding=jobs[:2])["start"]] == jobs[2:]
 
 
 def test_reports_and_output_for_another_regions_job_change_nothing_and_are_audited(

@@ -191,3 +191,4 @@ class WorkerSyncIn(Strict):
     capacity: Annotated[int, Field(ge=0, le=100_000)]
     health: WorkerHealthIn
     reports: Annotated[list[WorkerReportIn], Field(max_length=10_000)] = []
+    holding: Annotated[list[Annotated[str, Field(max_length=36)]], Field(max_length=100_000)] = []

@@ -69,6 +69,7 @@ class SyncRequest:
     capacity: int  # how many new jobs it takes now
     health: dict[str, Any] = field(default_factory=dict)
     reports: list[Report] = field(default_factory=list)
+    holding: frozenset[str] = frozenset()  # jobs the worker holds (started or being started)
 
 
 def _digest(secret: str) -> str:
@@ -213,9 +214,24 @@ def sync(ctx: Context, principal: WorkerPrincipal, region_name: str, req: SyncRe
                 answer["kill"].append(row.job_id)
             else:
                 answer["cancel"].append({"job_id": row.job_id, "grace_s": row.cancel_grace_s})
-        if req.capacity > 0:
-            answer["start"] = _claim(u, principal, region.name, accreditation, req, now)
+        answer["start"] = _undelivered(u, region.name, req)
+        room = req.capacity - len(answer["start"])
+        if room > 0:
+            answer["start"] += _claim(u, principal, region.name, accreditation, req, now, room)
     return answer
+
+
+def _undelivered(u: Unit, region: str, req: SyncRequest) -> list[dict[str, Any]]:
+    """Jobs this worker process claimed whose answer it never got (a lost response): handed
+    out again, to the same process, which has not started them."""
+    rows = u.session.execute(
+        select(Dispatch).where(
+            Dispatch.region == region,
+            Dispatch.session == req.session,
+            Dispatch.state == DispatchState.CLAIMED,
+        )
+    ).scalars()
+    return [{"job_id": r.job_id, "spec": r.spec} for r in rows if r.job_id not in req.holding]
 
 
 def _check_in(u: Unit, principal: WorkerPrincipal, region: str, req: SyncRequest, now: datetime) -> None:
@@ -309,13 +325,19 @@ def _apply_reports(u: Unit, principal: WorkerPrincipal, req: SyncRequest, now: d
 
 
 def _claim(
-    u: Unit, principal: WorkerPrincipal, region: str, accreditation: Any, req: SyncRequest, now: datetime
+    u: Unit,
+    principal: WorkerPrincipal,
+    region: str,
+    accreditation: Any,
+    req: SyncRequest,
+    now: datetime,
+    limit: int,
 ) -> list[dict[str, Any]]:
     rows = u.session.execute(
         select(Dispatch)
         .where(Dispatch.region == region, Dispatch.state == DispatchState.QUEUED)
         .order_by(Dispatch.dispatched_at)
-        .limit(min(req.capacity, MAX_CLAIM))
+        .limit(min(limit, MAX_CLAIM))
         .with_for_update(skip_locked=True)
     ).scalars()
     start: list[dict[str, Any]] = []

@@ -52,6 +52,7 @@ def sync(region: str, body: WorkerSyncIn, ctx: CtxDep, worker: WorkerDep) -> dic
         capacity=body.capacity,
         health=body.health.model_dump(),
         reports=[Report(**r.model_dump()) for r in body.reports],
+        holding=frozenset(body.holding),
     )
     return workers.sync(ctx, worker, region, request)
 

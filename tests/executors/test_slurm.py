@@ -394,11 +394,8 @@ peak_w = 45.0
 TERMINAL = {"completed", "failed", "cancelled", "timeout"}
 
 
-@pytest.fixture
-def secret_api(live_server: Callable[..., Server], tmp_path: Path) -> Iterator[tuple[Server, httpx.Client]]:
-    fleet = tmp_path / "fleet.toml"
-    fleet.write_text(FLEET)
-    server = live_server(tmp_path / "home", "--fleet", str(fleet))
+def secret_user_token(server: Server) -> str:
+    """A token for alice (agency noaa, cleared SECRET) at SECRET."""
     with httpx.Client(base_url=server.url, timeout=30) as admin:
         admin.headers["Authorization"] = f"Bearer {server.admin_token}"
         assert admin.post("/v1/agencies", json={"name": "noaa"}).status_code == 201
@@ -406,7 +403,15 @@ def secret_api(live_server: Callable[..., Server], tmp_path: Path) -> Iterator[t
         assert admin.post("/v1/users", json=body).status_code == 201
         minted = admin.post("/v1/tokens", json={"user": "alice", "label": "SECRET"})
         assert minted.status_code == 201, minted.text
-        token = minted.json()["token"]
+        return str(minted.json()["token"])
+
+
+@pytest.fixture
+def secret_api(live_server: Callable[..., Server], tmp_path: Path) -> Iterator[tuple[Server, httpx.Client]]:
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(FLEET)
+    server = live_server(tmp_path / "home", "--fleet", str(fleet))
+    token = secret_user_token(server)
     with httpx.Client(base_url=server.url, timeout=30) as client:
         client.headers["Authorization"] = f"Bearer {token}"
         yield server, client
@@ -500,12 +505,7 @@ def test_a_region_worker_runs_the_regions_jobs_on_slurm(
         stderr=subprocess.DEVNULL,
     )
     try:
-        with httpx.Client(base_url=server.url, timeout=30) as admin:
-            admin.headers["Authorization"] = f"Bearer {server.admin_token}"
-            assert admin.post("/v1/agencies", json={"name": "noaa"}).status_code == 201
-            body = {"name": "alice", "agency": "noaa", "clearance": "SECRET", "roles": ["user"]}
-            assert admin.post("/v1/users", json=body).status_code == 201
-            token = admin.post("/v1/tokens", json={"user": "alice", "label": "SECRET"}).json()["token"]
+        token = secret_user_token(server)
         with httpx.Client(base_url=server.url, timeout=30) as client:
             client.headers["Authorization"] = f"Bearer {token}"
             ok = submit(client, "via-worker", ["sh", "-c", "echo on $SLURM_JOB_PARTITION in $PWD"])
@@ -532,12 +532,7 @@ def test_a_deeper_queue_lets_slurm_start_the_next_job_and_walltime_waits_for_it(
     fleet = tmp_path / "fleet.toml"
     fleet.write_text(FLEET.replace('partition = "debug" }', 'partition = "debug", queue_depth = 2 }'))
     server = live_server(tmp_path / "control", "--fleet", str(fleet))
-    with httpx.Client(base_url=server.url, timeout=30) as admin:
-        admin.headers["Authorization"] = f"Bearer {server.admin_token}"
-        assert admin.post("/v1/agencies", json={"name": "noaa"}).status_code == 201
-        body = {"name": "alice", "agency": "noaa", "clearance": "SECRET", "roles": ["user"]}
-        assert admin.post("/v1/users", json=body).status_code == 201
-        token = admin.post("/v1/tokens", json={"user": "alice", "label": "SECRET"}).json()["token"]
+    token = secret_user_token(server)
     with httpx.Client(base_url=server.url, timeout=30) as client:
         client.headers["Authorization"] = f"Bearer {token}"
         jobs = []

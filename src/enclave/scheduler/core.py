@@ -22,7 +22,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from enclave.scheduler.capacity import ClusterState, PoolState, RegionState
+from enclave.scheduler.capacity import ClusterState, Option, PoolState, RegionState
 from enclave.scheduler.model import QOS, QOS_RANK, Job, PassResult, Reason, Reservation, Running
 from enclave.scheduler.policies import Policy
 
@@ -50,78 +50,109 @@ def schedule(
     """One pass. ``explain=False`` skips working out why each job waits (the simulator)."""
     result = PassResult()
     ordered = policy.order(queue, now, state)
+    reasons = result.reasons
     if explain and len(ordered) < len(queue):  # the policy held some back (carbon-aware)
         offered = {job.id for job in ordered}
-        result.reasons.update({job.id: Reason.DEFERRED for job in queue if job.id not in offered})
+        reasons.update({job.id: Reason.DEFERRED for job in queue if job.id not in offered})
     why_not = _why_not if explain else _no_reason
     # Shapes that could not start now, and why: free resources and power headroom only shrink
-    # during a pass. RESOURCES stays true; POWER_CAP may turn into RESOURCES, so it is rechecked.
+    # during a pass. RESOURCES stays true; POWER_CAP may turn into RESOURCES, so it is rechecked
+    # until it has.
     cannot_fit: dict[str, Reason] = {}
     held_from: dict[str, float] = {}  # shape -> shortest walltime the reservation held back
     hold: _Hold | None = None
     stopped = False
+    # The pass has three phases, each its own loop over the one iterator: start jobs in order
+    # until one does not fit; then either backfill around its reservation (EASY) or, for a
+    # strict order (FCFS), only say why the rest waits. Long queues spend most of their time
+    # in the last two, so they do the least per job.
+    options: dict[str, tuple[Option, ...]] = {}  # per shape, as state.options(job) says
+    jobs = iter(ordered)
 
-    for job in ordered:
+    for job in jobs:
         shape = job.shape
-        if hold is not None:
-            # Backfill, cheapest checks first: most of a long queue stops here.
-            if shape in cannot_fit:  # only shapes that had candidates get here
-                if explain:
-                    why = cannot_fit[shape]
-                    result.reasons[job.id] = (
-                        why_not(job, state.candidates(job)) if why is Reason.POWER_CAP else why
-                    )
-                continue
-            if job.walltime_s >= held_from.get(shape, math.inf):  # the hold only tightens
-                if explain:
-                    result.reasons[job.id] = Reason.PRIORITY
-                continue
+        opts = options.get(shape)
+        if opts is None:
+            opts = options[shape] = state.options(job)
+        if not opts:
+            reasons[job.id] = _no_candidates(state, job)
+            continue
+        if shape not in cannot_fit and _start_first_fit(state, job, opts, now, result, None) is _STARTED:
+            continue
         cands = state.candidates(job)
-        if not cands:
-            result.reasons[job.id] = (
-                Reason.UNSATISFIABLE if state.accredited(job) else Reason.NO_ACCREDITED_REGION
-            )
+        why = why_not(job, cands)
+        cannot_fit[shape] = why
+        if job.qos is QOS.URGENT:
+            victims = _plan_preemption(state, job, cands)
+            if victims is not None:
+                result.preempt.extend(victims)
+                state.preempting.update(victims)
+                why = Reason.PREEMPTING
+        if not policy.backfill:
+            reasons[job.id] = why
+            # A job no region's cap can ever allow is skipped like an unsatisfiable one:
+            # waiting for it would stop the queue for good.
+            stopped = _ever_within_cap(job, cands)
+            if stopped:
+                break
             continue
-        if stopped:
-            if not explain:
-                break  # nothing behind a blocked FCFS head starts
-            result.reasons[job.id] = Reason.PRIORITY
-            continue
-        if hold is None:
-            outcome = _FAILED if shape in cannot_fit else _start_first_fit(state, job, now, result, None)
-            if outcome is _STARTED:
-                continue
-            why = why_not(job, cands)
-            cannot_fit[shape] = why
-            if job.qos is QOS.URGENT:
-                victims = _plan_preemption(state, job, cands)
-                if victims is not None:
-                    result.preempt.extend(victims)
-                    state.preempting.update(victims)
-                    why = Reason.PREEMPTING
-            if not policy.backfill:
-                result.reasons[job.id] = why
-                # A job no region's cap can ever allow is skipped like an unsatisfiable one:
-                # waiting for it would stop the queue for good.
-                stopped = _ever_within_cap(job, cands)
-                continue
-            hold = _reserve(state, job, cands, now)
-            if hold is not None:
-                result.reservation = Reservation(job.id, hold.region, hold.pool, hold.shadow_s)
-                result.reasons[job.id] = Reason.PREEMPTING if why is Reason.PREEMPTING else Reason.RESERVED
+        hold = _reserve(state, job, cands, now)
+        if hold is not None:
+            result.reservation = Reservation(job.id, hold.region, hold.pool, hold.shadow_s)
+            reasons[job.id] = Reason.PREEMPTING if why is Reason.PREEMPTING else Reason.RESERVED
+            break
+        reasons[job.id] = why  # can never start under the current caps
+
+    if stopped:  # nothing behind a blocked FCFS head starts
+        for job in jobs:
+            shape = job.shape
+            opts = options.get(shape)
+            if opts is None:
+                opts = options[shape] = state.options(job)
+            if not opts:
+                reasons[job.id] = _no_candidates(state, job)
+            elif not explain:
+                break
             else:
-                result.reasons[job.id] = why  # can never start under the current caps
-            continue
-        # Backfill: start only what cannot delay the reserved job.
-        outcome = _start_first_fit(state, job, now, result, hold)
-        if outcome is _FAILED:
-            why = why_not(job, cands)
-            cannot_fit[shape] = why
-            result.reasons[job.id] = why
-        elif outcome is _HELD:
-            held_from[shape] = min(job.walltime_s, held_from.get(shape, math.inf))
-            result.reasons[job.id] = Reason.PRIORITY
+                reasons[job.id] = Reason.PRIORITY
+
+    elif hold is not None:  # backfill: start only what cannot delay the reserved job
+        cannot_fit_get, held_from_get, inf = cannot_fit.get, held_from.get, math.inf
+        for job in jobs:
+            shape = job.shape
+            # Cheapest checks first: most of a long queue stops here.
+            known = cannot_fit_get(shape)  # only shapes that had candidates are in it
+            if known is not None:
+                if explain:
+                    if known is Reason.POWER_CAP:
+                        known = why_not(job, state.candidates(job))
+                        if known is Reason.RESOURCES:  # and so it stays
+                            cannot_fit[shape] = known
+                    reasons[job.id] = known
+                continue
+            if job.walltime_s >= held_from_get(shape, inf):  # the hold only tightens
+                if explain:
+                    reasons[job.id] = Reason.PRIORITY
+                continue
+            opts = options.get(shape)
+            if opts is None:
+                opts = options[shape] = state.options(job)
+            if not opts:
+                reasons[job.id] = _no_candidates(state, job)
+                continue
+            outcome = _start_first_fit(state, job, opts, now, result, hold)
+            if outcome is _FAILED:
+                why = why_not(job, state.candidates(job))
+                cannot_fit[shape] = why
+                reasons[job.id] = why
+            elif outcome is _HELD:
+                held_from[shape] = min(job.walltime_s, held_from_get(shape, inf))
+                reasons[job.id] = Reason.PRIORITY
     return result
+
+
+def _no_candidates(state: ClusterState, job: Job) -> Reason:
+    return Reason.UNSATISFIABLE if state.accredited(job) else Reason.NO_ACCREDITED_REGION
 
 
 _STARTED, _HELD, _FAILED = "started", "held", "failed"
@@ -132,7 +163,12 @@ def _no_reason(job: Job, cands: list[Candidate]) -> Reason:
 
 
 def _start_first_fit(
-    state: ClusterState, job: Job, now: float, result: PassResult, hold: _Hold | None
+    state: ClusterState,
+    job: Job,
+    opts: tuple[Option, ...],
+    now: float,
+    result: PassResult,
+    hold: _Hold | None,
 ) -> str:
     """Start the job in the first candidate that fits; say whether only the hold stopped it.
 
@@ -140,7 +176,7 @@ def _start_first_fit(
     ``region.power_fits`` and ``state.allocate`` + ``state.start``, with what depends only on
     the job's shape (exclusive or not, busy watts) looked up once per shape."""
     held = False
-    for region, pool, exclusive, busy, placement in state.options(job):
+    for region, pool, exclusive, busy, placement in opts:
         if exclusive:
             if pool.idle < job.nodes:
                 continue

@@ -1,4 +1,4 @@
-"""The batched append (Core statements, one head lock per transaction) used by the gateway's
+"""The batched append (DB-API statements, one head lock per transaction) used by the gateway's
 call log: the same chain as appending one by one, on SQLite and PostgreSQL; all or nothing
 with its transaction; and the gateway's calls are released only once their records are in."""
 
@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from enclave.audit.chain import record_hash, signature_ok
 from enclave.audit.events import AuditEvent, Outcome
-from enclave.audit.log import Entry
+from enclave.audit.log import DirectWriter, Entry
 from enclave.services.bootstrap import bootstrap
 from enclave.services.context import Context
 from enclave.services.gateway import Call, CallLog
@@ -55,8 +55,10 @@ def test_a_batch_extends_the_chain_like_single_appends(ctx: Context) -> None:
     with unit(ctx) as u:  # one by one, through the ORM
         u.record(entry(0))
     before = rows(ctx)
-    with ctx.engine.begin() as conn:
-        head = ctx.audit.append_many(conn, [entry(n) for n in range(1, 6)], ctx.now)
+    writer = DirectWriter(ctx.engine)
+    with writer.transaction() as tx:
+        head = ctx.audit.append_many(tx, [entry(n) for n in range(1, 6)], ctx.now)
+    writer.close()
     ctx.audit.checkpoint(head[0], head[1], ctx.now())
     with unit(ctx) as u:  # and one by one again after the batch
         u.record(entry(6))
@@ -88,14 +90,16 @@ def test_a_batch_commits_with_its_transaction_or_not_at_all(ctx: Context) -> Non
     bootstrap(ctx)
     before = rows(ctx)
     checkpoint = ctx.audit.read_checkpoint()
-    with pytest.raises(RuntimeError), ctx.engine.begin() as conn:
-        ctx.audit.append_many(conn, [entry(n) for n in range(3)], ctx.now)
+    writer = DirectWriter(ctx.engine)
+    with pytest.raises(RuntimeError), writer.transaction() as tx:
+        ctx.audit.append_many(tx, [entry(n) for n in range(3)], ctx.now)
         raise RuntimeError("crash before commit")
     assert keys(rows(ctx)) == keys(before)
     assert ctx.audit.read_checkpoint() == checkpoint
     verify_ok(ctx)
-    with ctx.engine.begin() as conn:  # the chain goes on from the same head
-        seq, _hash = ctx.audit.append_many(conn, [entry(9)], ctx.now)
+    with writer.transaction() as tx:  # the chain goes on from the same head (a new connection)
+        seq, _hash = ctx.audit.append_many(tx, [entry(9)], ctx.now)
+    writer.close()
     assert seq == before[-1].seq + 1
     verify_ok(ctx)
 

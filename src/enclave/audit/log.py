@@ -12,6 +12,7 @@ import json
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,7 +20,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Engine, insert, select
+from sqlalchemy.dialects.sqlite.base import SQLiteDialect
 from sqlalchemy.orm import Session
 
 from enclave.audit.chain import (
@@ -35,12 +37,13 @@ from enclave.audit.events import AuditEvent, Outcome
 from enclave.store.models import AuditHead, AuditRecord
 
 VERIFY_BATCH = 2000
-# append_many's statements, built once (Core: no ORM unit of work on the hot path)
-_HEAD_FOR_UPDATE = select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1).with_for_update()
-_INSERT_RECORDS = insert(AuditRecord)
-_MOVE_HEAD = (
-    update(AuditHead).where(AuditHead.id == 1).values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
-)
+# append_many's statements (``?`` placeholders; DirectTx adapts them to the driver)
+_INSERT = insert(AuditRecord).compile(dialect=SQLiteDialect())  # qmark, all columns
+_INSERT_SQL = str(_INSERT)
+_RECORD_COLUMNS = tuple(_INSERT.positiontup or ())
+_HEAD_SQL = "SELECT seq, hash FROM audit_head WHERE id = 1"
+_HEAD_FOR_UPDATE_SQL = _HEAD_SQL + " FOR UPDATE"
+_MOVE_HEAD_SQL = "UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1"
 _HEAD_KEY = "enclave.audit.head"  # session.info: (transaction, locked head row)
 
 
@@ -119,27 +122,26 @@ class AuditLog:
         return record
 
     def append_many(
-        self, conn: Connection, entries: Sequence[Entry], clock: Callable[[], datetime]
+        self, tx: DirectTx, entries: Sequence[Entry], clock: Callable[[], datetime]
     ) -> tuple[int, str]:
-        """Append ``entries`` in order inside ``conn``'s transaction with Core statements (one
-        head lock, one multi-row insert, one head update): the same records, links and
-        signatures as :meth:`append` one by one, for a fraction of the CPU. Returns the new
-        head ``(seq, hash)``, to checkpoint once the transaction has committed.
-
-        Not to be mixed with :meth:`append` in one transaction (that caches the head)."""
-        head = conn.execute(_HEAD_FOR_UPDATE).one()
-        seq, prev = int(head.seq), str(head.hash)
+        """Append ``entries`` in order inside ``tx``'s transaction: one head lock, one
+        multi-row insert, one head update, straight through the DB-API. The same records,
+        links and signatures as :meth:`append` one by one, for a fraction of the CPU. Returns
+        the new head ``(seq, hash)``, to checkpoint once the transaction has committed."""
+        tx.execute(_HEAD_FOR_UPDATE_SQL if tx.for_update else _HEAD_SQL)
+        row = tx.fetchone()
+        seq, prev = int(row[0]), str(row[1])
         rows = []
         for entry in entries:
             seq += 1
             fields = _fields(seq, entry, clock())
             digest = record_hash(prev, fields)
             fields.update(prev_hash=prev, hash=digest, signature=sign(self._key, digest))
-            rows.append(fields)
+            rows.append(tuple(fields[c] for c in _RECORD_COLUMNS))
             prev = digest
         if rows:
-            conn.execute(_INSERT_RECORDS, rows)
-            conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": prev})
+            tx.executemany(_INSERT_SQL, rows)
+            tx.execute(_MOVE_HEAD_SQL, (seq, prev))
         return seq, prev
 
     # -- checkpoints -------------------------------------------------------------------
@@ -219,3 +221,73 @@ def _fields(seq: int, entry: Entry, now: datetime) -> dict[str, Any]:
         "label_rank": entry.label_rank,
         "details": canonical_json(entry.details or {}),
     }
+
+
+class DirectTx:
+    """One transaction on a :class:`DirectWriter`'s connection: DB-API calls with ``?``
+    placeholders (adapted to the driver's), no SQLAlchemy statement layer in between."""
+
+    def __init__(self, cursor: Any, qmark: bool, for_update: bool) -> None:
+        self._cursor = cursor
+        self._qmark = qmark
+        self.for_update = for_update  # the driver locks rows with SELECT ... FOR UPDATE
+
+    def _sql(self, sql: str) -> str:
+        return sql if self._qmark else sql.replace("?", "%s")
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; returns the rows it changed."""
+        self._cursor.execute(self._sql(sql), params)
+        return int(self._cursor.rowcount)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._cursor.executemany(self._sql(sql), rows)
+
+    def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+
+class DirectWriter:
+    """A connection of ``engine`` kept by one writer thread for many short transactions,
+    driven through the DB-API: SQLAlchemy's per-statement work costs several times what the
+    database does for a small transaction. SQLite transactions begin IMMEDIATE (writers are
+    serialised up front, as the engine's sessions do); PostgreSQL ones begin implicitly, at
+    the engine's isolation level. A failed transaction rolls back and drops the connection
+    (the next one starts afresh). For one thread at a time."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._qmark = engine.dialect.paramstyle == "qmark"
+        self._conn: Any = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[DirectTx]:
+        if self._conn is None:
+            self._conn = self.engine.raw_connection()
+        conn = self._conn
+        cursor = conn.cursor()
+        try:
+            if self._sqlite:
+                cursor.execute("BEGIN IMMEDIATE")
+            yield DirectTx(cursor, self._qmark, for_update=not self._sqlite)
+            conn.commit()
+        except BaseException:
+            with suppress(Exception):
+                cursor.close()
+            self.close(failed=True)
+            raise
+        cursor.close()
+
+    def close(self, failed: bool = False) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            conn.rollback()
+        except Exception:
+            failed = True
+        if failed:
+            conn.invalidate()  # not back into the pool: it may be broken
+        else:
+            conn.close()

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import select
 
 from enclave.audit.events import AuditEvent, Outcome
-from enclave.audit.log import Entry
+from enclave.audit.log import DirectWriter, Entry
 from enclave.errors import Forbidden, InvalidInput, NotFound, RateLimited
 from enclave.gateway import guardrails
 from enclave.gateway.limits import RateLimiter
@@ -48,24 +48,14 @@ ENDPOINT_CACHE_S = 1.0  # how stale an endpoint row may be (a delete also drops 
 TOKEN_CACHE_S = 1.0  # how long a checked token is trusted without asking the store again
 
 
-# The call log's usage statements, built once (executed on a Core connection)
+# The call log's usage statements (DirectTx placeholders)
 _ADD_USAGE = (
-    update(GatewayUsage)
-    .where(GatewayUsage.agency_id == bindparam("a"), GatewayUsage.day == bindparam("d"))
-    .values(
-        requests=GatewayUsage.requests + bindparam("r"),
-        prompt_tokens=GatewayUsage.prompt_tokens + bindparam("p"),
-        completion_tokens=GatewayUsage.completion_tokens + bindparam("c"),
-        energy_j=GatewayUsage.energy_j + bindparam("e"),
-    )
+    "UPDATE gateway_usage SET requests = requests + ?, prompt_tokens = prompt_tokens + ?,"
+    " completion_tokens = completion_tokens + ?, energy_j = energy_j + ? WHERE agency_id = ? AND day = ?"
 )
-_NEW_USAGE = insert(GatewayUsage).values(
-    agency_id=bindparam("a"),
-    day=bindparam("d"),
-    requests=bindparam("r"),
-    prompt_tokens=bindparam("p"),
-    completion_tokens=bindparam("c"),
-    energy_j=bindparam("e"),
+_NEW_USAGE = (
+    "INSERT INTO gateway_usage (requests, prompt_tokens, completion_tokens, energy_j, agency_id, day)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -120,6 +110,7 @@ class CallLog:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self._writer = DirectWriter(ctx.engine)  # the log thread's own connection
         self._queue: queue.SimpleQueue[Call | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="enclave-gateway-log", daemon=True)
         self._thread.start()
@@ -132,11 +123,17 @@ class CallLog:
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        finally:
+            self._writer.close()
+
+    def _serve(self) -> None:
         stop = False
         while not stop:
             first = self._queue.get()
             if first is None:
-                return
+                break
             batch = [first]
             while len(batch) < self.MAX_BATCH:
                 try:
@@ -165,8 +162,8 @@ class CallLog:
                     log.exception("could not write the audit checkpoint")
 
     def _commit(self, batch: list[Call]) -> tuple[int, str]:
-        """One transaction: the audit records (Core statements, one head lock) and the usage
-        sums. Returns the new chain head."""
+        """One transaction on the log thread's own connection: the audit records (one head
+        lock, one multi-row insert) and the usage sums. Returns the new chain head."""
         usage: dict[tuple[int, str], list[float]] = {}
         for call in batch:
             sums = usage.setdefault((call.agency_id, call.day), [0, 0, 0, 0.0])
@@ -175,20 +172,13 @@ class CallLog:
             sums[2] += call.completion_tokens
             sums[3] += call.energy_j
         ctx = self.ctx
-        with ctx.engine.begin() as conn:
+        with self._writer.transaction() as tx:
             # The head first: its lock serialises writers (PostgreSQL) before the usage rows.
-            head = ctx.audit.append_many(conn, [call.entry for call in batch], ctx.now)
+            head = ctx.audit.append_many(tx, [call.entry for call in batch], ctx.now)
             for (agency_id, day), (requests, prompt, completion, energy) in usage.items():
-                row = {
-                    "a": agency_id,
-                    "d": day,
-                    "r": int(requests),
-                    "p": int(prompt),
-                    "c": int(completion),
-                    "e": energy,
-                }
-                if conn.execute(_ADD_USAGE, row).rowcount == 0:
-                    conn.execute(_NEW_USAGE, row)
+                row = (int(requests), int(prompt), int(completion), energy, agency_id, day)
+                if tx.execute(_ADD_USAGE, row) == 0:
+                    tx.execute(_NEW_USAGE, row)
         return head
 
 

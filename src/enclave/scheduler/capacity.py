@@ -22,7 +22,7 @@ from sortedcontainers import SortedList
 from enclave.fleet import Fleet, NodePool
 from enclave.labels import Label
 from enclave.policy import may_place
-from enclave.scheduler.model import Job, Placement, Running
+from enclave.scheduler.model import Job, Placement, Running, running
 
 Free = tuple[int, int, int]  # cpus, memory_mb, gpus free on one node
 # Where a job of some shape may run, and what that shape implies there (ClusterState.options).
@@ -289,7 +289,7 @@ class ClusterState:
             placement = Placement(region.name, pool.spec.name, job.nodes, False, node, busy)
         region.busy_w += busy
         self.version += 1
-        run = Running(job, placement, now)
+        run = running(job, placement, now)
         self.running[job.id] = run
         pool.jobs[job.id] = run
         self._new_ends[region.name].append((now + job.walltime_s, job.id))

@@ -84,7 +84,7 @@ def priorities(
 def order_by_priority(jobs: Sequence[Job], prio: np.ndarray) -> list[Job]:
     """Highest priority first; ties in submission order (the queue's order)."""
     idx = np.argsort(-prio, kind="stable")
-    return [jobs[i] for i in idx.tolist()]
+    return list(map(jobs.__getitem__, idx.tolist()))
 
 
 def qos_rank(q: QOS) -> int:

@@ -191,6 +191,7 @@ class Gateway:
         self._endpoints: dict[tuple[int, str], _Cached] = {}
         self._used_today: dict[tuple[int, str], int] = {}
         self._actors: dict[str, tuple[float, Actor]] = {}
+        self._locks = [threading.Lock() for _ in range(16)]  # cache refreshes, by key
         self.log = CallLog(ctx)
 
     def close(self) -> None:
@@ -205,19 +206,32 @@ class Gateway:
         return None
 
     def authenticate(self, token: str) -> Actor:
-        actor = authenticate(self.ctx, token)
-        if len(self._actors) > 10_000:
-            self._actors.clear()
-        self._actors[token] = (time.monotonic(), actor)
-        return actor
+        # One store lookup per token at a time: the calls that found the cache stale together
+        # (every connection of a busy client, once a second) wait for it instead of repeating it.
+        with self._locks[hash(token) % len(self._locks)]:
+            hit = self.cached_actor(token)
+            if hit is not None:
+                return hit
+            actor = authenticate(self.ctx, token)
+            if len(self._actors) > 10_000:
+                self._actors.clear()
+            self._actors[token] = (time.monotonic(), actor)
+            return actor
 
     # -- lookup and decision -------------------------------------------------------------------
     def _lookup(self, actor: Actor, name: str) -> _Cached:
         key = (actor.agency_id, name)
-        now = time.monotonic()
         hit = self._endpoints.get(key)
-        if hit is not None and now - hit.at < ENDPOINT_CACHE_S:
+        if hit is not None and time.monotonic() - hit.at < ENDPOINT_CACHE_S:
             return hit
+        with self._locks[hash(key) % len(self._locks)]:  # one refresh at a time, as for tokens
+            hit = self._endpoints.get(key)
+            now = time.monotonic()
+            if hit is not None and now - hit.at < ENDPOINT_CACHE_S:
+                return hit
+            return self._read_endpoint(actor, name, key, now)
+
+    def _read_endpoint(self, actor: Actor, name: str, key: tuple[int, str], now: float) -> _Cached:
         with self.ctx.read_sessions() as session:
             ep = session.execute(
                 select(Endpoint).where(
@@ -407,8 +421,18 @@ class Gateway:
         return sorted(out, key=lambda m: m["id"])
 
 
+_day: tuple[float, str] = (0.0, "")  # (the next UTC midnight as a timestamp, today)
+
+
 def _today() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%d")
+    """Today's UTC date, ``YYYY-MM-DD`` (worked out once a day: it is asked several times a call)."""
+    global _day
+    now = time.time()
+    if now >= _day[0]:
+        today = datetime.fromtimestamp(now, UTC)
+        midnight = (today + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        _day = (midnight.timestamp(), today.strftime("%Y-%m-%d"))
+    return _day[1]
 
 
 def _seconds_to_midnight() -> int:

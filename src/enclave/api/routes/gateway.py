@@ -57,19 +57,21 @@ async def list_models(request: Request, actor: ActorDep) -> dict[str, Any]:
     return {"object": "list", "data": await run_in_threadpool(gw.models, actor)}
 
 
+# The calls authenticate in the handler rather than through a dependency: the same 401 before
+# anything else is read, without FastAPI's dependency resolution on the gateway's hot path.
 @router.post("/chat/completions")
-async def chat_completions(request: Request, actor: ActorDep) -> Response:
-    return await _call(request, actor, "chat/completions")
+async def chat_completions(request: Request) -> Response:
+    return await _call(request, "chat/completions")
 
 
 @router.post("/completions")
-async def completions(request: Request, actor: ActorDep) -> Response:
-    return await _call(request, actor, "completions")
+async def completions(request: Request) -> Response:
+    return await _call(request, "completions")
 
 
 @router.post("/embeddings")
-async def embeddings(request: Request, actor: ActorDep) -> Response:
-    return await _call(request, actor, "embeddings")
+async def embeddings(request: Request) -> Response:
+    return await _call(request, "embeddings")
 
 
 @metrics_router.get("/metrics", include_in_schema=False)
@@ -120,8 +122,9 @@ def _put_texts(route: str, body: dict[str, Any], texts: list[str]) -> None:
     body[key] = next(it) if isinstance(body[key], str) else list(it)
 
 
-async def _call(request: Request, actor: Actor, route: str) -> Response:
+async def _call(request: Request, route: str) -> Response:
     started = time.perf_counter()
+    actor = await gateway_actor(request)
     gw: Gateway = request.app.state.gateway
     try:
         body = json.loads(await request.body())
@@ -255,9 +258,19 @@ async def _answer(
     answer = masked if status == 200 and route != "embeddings" else raw.decode("utf-8", "replace")
     # No answer leaves unaudited: Unavailable (503) if its record cannot be committed.
     await _record(gw, actor, target, route, status, prompt, answer, data.get("usage") or {}, started)
-    if status == 200:
-        data["enclave"] = {**(data.get("enclave") or {}), "label": target.response_label.marking}
-    return JSONResponse(data, status_code=status, headers={LABEL_HEADER: target.response_label.marking})
+    marking = target.response_label.marking
+    headers = {LABEL_HEADER: marking}
+    if status != 200:
+        return JSONResponse(data, status_code=status, headers=headers)
+    if route == "embeddings" and data and "enclave" not in data:
+        # Vectors are not screened: the replica's own bytes with the label added at the end,
+        # not a second encoding of a large answer. (Screened text is always re-encoded from
+        # what was screened, so that no byte the screen did not read reaches the caller.)
+        body = raw.rstrip()
+        body = body[:-1] + b',"enclave":{"label":' + json.dumps(marking).encode() + b"}}"
+        return Response(body, status_code=200, headers=headers, media_type="application/json")
+    data["enclave"] = {**(data.get("enclave") or {}), "label": marking}
+    return JSONResponse(data, status_code=200, headers=headers)
 
 
 async def _record(

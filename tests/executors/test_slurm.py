@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from enclave.errors import InvalidInput
-from enclave.executors.base import ExecSpec, RunState, Status
+from enclave.executors.base import NOT_ENDED, ExecSpec, RunState, Status
 from enclave.executors.registry import make_engine_executor
 from enclave.executors.slurm import SlurmExecutor, from_fallback, from_sacct
 from enclave.fleet import parse_fleet
@@ -74,7 +74,7 @@ def wait_done(ex: SlurmExecutor, handle: dict[str, Any], timeout_s: float = 30.0
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         status = ex.poll(handle)
-        if status.state is not RunState.RUNNING:
+        if status.state not in NOT_ENDED:
             return status
         time.sleep(0.02)
     raise AssertionError(f"Slurm job {handle['slurm_id']} did not end in time")
@@ -221,7 +221,7 @@ def test_gang_job_wider_than_the_cluster_stays_pending(ex: SlurmExecutor) -> Non
     script = (Path(handle["dir"]) / "job.sh").read_text()
     assert "srun --nodes=2 --ntasks=2 --ntasks-per-node=1 --export=ALL true" in script
     time.sleep(1.0)
-    assert ex.poll(handle).state is RunState.RUNNING  # held by Slurm, not lost
+    assert ex.poll(handle).state is RunState.QUEUED  # held in Slurm's queue, not lost
     state, reason = squeue(handle["slurm_id"]).split()[:2]
     assert (state, reason) == ("PENDING", "PartitionNodeLimit")
     ex.cancel(handle, grace_s=1)  # a pending job has nothing to signal: it is cancelled outright
@@ -271,7 +271,7 @@ def test_handle_round_trip_a_new_instance_adopts_running_and_ended_jobs(tmp_path
     wait_done(first, ended)
     stored = json.loads(json.dumps([running, ended]))  # as the store keeps them
     second = SlurmExecutor(tmp_path / "sandboxes", BACKEND)  # a restarted control plane
-    assert second.poll(stored[0]).state is RunState.RUNNING
+    assert second.poll(stored[0]).state in NOT_ENDED
     assert wait_done(second, stored[0]).exit_code == 0
     assert second.log_paths(stored[0])["stdout"].read_text() == "done\n"
     assert wait_done(second, stored[1]).exit_code == 5
@@ -294,7 +294,7 @@ def test_many_polls_cost_one_squeue_per_half_second(tmp_path: Path) -> None:
     t0 = time.monotonic()
     while time.monotonic() - t0 < 1.6:
         for h in handles:
-            assert ex.poll(h).state is RunState.RUNNING
+            assert ex.poll(h).state in NOT_ENDED
             polls += 1
         time.sleep(0.005)
     elapsed = time.monotonic() - t0

@@ -4,16 +4,21 @@ agencies from user/group ids, header MaxProcs/MaxNodes, .swf.gz, and malformed l
 from __future__ import annotations
 
 import gzip
+import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from enclave.errors import InvalidInput
 from enclave.labels import DEFAULT_SCHEME
 from enclave.scheduler.policies import make_policy
+from enclave.sim import swf
 from enclave.sim.engine import simulate
 from enclave.sim.metrics import summarize
-from enclave.sim.swf import load_swf, read_table
+from enclave.sim.swf import FIELDS, load_swf, read_table
 from enclave.sim.workloads import load_workload, trace_fleet, workload_and_fleet
 
 TRACES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "traces"
@@ -229,3 +234,51 @@ def test_unknown_owner_is_its_own_agency(tmp_path: Path) -> None:
     path.write_text("1 0 0 10 1 -1 -1 1 20 -1 1 -1 -1 -1 -1 -1 -1 -1\n")
     [job] = load_swf(path, DEFAULT_SCHEME.bottom).jobs
     assert job.job.agency == "unknown"
+
+
+@st.composite
+def swf_texts(draw: st.DrawFn) -> str:
+    """Traces as the archive writes them, and with the variations the column-wise reader hands
+    over to the general one: fractions, comments among the data, short lines, CR line ends."""
+    eol = draw(st.sampled_from(["\n", "\r\n", "\r"]))
+    sep = st.sampled_from([" ", "  ", "\t", " \t "])
+    value = st.one_of(
+        st.integers(-1, 1000),
+        st.integers(-(10**15), 10**15),
+        st.just(-1),
+        st.floats(-1e6, 1e6, allow_nan=False).map(lambda f: round(f, 2)),
+    )
+    lines = [f"; {key}: {val}" for key, val in draw(st.lists(st.tuples(st.sampled_from(["MaxProcs", "Note", "x"]), st.integers(0, 99)), max_size=3))]  # fmt: skip
+    for _ in range(draw(st.integers(0, 6))):
+        kind = draw(st.sampled_from(["row", "row", "row", "blank", "comment", "short"]))
+        if kind == "blank":
+            lines.append(draw(st.sampled_from(["", "  ", "\t"])))
+        elif kind == "comment":
+            lines.append("; a note")
+        else:
+            fields = [
+                draw(value) for _ in range(FIELDS if kind == "row" else draw(st.integers(1, FIELDS + 2)))
+            ]
+            lines.append(draw(sep).join(str(f) for f in fields) + draw(st.sampled_from(["", " "])))
+    return eol.join(lines) + draw(st.sampled_from(["", eol]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(swf_texts())
+def test_the_column_wise_reader_reads_what_the_general_one_reads(text: str) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "t.swf"
+        path.write_bytes(text.encode())
+        try:
+            want = swf._read_any_table(path, text)
+        except InvalidInput as exc:
+            with pytest.raises(InvalidInput) as got:
+                read_table(path)
+            assert str(got.value) == str(exc)
+            return
+        header, table = read_table(path)
+        assert header == want[0]
+        assert table.shape == want[1].shape and np.array_equal(table, want[1])
+        fast = swf._read_integer_table(text.encode())
+        if fast is not None:
+            assert fast[0] == want[0] and np.array_equal(fast[1], want[1])

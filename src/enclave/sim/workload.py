@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from enclave.scheduler.model import Job
@@ -21,3 +24,16 @@ class Workload:
     source: str
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count: never a silent drop
     max_procs: int | None = None  # from an SWF header, for the default one-region fleet
+
+
+@contextmanager
+def no_gc() -> Iterator[None]:
+    """The cyclic collector paused (if it was on) while a workload's objects are made: it would
+    walk the growing heap again and again, and none of them is cyclic garbage."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()

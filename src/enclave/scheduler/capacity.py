@@ -172,7 +172,11 @@ class ClusterState:
         """(estimated end, job id) of the jobs running in the region, in that order."""
         ends, new = self._ends[region], self._new_ends[region]
         if new:
-            ends.update(new)
+            if len(new) < 16:  # update() would sort and merge: worth it for many only
+                for end in new:
+                    ends.add(end)
+            else:
+                ends.update(new)
             new.clear()
         return ends
 

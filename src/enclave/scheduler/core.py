@@ -266,31 +266,56 @@ def _compute_reservation(state: ClusterState, job: Job, cands: list[Candidate], 
         if not region.draw_ok(busy):
             continue  # not even an idle region leaves room for this job
         walk = _ReleaseWalk(state, region, pool)
-        shadow = math.inf
         # Jobs already told to stop free their share now; then the rest, by estimated end.
         for job_id in state.preempting:
             walk.release(job_id)
-        if walk.fits(need, busy):
-            shadow = now
-        else:
-            pending_t: float | None = None
-            for end, job_id in state.ends_of(region.name):  # by estimated end
-                t = max(now, end)
-                if pending_t is not None and t != pending_t and walk.fits(need, busy):
-                    shadow = pending_t  # everything ending at pending_t is released
-                    break
-                pending_t = t
-                if job_id not in state.preempting:
-                    walk.release(job_id)
-            else:
-                if pending_t is not None and walk.fits(need, busy):
-                    shadow = pending_t
+        shadow = now if walk.fits(need, busy) else _walk_ends(state, walk, need, busy, now)
         if shadow == math.inf:
             continue
         if best is None or shadow < best.shadow_s:
             extra_w = region.cap_w / region.pue - (region.idle_it_w + max(0.0, walk.busy) + busy)
             best = _Hold(region.name, pool.spec.name, shadow, walk.idle - need, max(0.0, extra_w))
     return best
+
+
+def _walk_ends(state: ClusterState, walk: _ReleaseWalk, need: int, busy: float, now: float) -> float:
+    """The time everything ending by which leaves room for the job: running jobs are released
+    by estimated end (jobs ending at one instant together) until it fits. ``walk.fits`` and
+    ``walk.release`` written out on local variables: the simulator makes this walk tens of
+    thousands of times."""
+    region, pool = walk.region, walk.pool
+    running, preempting, draw_ok = state.running, state.preempting, region.draw_ok
+    region_name, pool_name, node_jobs, left = region.name, pool.spec.name, pool.node_jobs, walk._left
+    idle, walk_busy = walk.idle, walk.busy
+    shadow = math.inf
+    pending_t: float | None = None
+    for end, job_id in state.ends_of(region_name):  # by estimated end
+        t = end if end > now else now  # max(now, end)
+        if pending_t is not None and t != pending_t and idle >= need and draw_ok(walk_busy + busy):
+            shadow = pending_t  # everything ending at pending_t is released
+            break
+        pending_t = t
+        if job_id in preempting:
+            continue
+        run = running.get(job_id)
+        if run is None or run.placement.region != region_name:
+            continue
+        pl = run.placement
+        walk_busy -= pl.busy_w
+        if pl.pool != pool_name:
+            continue
+        if pl.exclusive:
+            idle += pl.nodes
+        elif pl.node is not None:
+            jobs_left = left.get(pl.node, node_jobs.get(pl.node, 1)) - 1
+            left[pl.node] = jobs_left
+            if jobs_left == 0:
+                idle += 1
+    else:
+        if pending_t is not None and idle >= need and draw_ok(walk_busy + busy):
+            shadow = pending_t
+    walk.idle, walk.busy = idle, walk_busy
+    return shadow
 
 
 class _ReleaseWalk:

@@ -21,7 +21,7 @@ from enclave.scheduler.core import schedule
 from enclave.scheduler.model import QOS, Job, Placement
 from enclave.scheduler.policies import MultifactorEASY, Policy, next_pass_s, power_cap_scale
 from enclave.scheduler.priority import billing_units
-from enclave.sim.workload import SimJob
+from enclave.sim.workload import SimJob, no_gc
 
 Progress = Callable[[int, int], None]  # (jobs finished, jobs total)
 
@@ -62,7 +62,18 @@ def simulate(
     cluster: ClusterState | None = None,
     progress: Progress | None = None,
 ) -> Outcome:
-    """Replay ``jobs`` (sorted by submission) on ``fleet`` under ``policy``."""
+    """Replay ``jobs`` (sorted by submission) on ``fleet`` under ``policy``.
+
+    The cyclic garbage collector is paused meanwhile (and turned back on if it was on): the
+    run makes millions of small objects, none of them in a reference cycle, and the
+    collector's full runs would walk every job of the workload again and again."""
+    with no_gc():
+        return _simulate(fleet, jobs, policy, cluster, progress)
+
+
+def _simulate(
+    fleet: Fleet, jobs: list[SimJob], policy: Policy, cluster: ClusterState | None, progress: Progress | None
+) -> Outcome:
     state = cluster or ClusterState.from_fleet(fleet, power_cap_scale=power_cap_scale(policy))
     by_id: dict[str, SimJob] = {}
     queue: dict[str, Job] = {}  # in submission order
@@ -72,21 +83,25 @@ def simulate(
     runs: list[Run] = []
     power: list[PowerSample] = []
     fairshare = policy.fairshare if isinstance(policy, MultifactorEASY) else None
+    wakes = getattr(policy, "next_pass_s", None) is not None  # see policies.next_pass_s
+    regions = state.regions
+    submit_at = [sim.job.submit_s for sim in jobs] + [math.inf]  # a sentinel past the last job
+    inf, heappush, heappop, release = math.inf, heapq.heappush, heapq.heappop, state.release
     i, n, passes, tie = 0, len(jobs), 0, 0
-    wake = math.inf  # a pass the policy asked for
-    while i < n or ends or wake < math.inf:
-        t = min(jobs[i].job.submit_s if i < n else math.inf, ends[0][0] if ends else math.inf, wake)
+    wake = inf  # a pass the policy asked for
+    while i < n or ends or wake < inf:
+        t = min(submit_at[i], ends[0][0] if ends else inf, wake)
         changed = False
         while ends and ends[0][0] <= t:
-            _, _, job_id = heapq.heappop(ends)
-            state.release(job_id)
+            _, _, job_id = heappop(ends)
+            release(job_id)
             sim = by_id.pop(job_id)
             start, placement = starts.pop(job_id)
             runs.append(Run(sim, start, t, placement))
             changed = True
             if fairshare is not None:
                 fairshare.charge(sim.job.agency, billing_units(sim.job, t - start), t)
-        while i < n and jobs[i].job.submit_s <= t:
+        while submit_at[i] <= t:
             sim = jobs[i]
             by_id[sim.job.id] = sim
             job = sim.job
@@ -102,10 +117,10 @@ def simulate(
                 (urgent if job.id in urgent else queue).pop(job.id)
                 starts[job.id] = (t, placement)
                 tie += 1
-                heapq.heappush(ends, (t + by_id[job.id].run_s, tie, job.id))
+                heappush(ends, (t + by_id[job.id].run_s, tie, job.id))
                 changed = True
-        wake = math.inf
-        if queue or urgent:
+        wake = inf
+        if wakes and (queue or urgent):
             when = next_pass_s(policy, t)
             if when is not None and when > t:
                 wake = when
@@ -113,8 +128,8 @@ def simulate(
         # filling up or emptying (the share of the cap used while jobs wait needs it).
         queued = len(queue)
         if changed or not power or (queued > 0) != (power[-1].queued > 0):
-            power.append(PowerSample(t, {r.name: r.facility_w for r in state.regions}, queued))
+            power.append(PowerSample(t, {r.name: r.facility_w for r in regions}, queued))
         if progress is not None:
             progress(len(runs), n)
     never = [by_id[j] for j in (*urgent, *queue)]
-    return Outcome(runs, power, passes, never, {r.name: r.cap_w for r in state.regions})
+    return Outcome(runs, power, passes, never, {r.name: r.cap_w for r in regions})

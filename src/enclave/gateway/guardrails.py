@@ -42,9 +42,10 @@ def markings_above(
     scheme: LabelScheme, texts: Iterable[str], ceiling: Label, extra: tuple[ExtraPattern, ...] = ()
 ) -> list[Finding]:
     """Markings in ``texts`` that ``ceiling`` does not dominate (the reasons to refuse)."""
-    template = _scanner_parts(scheme, extra)
-    scanner = template.fresh()
-    for text in texts:
-        scanner.feed(text.encode("utf-8", errors="replace"))
-        scanner.feed(b"\n")
+    scanner = _scanner_parts(scheme, extra).fresh()
+    # Each text ends with a newline; all in one feed (the scanner finds the same in any
+    # chunking, and each feed is a pass of every pattern).
+    texts = list(texts)
+    if texts:
+        scanner.feed(("\n".join(texts) + "\n").encode("utf-8", errors="replace"))
     return scanner.above(ceiling)

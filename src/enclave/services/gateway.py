@@ -23,7 +23,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -82,6 +82,9 @@ class _Cached:
     at: float
     endpoint: Endpoint | None
     agency: Agency
+    # Allowed decisions on this very endpoint row, by the id of the (cached) Actor they were
+    # made for: the decision and the Target are pure functions of the two.
+    targets: dict[int, tuple[Actor, Target]] = field(default_factory=dict)
 
 
 @dataclass
@@ -260,6 +263,9 @@ class Gateway:
         if not isinstance(name, str) or not name:
             raise InvalidInput("model: name an endpoint (see GET /v1/models)")
         hit = self._lookup(actor, name)
+        known = hit.targets.get(id(actor))
+        if known is not None and known[0] is actor:
+            return known[1]
         ep = hit.endpoint
         if ep is None:
             raise NotFound(f"model {name} not found")
@@ -274,7 +280,7 @@ class Gateway:
         region = self.ctx.fleet.region(ep.region)
         pool = min(region.pools, key=lambda p: p.cpus)
         agency = hit.agency
-        return Target(
+        target = Target(
             endpoint_id=ep.id,
             name=ep.name,
             label=label,
@@ -290,6 +296,9 @@ class Gateway:
             tpm=agency.gateway_tpm,
             budget=agency.gateway_token_budget,
         )
+        if len(hit.targets) < 1024:
+            hit.targets[id(actor)] = (actor, target)
+        return target
 
     def admit(self, actor: Actor, target: Target) -> None:
         """Budget and rate checks; a refusal is a 429 with the seconds to wait."""

@@ -6,6 +6,8 @@ the metrics page carries nothing above the lowest label (it needs no token).
 
 from __future__ import annotations
 
+from functools import cache
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 REGISTRY = CollectorRegistry()
@@ -24,3 +26,16 @@ LATENCY = Histogram(
 )
 TOKENS = Counter("enclave_gateway_tokens", "Tokens metered, by kind", ["kind"], registry=REGISTRY)
 ENERGY = Counter("enclave_gateway_energy_joules", "Modelled IT energy of gateway calls", registry=REGISTRY)
+PROMPT_TOKENS = TOKENS.labels("prompt")
+COMPLETION_TOKENS = TOKENS.labels("completion")
+
+
+@cache
+def requests(route: str, outcome: str) -> Counter:
+    """The REQUESTS child of a route and outcome (labels() costs a lock and a lookup per call)."""
+    return REQUESTS.labels(route, outcome)
+
+
+@cache
+def latency(route: str) -> Histogram:
+    return LATENCY.labels(route)

@@ -138,7 +138,7 @@ async def _call(request: Request, route: str) -> Response:
         else:
             target, screened = await run_in_threadpool(_gate, gw, actor, route, body)
     except Exception:
-        metrics.REQUESTS.labels(route, "refused").inc()
+        metrics.requests(route, "refused").inc()
         raise
     _put_texts(route, body, screened)
     stream = bool(body.get("stream")) and route != "embeddings"
@@ -200,7 +200,7 @@ async def _send(
             tried.add(replica.job_id)
             continue
         return response, replica
-    metrics.REQUESTS.labels(route, "unavailable").inc()
+    metrics.requests(route, "unavailable").inc()
     raise Unavailable(f"endpoint {target.name} has no ready replica that could take the call; retry shortly")
 
 
@@ -329,10 +329,10 @@ async def _logged(gw: Gateway, call: Call) -> None:
 def _observe(
     route: str, status: int, latency: float, prompt_t: int, completion_t: int, energy: float
 ) -> None:
-    metrics.REQUESTS.labels(route, "ok" if status < 400 else "error").inc()
-    metrics.LATENCY.labels(route).observe(latency)
-    metrics.TOKENS.labels("prompt").inc(prompt_t)
-    metrics.TOKENS.labels("completion").inc(completion_t)
+    metrics.requests(route, "ok" if status < 400 else "error").inc()
+    metrics.latency(route).observe(latency)
+    metrics.PROMPT_TOKENS.inc(prompt_t)
+    metrics.COMPLETION_TOKENS.inc(completion_t)
     metrics.ENERGY.inc(energy)
 
 

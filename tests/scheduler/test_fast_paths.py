@@ -4,11 +4,15 @@ leaves the state that allocate + start leave."""
 
 from __future__ import annotations
 
+from dataclasses import FrozenInstanceError, fields, replace
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from enclave.labels import DEFAULT_SCHEME
 from enclave.scheduler.capacity import ClusterState, PoolState
-from enclave.scheduler.model import Job, PassResult
+from enclave.scheduler.model import QOS, Job, PassResult
 from enclave.scheduler.policies import make_policy
 
 from .driver import simulate
@@ -82,3 +86,40 @@ def test_the_fused_start_leaves_the_state_allocate_and_start_leave(scenario: Sce
                     assert pool.find_shared(job) == find_shared_by_scan(pool, job)
 
     simulate(state, make_policy(policy), scenario.work, on_pass=on_pass)
+
+
+@given(
+    st.text(min_size=1, max_size=8),
+    st.sampled_from(["UNCLASSIFIED", "SECRET//SI", "TOP SECRET//SI/TK"]),
+    st.integers(1, 64),
+    st.integers(0, 128),
+    st.floats(1, 1e6),
+    st.sampled_from(list(QOS)),
+    st.one_of(st.none(), st.just("r1")),
+    st.booleans(),
+)
+def test_job_fields_as_given_and_shape_from_them(
+    job_id: str,
+    marking: str,
+    nodes: int,
+    cpus: int,
+    walltime: float,
+    qos: QOS,
+    region: str | None,
+    defer: bool,
+) -> None:
+    """Job's hand-written constructor (slots set directly) keeps the dataclass's contract."""
+    label = DEFAULT_SCHEME.parse(marking)
+    args = dict(
+        id=job_id, agency="a", label=label, nodes=nodes, cpus=cpus, memory_mb=cpus * 2, gpus=nodes % 3,
+        walltime_s=walltime, submit_s=walltime / 2, qos=qos, region=region, seq=nodes, deferrable=defer,
+        deadline_s=walltime * 3 if defer else None,
+    )  # fmt: skip
+    job = Job(**args)  # type: ignore[arg-type]
+    assert {f.name: getattr(job, f.name) for f in fields(Job) if f.init} == args
+    assert job.shape == f"{marking}|{region}|{nodes}|{cpus}|{cpus * 2}|{nodes % 3}"
+    assert job == Job(*args.values()) and hash(job) == hash(Job(*args.values()))  # type: ignore[arg-type]
+    moved = replace(job, region="elsewhere")
+    assert moved.shape == f"{marking}|elsewhere|{nodes}|{cpus}|{cpus * 2}|{nodes % 3}" and moved.id == job.id
+    with pytest.raises(FrozenInstanceError):
+        job.nodes = 2  # type: ignore[misc]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 
 from enclave.labels import Label
@@ -32,7 +32,7 @@ class Reason(StrEnum):
     DEFERRED = "deferred"  # held back by the policy (a deferrable job waiting for low-carbon power)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Job:
     """A queued job as the scheduler sees it. Resources are per node; walltime is the limit."""
 
@@ -59,9 +59,46 @@ class Job:
     deferrable: bool = False
     deadline_s: float | None = None
 
-    def __post_init__(self) -> None:
-        key = f"{self.label.marking}|{self.region}|{self.nodes}|{self.cpus}|{self.memory_mb}|{self.gpus}"
-        object.__setattr__(self, "shape", sys.intern(key))
+    def __init__(
+        self,
+        id: str,
+        agency: str,
+        label: Label,
+        nodes: int,
+        cpus: int,
+        memory_mb: int,
+        gpus: int,
+        walltime_s: float,
+        submit_s: float,
+        qos: QOS = QOS.NORMAL,
+        region: str | None = None,
+        seq: int = 0,
+        deferrable: bool = False,
+        deadline_s: float | None = None,
+    ) -> None:
+        # What the dataclass would generate, but each field set through its slot's descriptor
+        # rather than object.__setattr__ (frozen): about twice as fast, and the trace readers
+        # and the synthetic generator make up to millions of jobs.
+        s = _JOB_SLOTS
+        s[0](self, sys.intern(f"{label.marking}|{region}|{nodes}|{cpus}|{memory_mb}|{gpus}"))
+        s[1](self, id)
+        s[2](self, agency)
+        s[3](self, label)
+        s[4](self, nodes)
+        s[5](self, cpus)
+        s[6](self, memory_mb)
+        s[7](self, gpus)
+        s[8](self, walltime_s)
+        s[9](self, submit_s)
+        s[10](self, qos)
+        s[11](self, region)
+        s[12](self, seq)
+        s[13](self, deferrable)
+        s[14](self, deadline_s)
+
+
+# The setters of Job's slots, in field order (shape first).
+_JOB_SLOTS = tuple(Job.__dict__[f.name].__set__ for f in fields(Job))
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 from enclave.fleet import Fleet
 from enclave.scheduler.capacity import ClusterState
@@ -26,7 +26,7 @@ from enclave.sim.workload import SimJob, no_gc
 Progress = Callable[[int, int], None]  # (jobs finished, jobs total)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Run:
     """One job's simulated life."""
 
@@ -34,6 +34,17 @@ class Run:
     start_s: float
     end_s: float
     placement: Placement
+
+    def __init__(self, sim: SimJob, start_s: float, end_s: float, placement: Placement) -> None:
+        # The fields set through their slots' descriptors, not object.__setattr__ (frozen).
+        s = _RUN_SLOTS
+        s[0](self, sim)
+        s[1](self, start_s)
+        s[2](self, end_s)
+        s[3](self, placement)
+
+
+_RUN_SLOTS = tuple(Run.__dict__[f.name].__set__ for f in fields(Run))
 
 
 @dataclass(slots=True)

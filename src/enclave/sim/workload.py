@@ -5,17 +5,31 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from enclave.scheduler.model import Job
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class SimJob:
     job: Job  # as the scheduler sees it: walltime_s is the user's estimate
     run_s: float  # what it really takes (capped at the estimate: jobs are killed at their limit)
     deferrable: bool = False  # may wait for low-carbon hours (carbon-aware policies)
     deadline_s: float | None = None  # latest finish for a deferrable job
+
+    def __init__(
+        self, job: Job, run_s: float, deferrable: bool = False, deadline_s: float | None = None
+    ) -> None:
+        # The fields set through their slots' descriptors, not object.__setattr__ (frozen): a
+        # workload has up to millions of these.
+        s = _SIMJOB_SLOTS
+        s[0](self, job)
+        s[1](self, run_s)
+        s[2](self, deferrable)
+        s[3](self, deadline_s)
+
+
+_SIMJOB_SLOTS = tuple(SimJob.__dict__[f.name].__set__ for f in fields(SimJob))
 
 
 @dataclass

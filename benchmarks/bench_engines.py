@@ -11,6 +11,9 @@ the other on this machine (2 CPUs here; every system gets all of them):
   are CPUs (the floor for the local back end: no engine at all).
 * **Enclave, local back end**: a fresh ``enclave up --fleet examples/fleets/local-engines.toml``
   (its own ENCLAVE_HOME), all N in one ``POST /v1/jobs/batch`` with ``region = gov-east``.
+* **Enclave through a region worker** (local processes): ``enclave up --fleet
+  examples/fleets/region-workers.toml`` plus ``enclave worker --region ts-east`` as its own
+  process (own home, a region credential made for the run); ``region = ts-east``.
 * **Enclave on Slurm** (``region = secret-west``, partition ``debug``), and **Slurm, straight**:
   N ``sbatch`` calls from Python with the options Enclave's executor uses (partition, 1 node,
   1 task, 1 CPU, ``--mem``, ``--time``, ``--no-requeue``, output files), then ``squeue``
@@ -52,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, enclave_up, git_state, machine, print_table
 
 FLEET = REPO / "examples" / "fleets" / "local-engines.toml"
+WORKER_FLEET = REPO / "examples" / "fleets" / "region-workers.toml"
 RAY_NS = os.environ.get("ENCLAVE_RAY_NETNS", "enc-ray")
 RAY_API = f"http://127.0.0.1:{os.environ.get('ENCLAVE_RAY_DASHBOARD_PORT', '8265')}"
 MEM_MB = 256
@@ -79,7 +83,9 @@ def local_straight(cmds: list[list[str]]) -> dict[str, Any]:
 
 
 # -- Enclave -----------------------------------------------------------------------------------
-def enclave_run(cmds: list[list[str]], region: str, timeout_s: float) -> dict[str, Any]:
+def enclave_run(
+    cmds: list[list[str]], region: str, timeout_s: float, fleet: Path = FLEET, worker: bool = False
+) -> dict[str, Any]:
     jobs = [
         {
             "name": f"bench-{i}",
@@ -90,7 +96,11 @@ def enclave_run(cmds: list[list[str]], region: str, timeout_s: float) -> dict[st
         }
         for i, c in enumerate(cmds)
     ]
-    with enclave_up(fleet=str(FLEET)) as server, server.client() as http:
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(enclave_up(fleet=str(fleet)))
+        http = stack.enter_context(server.client())
+        if worker:
+            stack.enter_context(region_worker(server, http, region))
         t0 = time.perf_counter()
         r = http.post("/v1/jobs/batch", json={"jobs": jobs})
         r.raise_for_status()
@@ -107,7 +117,27 @@ def enclave_run(cmds: list[list[str]], region: str, timeout_s: float) -> dict[st
     ok = sum(
         1 for j in items if j["state"] == "completed" and j.get("exit_code") == 0 and j["region"] == region
     )
-    return result(f"Enclave, {region}", len(cmds), wall, ok, accepted, "one POST /v1/jobs/batch")
+    name = f"Enclave, {region} via its region worker" if worker else f"Enclave, {region}"
+    return result(name, len(cmds), wall, ok, accepted, "one POST /v1/jobs/batch")
+
+
+@contextlib.contextmanager
+def region_worker(server: Any, http: httpx.Client, region: str) -> Any:
+    """`enclave worker --region REGION` as its own process, with its own home and credential."""
+    made = http.post("/v1/worker-credentials", json={"region": region})
+    made.raise_for_status()
+    home = Path(tempfile.mkdtemp(prefix="enclave-bench-worker-"))
+    env = dict(os.environ, ENCLAVE_HOME=str(home), ENCLAVE_URL=server.url)
+    env["ENCLAVE_WORKER_CREDENTIAL"] = made.json()["secret"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "enclave", "worker", "--region", region], env=env, stderr=subprocess.DEVNULL
+    )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def _count(http: httpx.Client, state: str) -> int:
@@ -262,6 +292,7 @@ def main() -> None:
     ap.add_argument("--skip-slurm", action="store_true")
     ap.add_argument("--skip-ray", action="store_true")
     ap.add_argument("--skip-local", action="store_true")
+    ap.add_argument("--skip-worker", action="store_true", help="no run through a region worker")
     ap.add_argument("--skip-throttled", action="store_true", help="no Slurm run with N-CPUs jobs in flight")
     ap.add_argument("--inner", choices=["enclave-ray", "ray-straight"], help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -302,6 +333,11 @@ def main() -> None:
         done(local_straight(cmds))
         done(enclave_run(cmds, "gov-east", args.timeout))
         pairs.append(("Enclave, gov-east", "local processes, straight"))
+    if not args.skip_worker:
+        if not any(r["system"] == "local processes, straight" for r in results):
+            done(local_straight(cmds))
+        done(enclave_run(cmds, "ts-east", args.timeout, fleet=WORKER_FLEET, worker=True))
+        pairs.append(("Enclave, ts-east via its region worker", "local processes, straight"))
 
     if not args.skip_slurm:
         started = not slurm_running()

@@ -35,7 +35,8 @@ from enclave.fleet import Region
 
 log = logging.getLogger("enclave.worker")
 
-POLL_S = 0.02  # while jobs run
+POLL_S = 0.02  # the engine is asked this often while jobs run
+SYNC_S = 0.05  # ... and the control plane this often (at once when there is news to report)
 IDLE_S = 0.2  # nothing running: how often to ask for work
 LOG_PUSH_S = 1.0  # running jobs' output is streamed this often
 LOG_CHUNK = 512 * 1024  # bytes per upload (under the server's 1 MiB body limit)
@@ -75,6 +76,7 @@ class RegionWorker:
         self._health: dict[str, Any] = {"healthy": True, "detail": "starting"}
         self._health_at = float("-inf")
         self._logs_at = 0.0
+        self._synced_at = float("-inf")
         self._stop = threading.Event()
 
     def stop(self) -> None:
@@ -98,8 +100,15 @@ class RegionWorker:
 
     # -- one round --------------------------------------------------------------------------
     def step(self) -> bool:
-        """Sync, act on the answer, poll. True when there is more to tell the server now."""
+        """Sync (when due), act on the answer, poll. True when there is news to report now."""
         now = time.monotonic()
+        if self.reports or self.executor is None or now - self._synced_at >= SYNC_S:
+            self._synced_at = now
+            self._sync(now)
+        self._poll()
+        return bool(self.reports)
+
+    def _sync(self, now: float) -> None:
         if self.executor is not None and now - self._health_at >= HEALTH_S:
             self._health_at = now
             state = self.executor.health()
@@ -133,8 +142,6 @@ class RegionWorker:
             self._kill(job_id)
         for item in answer["start"]:
             self._start(item["job_id"], item["spec"])
-        self._poll()
-        return bool(self.reports)
 
     def _acknowledged(self, job_ids: list[str]) -> None:
         assert self.executor is not None
@@ -156,8 +163,12 @@ class RegionWorker:
         except (OSError, EnclaveError, TypeError) as exc:
             self.reports.append({"job_id": job_id, "event": "start_failed", "error": str(exc)[:2000]})
             return
-        self.running[job_id] = Running(job_id, handle)
+        run = Running(job_id, handle)
+        self.running[job_id] = run
         self.reports.append({"job_id": job_id, "event": "started", "handle": handle})
+        if self.executor.poll(handle).state is not RunState.QUEUED:
+            run.running = True  # the engine ran it at once (the local one always does)
+            self.reports.append({"job_id": job_id, "event": "running"})
 
     def _cancel(self, job_id: str, grace_s: float) -> None:
         run = self.running.get(job_id)

@@ -22,8 +22,8 @@ from sqlalchemy import select
 from enclave.api.app import create_app
 from enclave.executors.base import ExecSpec, RunState
 from enclave.executors.dispatch import DispatchExecutor
-from enclave.executors.registry import make_executor
 from enclave.services.context import Context, Settings
+from enclave.services.regions import executor_for
 from enclave.store.models import AuditRecord, Dispatch, RegionWorker
 
 from .helpers import (
@@ -106,7 +106,7 @@ def _fresh_sessions() -> None:
 
 
 def dispatcher(ctx: Context, region: str) -> DispatchExecutor:
-    ex = make_executor(ctx.fleet.region(region), ctx.settings.home / "sandboxes", ctx.sessions, ctx.now)
+    ex = executor_for(ctx, ctx.fleet.region(region))
     assert isinstance(ex, DispatchExecutor)
     return ex
 

@@ -50,10 +50,16 @@ class DispatchExecutor:
     type = "worker"
 
     def __init__(
-        self, region: Region, store: sessionmaker[Session], log_root: Path, clock: Callable[[], datetime]
+        self,
+        region: Region,
+        store: sessionmaker[Session],
+        reads: sessionmaker[Session],
+        log_root: Path,
+        clock: Callable[[], datetime],
     ) -> None:
         self.region = region.name
         self.store = store
+        self.reads = reads  # polls and health must not take SQLite's write lock
         self.log_root = log_root
         self.clock = clock  # the control plane's: worker liveness is judged on one clock
         self._lock = threading.Lock()
@@ -93,7 +99,7 @@ class DispatchExecutor:
         return status or Status(RunState.LOST, detail="lost: the dispatch record is gone")
 
     def _read_all(self) -> dict[str, Status]:
-        with self.store() as session:
+        with self.reads() as session:
             rows = session.execute(
                 select(
                     Dispatch.job_id,
@@ -163,7 +169,7 @@ class DispatchExecutor:
 
     def health(self) -> Health:
         now = self.clock()
-        with self.store() as session:
+        with self.reads() as session:
             workers = list(
                 session.execute(
                     select(RegionWorker)

@@ -31,12 +31,17 @@ def make_engine_executor(region: Region, sandbox_root: Path) -> Executor:
 
 
 def make_executor(
-    region: Region, sandbox_root: Path, store: sessionmaker[Session], clock: Callable[[], datetime]
+    region: Region,
+    sandbox_root: Path,
+    store: sessionmaker[Session],
+    reads: sessionmaker[Session],
+    clock: Callable[[], datetime],
 ) -> Executor:
     """The control plane's executor for a region: the engine's own, or — for a region run by
-    a region worker — the dispatch mailbox that worker reads from the store."""
+    a region worker — the dispatch mailbox that worker reads from the store (``store`` for
+    changes, ``reads`` for read-only sessions that never wait on a writer)."""
     if region.backend.worker:
         from enclave.executors.dispatch import DispatchExecutor
 
-        return DispatchExecutor(region, store, sandbox_root.parent / "worker-logs", clock)
+        return DispatchExecutor(region, store, reads, sandbox_root.parent / "worker-logs", clock)
     return make_engine_executor(region, sandbox_root)

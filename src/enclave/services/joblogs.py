@@ -6,9 +6,9 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from enclave.audit.events import AuditEvent
-from enclave.executors.registry import make_executor
 from enclave.services.context import Context
 from enclave.services.jobs import resource_of, visible_job
+from enclave.services.regions import executor_for
 from enclave.services.unit import Actor, entry_for, unit
 from enclave.store.models import Agency, Artifact, Job
 
@@ -32,9 +32,7 @@ def read(ctx: Context, actor: Actor, job_id: str, stream: str, offset: int = 0) 
         handle, region = job.handle, job.region
     data: bytes | None = None
     if art is None and handle and region:
-        executor = make_executor(
-            ctx.fleet.region(region), ctx.settings.home / "sandboxes", ctx.sessions, ctx.now
-        )
+        executor = executor_for(ctx, ctx.fleet.region(region))
         try:
             with executor.log_paths(handle)[stream].open("rb") as fh:
                 fh.seek(offset)

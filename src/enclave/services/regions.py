@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from enclave.errors import EnclaveError, NotFound
-from enclave.executors.base import Health
+from enclave.executors.base import Executor, Health
 from enclave.executors.registry import make_executor
 from enclave.fleet import Region
 from enclave.policy import may_place
@@ -23,6 +23,11 @@ _lock = threading.Lock()
 _health: dict[tuple[int, str], tuple[float, Health]] = {}
 
 
+def executor_for(ctx: Context, region: Region) -> Executor:
+    """This control plane's executor for ``region`` (see make_executor)."""
+    return make_executor(region, ctx.settings.home / "sandboxes", ctx.sessions, ctx.read_sessions, ctx.now)
+
+
 def health(ctx: Context, region: Region) -> Health:
     key = (id(ctx), region.name)
     now = time.monotonic()
@@ -31,7 +36,7 @@ def health(ctx: Context, region: Region) -> Health:
     if hit is not None and now - hit[0] < HEALTH_TTL_S:
         return hit[1]
     try:
-        answer = make_executor(region, ctx.settings.home / "sandboxes", ctx.sessions, ctx.now).health()
+        answer = executor_for(ctx, region).health()
     except (EnclaveError, OSError) as exc:
         answer = Health(False, str(exc))
     with _lock:

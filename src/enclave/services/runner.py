@@ -28,7 +28,6 @@ from enclave.energy import measure
 from enclave.energy.model import EnergySource, Usage, account, modelled_it_joules
 from enclave.errors import EnclaveError, InvalidInput, Unavailable
 from enclave.executors.base import NOT_ENDED, ExecSpec, Executor, Handle, RunState, Status
-from enclave.executors.registry import make_executor
 from enclave.scheduler.capacity import ClusterState
 from enclave.scheduler.core import schedule
 from enclave.scheduler.model import QOS, Job, Placement
@@ -38,6 +37,7 @@ from enclave.services import artifacts, endpoints, training
 from enclave.services.context import Context
 from enclave.services.jobs import TERMINAL as TERMINAL_STATES
 from enclave.services.jobs import DependencyType, JobState, label_key, transition
+from enclave.services.regions import executor_for
 from enclave.services.unit import Unit, unit
 from enclave.store.models import Agency
 from enclave.store.models import Job as JobRow
@@ -102,10 +102,7 @@ class JobRunner:
         self.grace_s = grace_s
         scheduled = ctx.fleet.model_copy(update={"regions": [r.as_scheduled() for r in ctx.fleet.regions]})
         self.cluster = ClusterState.from_fleet(scheduled, power_cap_scale(self.policy))
-        sandboxes = ctx.settings.home / "sandboxes"
-        self.executors = {
-            r.name: make_executor(r, sandboxes, ctx.sessions, ctx.now) for r in ctx.fleet.regions
-        }
+        self.executors = {r.name: executor_for(ctx, r) for r in ctx.fleet.regions}
         self.live: dict[str, Live] = {}
         self.queue: dict[str, tuple[int, Job]] = {}  # admitted: id -> (seq, job)
         self._queue_list: list[Job] | None = None

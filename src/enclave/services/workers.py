@@ -24,21 +24,23 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from enclave.audit.events import AuditEvent, Outcome
 from enclave.audit.log import Entry
 from enclave.errors import Conflict, Forbidden, InvalidInput, NotAuthenticated, NotFound
 from enclave.executors.dispatch import STREAMS, DispatchExecutor, DispatchState, live_since
-from enclave.executors.registry import make_executor
 from enclave.fleet import Region
 from enclave.policy import Action, Decision, Resource, worker_decision
 from enclave.services.context import Context
+from enclave.services.regions import executor_for
 from enclave.services.unit import Actor, Unit, entry_for, unit
 from enclave.store.models import Dispatch, RegionWorker, WorkerCredential
 
 SECRET_PREFIX = "encw_"
 MAX_CLAIM = 256  # jobs handed to a worker in one sync
+HEARTBEAT_S = 2.0  # a worker's check-in is written at most this often when nothing else is
 
 
 @dataclass(frozen=True)
@@ -188,56 +190,108 @@ def _own_region(ctx: Context, principal: WorkerPrincipal, region: str) -> Region
 
 def sync(ctx: Context, principal: WorkerPrincipal, region_name: str, req: SyncRequest) -> dict[str, Any]:
     region = _own_region(ctx, principal, region_name)
-    accreditation = ctx.fleet.accreditation(region)
     now = ctx.now()
-    answer: dict[str, Any] = {
-        "region": region.model_dump(mode="json"),
-        "start": [],
-        "adopt": [],
-        "cancel": [],
-        "kill": [],
-        "acked": [],
-    }
+    answer: dict[str, Any] = {"region": region.model_dump(mode="json"), "adopt": [], "acked": []}
+    # A worker syncs several times a second; most of those change nothing. They are answered
+    # from a read-only transaction, which on SQLite never waits for (nor holds up) a writer.
+    if not req.reports:
+        with ctx.read_sessions() as session:
+            if _quiet(session, region.name, req, now):
+                answer.update(_orders(session, region.name, req))
+                return answer
     with unit(ctx) as u:
         _check_in(u, principal, region.name, req, now)
         answer["adopt"] = _take_over(u, region.name, req, now)
         answer["acked"] = _apply_reports(u, principal, req, now)
-        for row in u.session.execute(
-            select(Dispatch).where(
-                Dispatch.region == region.name,
-                Dispatch.session == req.session,
-                Dispatch.state.in_([DispatchState.CLAIMED, DispatchState.STARTED]),
-                or_(Dispatch.cancel_grace_s.isnot(None), Dispatch.kill.is_(True)),
-            )
-        ).scalars():
-            if row.kill:
-                answer["kill"].append(row.job_id)
-            else:
-                answer["cancel"].append({"job_id": row.job_id, "grace_s": row.cancel_grace_s})
-        answer["start"] = _undelivered(u, region.name, req)
+        u.session.flush()
+        answer.update(_orders(u.session, region.name, req))
         room = req.capacity - len(answer["start"])
         if room > 0:
+            accreditation = ctx.fleet.accreditation(region)
             answer["start"] += _claim(u, principal, region.name, accreditation, req, now, room)
     return answer
 
 
-def _undelivered(u: Unit, region: str, req: SyncRequest) -> list[dict[str, Any]]:
-    """Jobs this worker process claimed whose answer it never got (a lost response): handed
-    out again, to the same process, which has not started them."""
-    rows = u.session.execute(
+def _quiet(session: Session, region: str, req: SyncRequest, now: datetime) -> bool:
+    """Nothing for this sync to write: a known worker process whose last check-in is recent
+    and whose health is unchanged, no queued work it has room for, nothing to take over."""
+    row = session.get(RegionWorker, (region, req.worker))
+    if (
+        row is None
+        or row.session != req.session
+        or row.health != req.health
+        or (now - row.last_seen_at).total_seconds() >= HEARTBEAT_S
+    ):
+        return False
+    if (
+        req.capacity > 0
+        and session.execute(
+            select(Dispatch.job_id)
+            .where(Dispatch.region == region, Dispatch.state == DispatchState.QUEUED)
+            .limit(1)
+        ).first()
+    ):
+        return False
+    holders = _holders(session, region, req)
+    if not holders:
+        return True
+    if req.worker in holders:
+        return False
+    alive = set(
+        session.execute(
+            select(RegionWorker.name).where(
+                RegionWorker.region == region, RegionWorker.last_seen_at > live_since(now)
+            )
+        ).scalars()
+    )
+    return holders <= alive
+
+
+def _holders(session: Session, region: str, req: SyncRequest) -> set[str | None]:
+    """Workers, other than this process, holding jobs of the region."""
+    return set(
+        session.execute(
+            select(Dispatch.worker)
+            .where(
+                Dispatch.region == region,
+                Dispatch.state.in_([DispatchState.CLAIMED, DispatchState.STARTED]),
+                Dispatch.session != req.session,
+            )
+            .distinct()
+        ).scalars()
+    )
+
+
+def _orders(session: Session, region: str, req: SyncRequest) -> dict[str, Any]:
+    """What the worker process is to do with jobs it holds: cancel, kill, and start again
+    those whose answer it never got (a lost response) — they are its own, not started."""
+    cancel: list[dict[str, Any]] = []
+    kill: list[str] = []
+    start: list[dict[str, Any]] = []
+    rows = session.execute(
         select(Dispatch).where(
             Dispatch.region == region,
             Dispatch.session == req.session,
-            Dispatch.state == DispatchState.CLAIMED,
+            Dispatch.state.in_([DispatchState.CLAIMED, DispatchState.STARTED]),
         )
     ).scalars()
-    return [{"job_id": r.job_id, "spec": r.spec} for r in rows if r.job_id not in req.holding]
+    for row in rows:
+        if row.kill:
+            kill.append(row.job_id)
+        elif row.cancel_grace_s is not None:
+            cancel.append({"job_id": row.job_id, "grace_s": row.cancel_grace_s})
+        if row.state == DispatchState.CLAIMED and row.job_id not in req.holding:
+            start.append({"job_id": row.job_id, "spec": row.spec})
+    return {"cancel": cancel, "kill": kill, "start": start}
 
 
 def _check_in(u: Unit, principal: WorkerPrincipal, region: str, req: SyncRequest, now: datetime) -> None:
     """Record that the worker is alive (and, audited, that a new worker process connected)."""
-    row = u.session.get(RegionWorker, (region, req.worker), with_for_update=True)
+    row = u.session.get(RegionWorker, (region, req.worker))
     fresh = row is None or row.session != req.session
+    recent = row is not None and (now - row.last_seen_at).total_seconds() < HEARTBEAT_S
+    if row is not None and not fresh and recent and row.health == req.health:
+        return  # nothing new to write
     if row is None:
         row = RegionWorker(region=region, name=req.worker, connected_at=now)
         u.session.add(row)
@@ -263,6 +317,8 @@ def _take_over(u: Unit, region: str, req: SyncRequest, now: datetime) -> list[di
     jobs already running on the engine are adopted; jobs claimed but never started are lost
     (the runner requeues them) — they may not be started twice."""
     u.session.flush()
+    if not _holders(u.session, region, req):
+        return []  # the common case: every job of the region is held by this process
     alive = set(
         u.session.execute(
             select(RegionWorker.name).where(
@@ -294,8 +350,15 @@ def _take_over(u: Unit, region: str, req: SyncRequest, now: datetime) -> list[di
 
 def _apply_reports(u: Unit, principal: WorkerPrincipal, req: SyncRequest, now: datetime) -> list[str]:
     acked: list[str] = []
+    ids = sorted({rep.job_id for rep in req.reports})  # one lock order whoever reports
+    rows = {
+        row.job_id: row
+        for row in u.session.execute(
+            select(Dispatch).where(Dispatch.job_id.in_(ids)).with_for_update()
+        ).scalars()
+    }
     for rep in req.reports:
-        row = u.session.get(Dispatch, rep.job_id, with_for_update=True)
+        row = rows.get(rep.job_id)
         acked.append(rep.job_id)
         if row is None:
             continue  # already collected: a report repeated after a lost answer
@@ -411,6 +474,6 @@ def append_log(
 
 
 def _log_path(ctx: Context, region: Region, job_id: str, stream: str) -> Path:
-    executor = make_executor(region, ctx.settings.home / "sandboxes", ctx.sessions, ctx.now)
+    executor = executor_for(ctx, region)
     assert isinstance(executor, DispatchExecutor)
     return executor.log_paths({"dispatch": job_id})[stream]

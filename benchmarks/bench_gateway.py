@@ -422,6 +422,7 @@ def main() -> int:
     routes = [r for r in args.routes.split(",") if r]
 
     print(f"Machine: {machine()}")
+    print(f"Load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"Commit: {git_state()}")
     print(f"Command: python {' '.join(sys.argv)}")
     print(
@@ -544,6 +545,7 @@ def main() -> int:
     )
     for note in notes:
         print(f"Note: {note}")
+    print(f"Load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 
 

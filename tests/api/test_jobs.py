@@ -157,6 +157,20 @@ def test_idempotency_key_returns_the_same_job(api: TestClient, alice: dict[str, 
     assert job_count(api, alice["secret"]) == 1
 
 
+def test_one_idempotency_key_twice_in_a_batch_is_one_job(
+    api: TestClient, alice: dict[str, dict[str, str]]
+) -> None:
+    keyed = {**JOB, "label": "SECRET", "idempotency_key": "run-7"}
+    other = {**JOB, "label": "SECRET", "name": "other"}
+    resp = api.post("/v1/jobs/batch", json={"jobs": [keyed, other, keyed]}, headers=alice["secret"])
+    assert resp.status_code in (200, 201), resp.text
+    first, second, third = resp.json()["jobs"]
+    assert first["id"] == third["id"] != second["id"]
+    assert job_count(api, alice["secret"]) == 2
+    again = api.post("/v1/jobs", json=keyed, headers=alice["secret"]).json()
+    assert again["id"] == first["id"] and again["state"] == "pending"
+
+
 def test_array_and_cancel(api: TestClient, alice: dict[str, dict[str, str]]) -> None:
     resp = api.post("/v1/jobs", json={**JOB, "label": "SECRET", "array": 4}, headers=alice["secret"]).json()
     assert len(resp["array_jobs"]) == 4

@@ -11,9 +11,10 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import joblib
@@ -415,3 +416,87 @@ def test_autoscaler_adds_a_replica_under_load_and_gives_it_back(dep: Deployment)
     scaled = [e for e in dep.audit("endpoint.scaled") if e.get("by") == "autoscaler"]
     assert [e["replicas"] for e in scaled][-2:] == [2, 1]
     assert api.delete("/v1/endpoints/auto").status_code == 204
+
+
+# -- the hop's HTTP client, against a scripted replica ----------------------------------------
+def _scripted_replica(script: list[bytes | None]) -> tuple[int, Callable[[], Awaitable[Any]]]:
+    """Not a fixture: returns (port, serve) for a loopback server that, per accepted connection,
+    reads one request head and body per script item and answers it with the bytes (sent in
+    two pieces, to cross reads), or closes the connection when the item is None."""
+    import asyncio
+
+    port = free_port()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while script:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(
+                next(h.split(b":")[1] for h in head.split(b"\r\n") if h.startswith(b"content-length"))
+            )
+            await reader.readexactly(length)
+            answer = script.pop(0)
+            if answer is None:
+                break
+            writer.write(answer[: len(answer) // 2])
+            await writer.drain()
+            await asyncio.sleep(0.01)
+            writer.write(answer[len(answer) // 2 :])
+            await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    async def serve() -> asyncio.Server:
+        server = await asyncio.start_server(handle, "127.0.0.1", port)
+        await server.start_serving()
+        return server
+
+    return port, serve
+
+
+def test_upstream_client_answers_streams_reuses_and_fails_clearly() -> None:
+    import asyncio
+
+    from enclave.gateway.upstream import Client, UpstreamError
+
+    body = b'{"ok": true}'
+    whole = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (
+        len(body),
+        body,
+    )
+    events = b'data: {"i": 1}\r\n\r\ndata: [DONE]\r\n\r\n'
+    chunked = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+        + b"%x\r\n%s\r\n0\r\n\r\n" % (len(events), events)
+    )
+    cut = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n" + b"x" * 10
+
+    async def scenario() -> None:
+        # one connection: an answer, a stream, then the replica closes it while it is idle
+        port, serve = _scripted_replica([whole, chunked, None, whole, cut])
+        server = await serve()
+        client = Client()
+        url = f"http://127.0.0.1:{port}"
+        r = await client.post(url, "/v1/chat/completions", b"{}")
+        assert (r.status_code, await r.aread()) == (200, body)
+        await r.aclose()
+        r = await client.post(url, "/v1/chat/completions", b'{"stream": true}')
+        assert [line async for line in r.aiter_lines()] == ['data: {"i": 1}', "", "data: [DONE]", ""]
+        await r.aclose()
+        # The server closes the pooled connection on the next request ("None"): the request is
+        # sent once more on a fresh connection and answered.
+        r = await client.post(url, "/v1/embeddings", b"{}")
+        assert await r.aread() == body
+        await r.aclose()
+        # An answer cut short is an error, never a short body.
+        r = await client.post(url, "/v1/embeddings", b"{}")
+        with pytest.raises(UpstreamError):
+            await r.aread()
+        await r.aclose()
+        with pytest.raises(UpstreamError):  # nobody listening
+            await client.post(f"http://127.0.0.1:{free_port()}", "/v1/embeddings", b"{}")
+        client.close()
+        server.close()
+        await server.wait_closed()
+        await asyncio.sleep(0.05)  # the aborted transports' close callbacks
+
+    asyncio.run(scenario())

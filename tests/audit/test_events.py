@@ -417,14 +417,14 @@ def test_a_failing_audit_append_rolls_back_the_upload(
     ctx: Context, world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before_head = head(ctx)
-    real_append = ctx.audit.append
+    real_append = ctx.audit.append_all
 
-    def append_then_fail(session: Any, entry: Any, now: Any) -> Any:
-        real_append(session, entry, now)
+    def append_then_fail(session: Any, entries: Any) -> Any:
+        real_append(session, entries)
         session.flush()  # the record and the artifact row reach the database...
         raise RuntimeError("crash before commit")  # ...and the transaction never commits
 
-    monkeypatch.setattr(ctx.audit, "append", append_then_fail)
+    monkeypatch.setattr(ctx.audit, "append_all", append_then_fail)
     with pytest.raises(RuntimeError, match="crash before commit"):
         put(ctx, world.alice, "lost.txt", b"never stored")
     monkeypatch.undo()

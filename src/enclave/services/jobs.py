@@ -259,26 +259,25 @@ def add(u: Unit, actor: Actor, specs: list[JobSpec]) -> list[dict[str, Any]]:
             by_key[spec.idempotency_key] = first
         out.append(first)
     # One multi-row insert for the batch (plain rows, no ORM objects: at thousands of jobs a
-    # request those cost more than the database does), then the audit records in order.
+    # request those cost more than the database does); the audit records go in one more.
     if rows:
         u.session.execute(insert(Job), rows)
-    with u.session.no_autoflush:
-        for res, row in audited:
-            u.record(
-                entry_for(
-                    actor,
-                    AuditEvent.JOB_SUBMITTED,
-                    res,
-                    row["id"],
-                    details={
-                        "name": row["name"],
-                        "command": row["command"][0],
-                        "nodes": row["nodes"],
-                        "qos": row["qos"],
-                        "kind": row["kind"],
-                    },
-                )
+    for res, row in audited:
+        u.record(
+            entry_for(
+                actor,
+                AuditEvent.JOB_SUBMITTED,
+                res,
+                row["id"],
+                details={
+                    "name": row["name"],
+                    "command": row["command"][0],
+                    "nodes": row["nodes"],
+                    "qos": row["qos"],
+                    "kind": row["kind"],
+                },
             )
+        )
     return out
 
 
@@ -416,8 +415,7 @@ def transition(u: Unit, job: Job, to: JobState, reason: str | None, now: datetim
     if to in TERMINAL:
         job.ended_at = now
     label = u.ctx.scheme.parse(job.label)
-    u.ctx.audit.append(
-        u.session,
+    u.record(
         entry_for(
             None,
             AuditEvent.JOB_TRANSITION,

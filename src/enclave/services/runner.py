@@ -609,13 +609,11 @@ class JobRunner:
             lv.measured = True
 
 
-# _no_autoflush_note: the loops that make many audited transitions run with the session's
-# autoflush off. Each transition appends an audit record, which reads the chain head; with
-# autoflush on, that read first flushes the previous job's change and record — one round of
-# statements per job. With it off, the head advances in the session (the ORM hands back the
-# same object) and everything is flushed together at commit, in the same transaction, with
-# the same records in the same order. A query whose answer depends on this pass's changes
-# (the quota sums) flushes explicitly first.
+# _no_autoflush_note: the loops that make many transitions run with the session's autoflush
+# off, so that a query inside the loop does not first flush the changes made so far — one
+# round of statements per job; everything is flushed together at commit (the transitions'
+# audit records are written in one statement then, see Unit.record). A query whose answer
+# depends on this pass's changes (the quota sums) flushes explicitly first.
 
 
 def _placement_dict(p: Placement) -> dict[str, Any]:

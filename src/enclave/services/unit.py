@@ -4,7 +4,8 @@
 denial rolls the transaction back, then records ``access.denied`` in a transaction of its
 own (a denial must be audited even though the action is not), and raises NotFound when the
 object is invisible or Forbidden when it is visible. ``u.record(entry)`` appends an audit
-record that commits with the action. After a commit that wrote records, the signed
+record that commits with the action (all of a unit's records are written, in order, in one
+statement just before the commit). After a commit that wrote records, the signed
 checkpoint is refreshed so that truncating the log is detectable.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy.orm import Session
 
@@ -43,9 +45,16 @@ class Unit:
     def __init__(self, ctx: Context, session: Session) -> None:
         self.ctx = ctx
         self.session = session
+        self._records: list[tuple[Entry, datetime]] = []
 
-    def record(self, entry: Entry) -> None:
-        self.ctx.audit.append(self.session, entry, self.ctx.now())
+    def record(self, entry: Entry, when: datetime | None = None) -> None:
+        """Append an audit record to this unit's transaction. Records are kept in order and
+        written together just before the commit (one statement, however many)."""
+        self._records.append((entry, when or self.ctx.now()))
+
+    def write_records(self) -> None:
+        self.ctx.audit.append_all(self.session, self._records)
+        self._records.clear()
 
     def require(self, actor: Actor | None, action: Action, resource: Resource, ref: str = "") -> Decision:
         if actor is None:
@@ -103,6 +112,7 @@ def unit(ctx: Context) -> Iterator[Unit]:
             with session.begin():
                 u = Unit(ctx, session)
                 yield u
+                u.write_records()
             head = ctx.audit.appended_head(session)
     except _Denied as denied:
         with ctx.sessions() as session:

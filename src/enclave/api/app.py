@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 from fastapi import Depends, FastAPI, Request
 
 from enclave import __version__
@@ -90,13 +89,10 @@ def create_app(
             live.start()
         app.state.live = live
         app.state.gateway = Gateway(app.state.ctx)
-        app.state.upstream = httpx.AsyncClient(
-            timeout=httpx.Timeout(300.0, connect=2.0),
-            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
-            trust_env=False,
-        )
         yield
-        await app.state.upstream.aclose()
+        replicas = getattr(app.state, "replica_client", None)  # made on first gateway call
+        if replicas is not None:
+            replicas.close()
         app.state.gateway.close()
         if live is not None:
             live.stop()
@@ -112,6 +108,9 @@ def create_app(
     )
     app.state.ctx = ctx
     problems.install(app)
+    # The gateway's routes first: matched on every model call, they are the hot path.
+    app.include_router(gateway.router, prefix="/v1")
+    app.include_router(gateway.metrics_router)
     for module in (
         auth,
         tenancy,
@@ -127,8 +126,6 @@ def create_app(
         workers,
     ):
         app.include_router(module.router, prefix="/v1")
-    app.include_router(gateway.router, prefix="/v1")
-    app.include_router(gateway.metrics_router)
 
     @app.get("/healthz", tags=["health"])
     def healthz(request: Request) -> dict[str, Any]:

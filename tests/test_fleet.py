@@ -273,7 +273,9 @@ def with_backend(backend: str, cap: str = "1.0") -> str:
 
 
 def test_worker_flag_and_engine_settings_are_kept() -> None:
-    fleet = parse_fleet(with_backend('{ type = "slurm", partition = "batch", worker = true, queue_depth = 2 }'))
+    fleet = parse_fleet(
+        with_backend('{ type = "slurm", partition = "batch", worker = true, queue_depth = 2 }')
+    )
     backend = fleet.regions[0].backend
     assert (backend.type, backend.worker, backend.queue_depth) == ("slurm", True, 2.0)
     assert backend.model_dump() == {"type": "slurm", "worker": True, "queue_depth": 2.0, "partition": "batch"}
@@ -295,8 +297,16 @@ def test_a_deeper_engine_queue_scales_only_what_the_scheduler_fills() -> None:
         ('{ type = "local", queue_depth = 2 }', "1.0", "the local executor keeps no queue"),
         # Peak draw 2 x 200 W x PUE 1.2 = 480 W; a depth of 2 needs 960 W of cap.
         ('{ type = "slurm", queue_depth = 2 }', "0.0009", "needs a power cap of at least 0.00096 MW"),
-        ('{ type = "slurm", queue_depth = 0.5 }', "1.0", "queue_depth: Input should be greater than or equal to 1"),
-        ('{ type = "slurm", queue_depth = 100 }', "1.0", "queue_depth: Input should be less than or equal to 16"),
+        (
+            '{ type = "slurm", queue_depth = 0.5 }',
+            "1.0",
+            "queue_depth: Input should be greater than or equal to 1",
+        ),
+        (
+            '{ type = "slurm", queue_depth = 100 }',
+            "1.0",
+            "queue_depth: Input should be less than or equal to 16",
+        ),
         ('{ type = "slurm", worker = "yes" }', "1.0", "worker: Input should be a valid boolean"),
     ],
 )

@@ -32,13 +32,27 @@ def test_create_and_list_agencies(world: World) -> None:
     with unchanged(ctx, audit=("admin.agency_created",), skip=("agencies",)):
         made = create_agency(client, "gamma", gpu_hours=10.5, kwh=100, storage_bytes=4096)
     assert made["name"] == "gamma"
-    assert made["quotas"] == {"gpu_hours": 10.5, "kwh": 100, "storage_bytes": 4096, "gateway_rpm": None, "gateway_tpm": None, "gateway_token_budget": None}
+    assert made["quotas"] == {
+        "gpu_hours": 10.5,
+        "kwh": 100,
+        "storage_bytes": 4096,
+        "gateway_rpm": None,
+        "gateway_tpm": None,
+        "gateway_token_budget": None,
+    }
     listed = ok(client.get("/v1/agencies"))
     assert listed["count"] == len(listed["items"])
     assert [a["name"] for a in listed["items"]] == sorted(["enclave", "alpha", "beta", "gamma"])
     assert ok(client.get("/v1/agencies/gamma")) == made
     # No quotas given: unlimited (null).
-    assert create_agency(client, "delta")["quotas"] == {"gpu_hours": None, "kwh": None, "storage_bytes": None, "gateway_rpm": None, "gateway_tpm": None, "gateway_token_budget": None}
+    assert create_agency(client, "delta")["quotas"] == {
+        "gpu_hours": None,
+        "kwh": None,
+        "storage_bytes": None,
+        "gateway_rpm": None,
+        "gateway_tpm": None,
+        "gateway_token_budget": None,
+    }
 
 
 def test_create_agency_refusals(world: World) -> None:
@@ -71,7 +85,14 @@ def test_set_quotas(world: World) -> None:
     client, ctx = world.client, world.ctx
     with unchanged(ctx, audit=("admin.agency_updated",), skip=("agencies",)):
         view = ok(client.put("/v1/agencies/alpha/quotas", json={"storage_bytes": 10, "kwh": 5.5}))
-    assert view["quotas"] == {"gpu_hours": None, "kwh": 5.5, "storage_bytes": 10, "gateway_rpm": None, "gateway_tpm": None, "gateway_token_budget": None}
+    assert view["quotas"] == {
+        "gpu_hours": None,
+        "kwh": 5.5,
+        "storage_bytes": 10,
+        "gateway_rpm": None,
+        "gateway_tpm": None,
+        "gateway_token_budget": None,
+    }
     assert ok(client.get("/v1/agencies/alpha"))["quotas"] == view["quotas"]
     # The quota is enforced: alice's 11-byte upload does not fit.
     with unchanged(ctx):

@@ -64,8 +64,14 @@ class Job:
     def start(self, script: str) -> subprocess.Popen:
         work = self.root / "work"  # the sandbox working directory: nothing may land outside the contract dirs
         work.mkdir(parents=True, exist_ok=True)
-        return subprocess.Popen([sys.executable, str(EXAMPLES / script)], cwd=work, env=self.env(),
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return subprocess.Popen(
+            [sys.executable, str(EXAMPLES / script)],
+            cwd=work,
+            env=self.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
     def run(self, script: str, timeout: float = 240) -> tuple[int, str]:
         proc = self.start(script)

@@ -21,8 +21,18 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:D
 TEXT = EXAMPLES / "charlm" / "data" / "shakespeare.txt"
 # Small enough to run a few hundred steps in seconds; too small to learn much (not the point there).
 # Dropout on, so that an exact resume also needs the dropout RNG restored.
-TINY = {"steps": 300, "batch_size": 16, "block_size": 32, "n_layer": 1, "n_embd": 32, "dropout": 0.1,
-        "warmup": 10, "log_every": 10, "eval_every": 100, "ckpt_every": 1000}
+TINY = {
+    "steps": 300,
+    "batch_size": 16,
+    "block_size": 32,
+    "n_layer": 1,
+    "n_embd": 32,
+    "dropout": 0.1,
+    "warmup": 10,
+    "log_every": 10,
+    "eval_every": 100,
+    "ckpt_every": 1000,
+}
 sample = load_example("charlm/sample.py", "charlm_sample")
 
 
@@ -51,7 +61,7 @@ def held_out_nll(model_dir: Path, windows: int = 24) -> tuple[float, float]:
     cut = len(ids) - len(ids) // 10
     train, val = ids[:cut], ids[cut:]
     starts = torch.linspace(0, len(val) - block - 2, windows).long()
-    chunks = torch.stack([val[s:s + block + 1] for s in starts])
+    chunks = torch.stack([val[s : s + block + 1] for s in starts])
     with torch.no_grad():
         logits = model(chunks[:, :-1])
     nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), chunks[:, 1:].flatten()).item()
@@ -97,9 +107,22 @@ def test_smoke_run_beats_the_unigram_baseline_and_exports_torchscript(job_factor
 def test_sample_script_runs_from_the_command_line(job_factory, text_dataset) -> None:
     job = job_factory(text_dataset, {**TINY, "steps": 20})
     assert job.run("charlm/train.py")[0] == 0
-    out = subprocess.run([sys.executable, str(EXAMPLES / "charlm" / "sample.py"), str(job.output),
-                          "--prompt", "KING", "--length", "40", "--top-k", "5"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(EXAMPLES / "charlm" / "sample.py"),
+            str(job.output),
+            "--prompt",
+            "KING",
+            "--length",
+            "40",
+            "--top-k",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert out.startswith("KING") and len(out.rstrip("\n")) >= 44
 
 
@@ -128,7 +151,7 @@ def test_sigterm_checkpoints_and_the_requeued_job_continues_the_same_run(job_fac
     rc, out = job.run("charlm/train.py")
     assert rc == 0, out
     assert "resumed from" in out and f"at step {saved}" in out
-    second_run = [r["step"] for r in job.metrics()][len(first_run):]
+    second_run = [r["step"] for r in job.metrics()][len(first_run) :]
     # Step numbers carry on from the checkpoint instead of restarting at 0.
     assert saved < second_run[0] <= saved + TINY["log_every"] and second_run[-1] == TINY["steps"]
 

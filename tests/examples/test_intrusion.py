@@ -24,8 +24,20 @@ FAST = {"n_estimators": 50, "trees_per_stage": 25}
 def flows(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A dataset written by the real generator script, as a user would upload it."""
     path = tmp_path_factory.mktemp("data") / "flows.csv"
-    subprocess.run([sys.executable, str(EXAMPLES / "intrusion" / "generate.py"), "--out", str(path),
-                    "--rows", "6000", "--seed", "1"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(EXAMPLES / "intrusion" / "generate.py"),
+            "--out",
+            str(path),
+            "--rows",
+            "6000",
+            "--seed",
+            "1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return path
 
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -81,6 +82,28 @@ def client(ctx: Context) -> Iterator[TestClient]:
         token = (ctx.settings.home / "admin.token").read_text().strip()
         c.headers["Authorization"] = f"Bearer {token}"
         yield c
+
+
+# -- waiting on real processes -----------------------------------------------------------------
+def wait_for(path: Path, timeout_s: float = 30.0) -> None:
+    """Until a file a job writes appears."""
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} never appeared")
+        time.sleep(0.01)
+
+
+def wait_state(api: httpx.Client, job: str, states: set[str], timeout_s: float = 60) -> dict[str, Any]:
+    """Until ``GET /v1/jobs/{job}`` shows one of ``states``; returns the job."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        shown = api.get(f"/v1/jobs/{job}").json()
+        if shown["state"] in states:
+            return dict(shown)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job} stuck in {shown['state']}: {shown.get('reason')}")
+        time.sleep(0.05)
 
 
 # -- a real `enclave up` in a subprocess ------------------------------------------------------

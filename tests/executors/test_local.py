@@ -14,6 +14,7 @@ import pytest
 
 from enclave.executors.base import ExecSpec, RunState, Status
 from enclave.executors.local import LocalExecutor
+from tests.conftest import wait_for
 
 
 def spec(
@@ -42,14 +43,6 @@ def wait_done(ex: LocalExecutor, handle: dict[str, object], timeout_s: float = 2
             return status
         time.sleep(0.02)
     raise AssertionError("job did not end in time")
-
-
-def wait_for(path: Path, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{path} never appeared")
-        time.sleep(0.01)
 
 
 @pytest.fixture

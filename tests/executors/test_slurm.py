@@ -25,7 +25,7 @@ from enclave.executors.base import NOT_ENDED, ExecSpec, RunState, Status
 from enclave.executors.registry import make_engine_executor
 from enclave.executors.slurm import SlurmExecutor, from_fallback, from_sacct
 from enclave.fleet import parse_fleet
-from tests.conftest import Server
+from tests.conftest import Server, wait_for, wait_state
 
 REPO = Path(__file__).resolve().parents[2]
 BACKEND = {"type": "slurm", "partition": "debug"}
@@ -78,14 +78,6 @@ def wait_done(ex: SlurmExecutor, handle: dict[str, Any], timeout_s: float = 30.0
             return status
         time.sleep(0.02)
     raise AssertionError(f"Slurm job {handle['slurm_id']} did not end in time")
-
-
-def wait_for(path: Path, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{path} never appeared")
-        time.sleep(0.02)
 
 
 def squeue(slurm_id: str) -> str:
@@ -429,17 +421,6 @@ def submit(client: httpx.Client, name: str, command: list[str]) -> str:
     resp = client.post("/v1/jobs", json=body)
     assert resp.status_code in (200, 201), resp.text
     return str(resp.json()["id"])
-
-
-def wait_state(client: httpx.Client, job: str, states: set[str], timeout_s: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        shown = client.get(f"/v1/jobs/{job}").json()
-        if shown["state"] in states:
-            return dict(shown)
-        if time.monotonic() > deadline:
-            raise AssertionError(f"job {job} stuck in {shown['state']}: {shown.get('reason')}")
-        time.sleep(0.1)
 
 
 def slurm_job(name: str) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import CLI, Server
+from tests.conftest import CLI, Server, wait_for, wait_state
 
 REPO = Path(__file__).resolve().parents[2]
 FLEET = REPO / "examples" / "fleets" / "region-workers.toml"
@@ -100,24 +100,6 @@ def submit(api: httpx.Client, name: str, command: list[str], region: str = "ts-e
     resp = api.post("/v1/jobs", json=body)
     assert resp.status_code in (200, 201), resp.text
     return str(resp.json()["id"])
-
-
-def wait_state(api: httpx.Client, job: str, states: set[str], timeout_s: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        shown = api.get(f"/v1/jobs/{job}").json()
-        if shown["state"] in states:
-            return dict(shown)
-        if time.monotonic() > deadline:
-            raise AssertionError(f"job {job} stuck in {shown['state']}: {shown.get('reason')}")
-        time.sleep(0.05)
-
-
-def wait_for(path: Path, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.05)
 
 
 def logs(api: httpx.Client, job: str, stream: str = "stdout") -> str:

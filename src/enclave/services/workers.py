@@ -232,24 +232,13 @@ def _quiet(session: Session, region: str, req: SyncRequest, now: datetime) -> bo
         ).first()
     ):
         return False
-    holders = _holders(session, region, req)
-    if not holders:
-        return True
-    if req.worker in holders:
-        return False
-    alive = set(
-        session.execute(
-            select(RegionWorker.name).where(
-                RegionWorker.region == region, RegionWorker.last_seen_at > live_since(now)
-            )
-        ).scalars()
-    )
-    return holders <= alive
+    return not _orphans(session, region, req, now)
 
 
-def _holders(session: Session, region: str, req: SyncRequest) -> set[str | None]:
-    """Workers, other than this process, holding jobs of the region."""
-    return set(
+def _orphans(session: Session, region: str, req: SyncRequest, now: datetime) -> set[str] | None:
+    """When jobs of the region are held by this worker's previous process or by a worker gone
+    silent (this process's to take over), the workers still alive; else None."""
+    holders = set(
         session.execute(
             select(Dispatch.worker)
             .where(
@@ -260,6 +249,16 @@ def _holders(session: Session, region: str, req: SyncRequest) -> set[str | None]
             .distinct()
         ).scalars()
     )
+    if not holders:
+        return None  # the common case: every job of the region is held by this process
+    alive = set(
+        session.execute(
+            select(RegionWorker.name).where(
+                RegionWorker.region == region, RegionWorker.last_seen_at > live_since(now)
+            )
+        ).scalars()
+    )
+    return alive if req.worker in holders or not holders <= alive else None
 
 
 def _orders(session: Session, region: str, req: SyncRequest) -> dict[str, Any]:
@@ -317,15 +316,9 @@ def _take_over(u: Unit, region: str, req: SyncRequest, now: datetime) -> list[di
     jobs already running on the engine are adopted; jobs claimed but never started are lost
     (the runner requeues them) — they may not be started twice."""
     u.session.flush()
-    if not _holders(u.session, region, req):
-        return []  # the common case: every job of the region is held by this process
-    alive = set(
-        u.session.execute(
-            select(RegionWorker.name).where(
-                RegionWorker.region == region, RegionWorker.last_seen_at > live_since(now)
-            )
-        ).scalars()
-    )
+    alive = _orphans(u.session, region, req, now)
+    if alive is None:
+        return []
     adopt: list[dict[str, Any]] = []
     rows = u.session.execute(
         select(Dispatch)

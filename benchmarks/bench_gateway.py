@@ -372,8 +372,11 @@ def measure(target: Target, route: str, conns: int, seconds: float, loadgen: str
     return Result(n, wall, p50, p99, errors, cpu / n * 1000 if cpu is not None and n else None)
 
 
-def profile(out: str, pid: int, target: Target, args: argparse.Namespace, loadgen: str, tmp: Path) -> None:
-    """py-spy the server during an extra gateway chat run (not in the table: sampling slows it).
+def profile(
+    out: str, pid: int, target: Target, route: str, args: argparse.Namespace, loadgen: str, tmp: Path
+) -> None:
+    """py-spy the server during an extra gateway run of ROUTE at --concurrency (not in the
+    table: sampling slows it).
     OUT ending in .svg: a flame graph; else py-spy's raw (collapsed stacks) format."""
     spy = shutil.which("py-spy") or "/tmp/litellm-venv/bin/py-spy"
     fmt = "flamegraph" if out.endswith(".svg") else "raw"
@@ -390,12 +393,12 @@ def profile(out: str, pid: int, target: Target, args: argparse.Namespace, loadge
         "--duration",
         str(secs - 1),
         "--rate",
-        "100",
+        str(args.profile_rate),
         "--gil",  # only the thread holding the GIL: where the CPU goes, not where threads wait
     ]
     profiler = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        measure(target, "chat/completions", args.concurrency, secs, loadgen, tmp)
+        measure(target, route, args.concurrency, secs, loadgen, tmp)
     finally:
         profiler.wait(timeout=120)
 
@@ -415,8 +418,9 @@ def main() -> int:
     parser.add_argument(
         "--profile",
         metavar="FILE",
-        help="py-spy the server in an extra gateway chat run (.svg: flame graph, else raw)",
+        help="py-spy the server in an extra gateway run of the first --routes route (.svg: flame graph, else raw)",
     )
+    parser.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second")
     args = parser.parse_args()
     loadgen = args.loadgen if args.loadgen != "auto" else ("wrk" if shutil.which("wrk") else "httpx")
     routes = [r for r in args.routes.split(",") if r]
@@ -491,10 +495,16 @@ def main() -> int:
                                 )
                     if args.profile:
                         profile(
-                            args.profile, server.proc.pid, targets["chat/completions"][1], args, loadgen, tmp
+                            args.profile,
+                            server.proc.pid,
+                            targets[routes[0]][1],
+                            routes[0],
+                            args,
+                            loadgen,
+                            tmp,
                         )
                         notes.append(
-                            f"py-spy profile of the gateway (extra, unrecorded chat run): {args.profile}"
+                            f"py-spy profile of the gateway (extra, unrecorded {routes[0]} run): {args.profile}"
                         )
             finally:
                 if token:

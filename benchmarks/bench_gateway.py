@@ -25,7 +25,9 @@ audit record.
 
 Load: ``wrk`` (Debian package ``wrk``) when it is installed, else an asyncio+httpx client: N
 connections for D seconds per target, one target at a time (they would otherwise compete for
-the same cores); and a concurrency-1 run per target for the added latency of one call. The load
+the same cores); and a concurrency-1 run per target for the added latency of one call. Each
+run is cut into --rounds slices taken in turn across the targets, so that drift in the
+replica's own speed over the run weighs on all of them alike. The load
 generator runs on the same machine (and cores) as the server and the replica.
 """
 
@@ -59,6 +61,7 @@ from _common import (
     free_port,
     git_state,
     machine,
+    median,
     percentile,
     print_table,
 )
@@ -372,6 +375,52 @@ def measure(target: Target, route: str, conns: int, seconds: float, loadgen: str
     return Result(n, wall, p50, p99, errors, cpu / n * 1000 if cpu is not None and n else None)
 
 
+def measure_rounds(
+    targets: list[Target],
+    route: str,
+    conns: int,
+    seconds: float,
+    rounds: int,
+    loadgen: str,
+    tmp: Path,
+    notes: list[str],
+) -> dict[str, Result]:
+    """Each target for SECONDS in all, in ROUNDS slices taken in turn (the order rotating), so
+    that a replica whose speed drifts over the run (the embedding model's does, by a few
+    tenths of a millisecond) weighs on every target alike. Per target: the slices' requests
+    and seconds added up, their median p50 and median p99."""
+    slices: dict[str, list[Result]] = {t.name: [] for t in targets}
+    for r in range(rounds):
+        for target in targets[r % len(targets) :] + targets[: r % len(targets)]:
+            try:
+                res = measure(target, route, conns, seconds / rounds, loadgen, tmp)
+            except (RuntimeError, subprocess.CalledProcessError) as exc:
+                notes.append(f"{target.name} {route} c={conns}: {exc}")
+                continue
+            slices[target.name].append(res)
+            print(
+                f"  {route:17} {target.name:16} c={conns:<3} {res.rps:8,.0f} req/s "
+                f"p50 {res.p50_ms:7.2f} ms p99 {res.p99_ms:7.2f} ms errors {res.errors}",
+                flush=True,
+            )
+    out = {}
+    for name, parts in slices.items():
+        if parts:
+            cpu = [p.hop_cpu_ms for p in parts]
+            out[name] = Result(
+                sum(p.requests for p in parts),
+                sum(p.seconds for p in parts),
+                median([p.p50_ms for p in parts]),
+                median([p.p99_ms for p in parts]),
+                sum(p.errors for p in parts),
+                None
+                if None in cpu
+                else sum(c * p.requests for c, p in zip(cpu, parts, strict=True))  # type: ignore[operator]
+                / max(1, sum(p.requests for p in parts)),
+            )
+    return out
+
+
 def profile(
     out: str, pid: int, target: Target, route: str, args: argparse.Namespace, loadgen: str, tmp: Path
 ) -> None:
@@ -411,6 +460,9 @@ def main() -> int:
         "--latency-duration", type=float, default=5.0, help="seconds per target, concurrency 1"
     )
     parser.add_argument("--concurrency", type=int, default=32, help="connections in the concurrent run")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="slices per target, taken in turn (see measure_rounds)"
+    )
     parser.add_argument("--skip-litellm", action="store_true")
     parser.add_argument("--litellm-bin", default=shutil.which("litellm") or "/tmp/litellm-venv/bin/litellm")
     parser.add_argument("--loadgen", choices=["auto", "wrk", "httpx"], default="auto")
@@ -431,7 +483,8 @@ def main() -> int:
     print(f"Command: python {' '.join(sys.argv)}")
     print(
         f"Load generator: {loadgen}; {args.concurrency} connections x {args.duration:g} s, "
-        f"then 1 connection x {args.latency_duration:g} s, per target, one target at a time",
+        f"then 1 connection x {args.latency_duration:g} s, per target, one target at a time, "
+        f"in {args.rounds} slices per target taken in turn (wrk: whole seconds)",
         flush=True,
     )
     tmp = Path(tempfile.mkdtemp(prefix="enclave-bench-gw-"))
@@ -477,22 +530,11 @@ def main() -> int:
                             except RuntimeError as exc:
                                 notes.append(f"LiteLLM could not start: {exc}")
                     for route in routes:
-                        for target in targets[route]:
-                            for conns, secs in (
-                                (1, args.latency_duration),
-                                (args.concurrency, args.duration),
-                            ):
-                                try:
-                                    res = measure(target, route, conns, secs, loadgen, tmp)
-                                except (RuntimeError, subprocess.CalledProcessError) as exc:
-                                    notes.append(f"{target.name} {route} c={conns}: {exc}")
-                                    continue
-                                results[(route, target.name, str(conns))] = res
-                                print(
-                                    f"  {route:17} {target.name:16} c={conns:<3} {res.rps:8,.0f} req/s "
-                                    f"p50 {res.p50_ms:7.2f} ms p99 {res.p99_ms:7.2f} ms errors {res.errors}",
-                                    flush=True,
-                                )
+                        for conns, secs in ((1, args.latency_duration), (args.concurrency, args.duration)):
+                            for name, res in measure_rounds(
+                                targets[route], route, conns, secs, args.rounds, loadgen, tmp, notes
+                            ).items():
+                                results[(route, name, str(conns))] = res
                     if args.profile:
                         profile(
                             args.profile,

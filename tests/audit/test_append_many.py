@@ -5,6 +5,7 @@ with its transaction; and the gateway's calls are released only once their recor
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -135,4 +136,27 @@ def test_the_call_log_releases_calls_only_after_their_records_and_usage_committe
     assert [r.object_id for r in rows(ctx)[-20:]] == [f"ep-{n}" for n in range(20)]
     checkpoint = ctx.audit.read_checkpoint()
     assert checkpoint is not None and (checkpoint.seq, checkpoint.hash) == (last.seq, last.hash)
+    verify_ok(ctx)
+
+
+def test_the_call_log_checkpoints_a_quiet_log_without_waiting_for_more_calls(ctx: Context) -> None:
+    """Checkpoints are written at most every CHECKPOINT_EVERY_S; the last commit's one must
+    still come when no call follows it (else the newest records stay uncovered for good)."""
+    bootstrap(ctx)
+    log = CallLog(ctx)
+    day = datetime.now(UTC).date().isoformat()
+    try:
+        for n in range(3):  # quicker than the interval: the later ones' checkpoints are deferred
+            released = threading.Event()
+            log.submit(Call(1, day, entry(n), 1, 1, 0.1, done=lambda _e, ev=released: ev.set()))
+            assert released.wait(30)
+        last = rows(ctx)[-1]
+        deadline = time.monotonic() + 10
+        while (cp := ctx.audit.read_checkpoint()) is None or cp.seq != last.seq:
+            assert time.monotonic() < deadline, f"no checkpoint of {last.seq} while the log is open: {cp}"
+            time.sleep(0.01)
+        assert cp.hash == last.hash
+        assert log._thread.is_alive()  # written by the open log's timer, not at its close
+    finally:
+        log.close()
     verify_ok(ctx)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from enclave.errors import InvalidInput
 from enclave.scheduler.carbon import ANYWHERE, HOLD, HOUR_S, HourlyCurve, StartCosts
 from enclave.scheduler.model import QOS, Job
-from enclave.scheduler.priority import FairShare, Weights, job_agency, order_by_priority, priorities
+from enclave.scheduler.priority import FairShare, Weights, group_inputs, order_by_priority, priorities
 
 if TYPE_CHECKING:
     from enclave.scheduler.capacity import ClusterState
@@ -83,10 +83,10 @@ class MultifactorEASY:
     def order(self, queue: Sequence[Job], now: float, state: ClusterState) -> list[Job]:
         if not queue:
             return []
-        agencies = list(map(job_agency, queue))
-        factors = self.fairshare.factors(sorted(set(agencies)), now)
+        grouped = group_inputs(queue)
+        factors = self.fairshare.factors(sorted({p.agency for p in grouped[0]}), now)
         max_nodes = max(p.spec.count for r in state.regions for p in r.pools)
-        return order_by_priority(queue, priorities(queue, now, factors, self.weights, max_nodes, agencies))
+        return order_by_priority(queue, priorities(queue, now, factors, self.weights, max_nodes, grouped))
 
 
 DEFAULT_POWER_CAP_SCALE = 0.8

@@ -11,16 +11,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
 from operator import attrgetter
 
 import numpy as np
 
-from enclave.scheduler.model import QOS, QOS_RANK, Job
+from enclave.scheduler.model import PRIORITY_INPUTS, QOS, QOS_RANK, Job, PriorityInputs
 
 GPU_BILLING_WEIGHT = 10.0  # one GPU-second bills like ten CPU-seconds
-_SUBMIT, _NODES, _QOS = attrgetter("submit_s"), attrgetter("nodes"), attrgetter("qos")
-job_agency = attrgetter("agency")
+_SUBMIT, _INPUTS, _INDEX = attrgetter("submit_s"), attrgetter("priority_inputs"), attrgetter("index")
 _QOS_FACTOR = {q: r / max(QOS_RANK.values()) for q, r in QOS_RANK.items()}
 
 
@@ -76,28 +74,63 @@ def priorities(
     fairshare: Mapping[str, float],
     weights: Weights,
     max_nodes: int,
-    agencies: Sequence[str] | None = None,
+    grouped: Grouped | None = None,
 ) -> np.ndarray:
     """One priority per job (higher runs first), computed column-wise with numpy.
-    ``agencies``: the jobs' agencies, if the caller has them already (one pass less over the
-    jobs, which for a long queue are far apart in memory)."""
+
+    Of each job only two fields are read: ``submit_s`` (for the age) and ``priority_inputs``
+    (agency, QOS and nodes, one object for all the jobs alike in them). The fair-share, QOS
+    and size factors are worked out once per distinct inputs and spread to the jobs by index:
+    for a long queue, reading agency, QOS and nodes from 100,000 objects far apart in memory
+    cost more than all the rest. Each job's factors are the same floats as read one by one,
+    summed in the same order: the priorities are the same to the bit.
+    ``grouped``: ``group_inputs(jobs)``, if the caller has it already."""
     w = weights
     n = len(jobs)
+    distinct, which = grouped if grouped is not None else group_inputs(jobs)
+    at = [p.index for p in distinct]
+    fs, qos, nodes = np.empty((3, len(PRIORITY_INPUTS)), dtype=np.float64)  # by PriorityInputs.index
+    fs[at] = [fairshare.get(p.agency, 1.0) for p in distinct]
+    qos[at] = [_QOS_FACTOR[p.qos] for p in distinct]
+    nodes[at] = [p.nodes for p in distinct]
     submit = np.fromiter(map(_SUBMIT, jobs), dtype=np.float64, count=n)
-    nodes = np.fromiter(map(_NODES, jobs), dtype=np.float64, count=n)
-    qos = np.fromiter(map(_QOS_FACTOR.__getitem__, map(_QOS, jobs)), dtype=np.float64, count=n)
-    if agencies is None:
-        agencies = list(map(job_agency, jobs))
-    fs = np.fromiter(map(fairshare.get, agencies, repeat(1.0)), dtype=np.float64, count=n)
     age = np.clip((now - submit) / w.max_age_s, 0.0, 1.0)
-    size = np.minimum(1.0, nodes / max(1, max_nodes))
-    return w.age * age + w.fairshare * fs + w.qos * qos + w.size * size
+    size = np.minimum(1.0, nodes[which] / max(1, max_nodes))
+    return w.age * age + w.fairshare * fs[which] + w.qos * qos[which] + w.size * size
+
+
+# The distinct priority inputs of a queue's jobs, and each job's (its PriorityInputs.index).
+Grouped = tuple[list[PriorityInputs], np.ndarray]
+
+
+def group_inputs(jobs: Sequence[Job]) -> Grouped:
+    which = np.fromiter(map(_INDEX, map(_INPUTS, jobs)), dtype=np.intp, count=len(jobs))
+    return [PRIORITY_INPUTS[i] for i in np.flatnonzero(np.bincount(which)).tolist()], which
 
 
 def order_by_priority(jobs: Sequence[Job], prio: np.ndarray) -> list[Job]:
     """Highest priority first; ties in submission order (the queue's order)."""
-    idx = np.argsort(-prio, kind="stable")
-    return list(map(jobs.__getitem__, idx.tolist()))
+    return list(map(jobs.__getitem__, descending_stable(prio).tolist()))
+
+
+def descending_stable(values: np.ndarray) -> np.ndarray:
+    """``np.argsort(-values, kind="stable")`` (for values that are not NaN) in about half the
+    time: numpy's default sort is vectorised, several times faster than its stable one, and
+    where values are distinct there is only one order to find. Equal values (jobs alike
+    submitted at the same instant) are then put back in index order: only those, with a second
+    sort on (rank of the value, index), so a queue with few ties pays little for them."""
+    order = np.argsort(-values)
+    ranked = values[order]
+    tied = ranked[1:] == ranked[:-1]  # tied[i]: positions i and i + 1 hold equal values
+    if tied.any():
+        in_tie = np.zeros(len(values), dtype=bool)
+        in_tie[1:] = tied
+        in_tie[:-1] |= tied
+        at = np.flatnonzero(in_tie)
+        rank = np.concatenate(([0], np.cumsum(~tied)))[at]  # a run's positions share a rank
+        ties = order[at]
+        order[at] = ties[np.argsort(rank * len(values) + ties)]  # distinct keys: one order
+    return order
 
 
 def qos_rank(q: QOS) -> int:

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import copy
 import pickle
+from dataclasses import fields
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from enclave.scheduler.capacity import ClusterState
-from enclave.scheduler.model import QOS, QOS_RANK, Job, priority_inputs
+from enclave.scheduler.model import PRIORITY_INPUTS, QOS, QOS_RANK, Job, PriorityInputs, priority_index
 from enclave.scheduler.policies import MultifactorEASY
 from enclave.scheduler.priority import FairShare, Weights, descending_stable, priorities
 
@@ -78,15 +79,13 @@ def test_descending_stable_is_a_stable_argsort(values: list[float]) -> None:
     assert descending_stable(a).tolist() == np.argsort(-a, kind="stable").tolist()
 
 
-def test_jobs_alike_share_their_priority_inputs_even_through_pickle() -> None:
+def test_jobs_alike_share_their_priority_index_in_this_process_even_through_pickle() -> None:
     a, b = make_job("a", nodes=3, qos=QOS.HIGH), make_job("b", nodes=3, qos=QOS.HIGH, submit_s=5.0)
-    assert a.priority_inputs is b.priority_inputs
-    assert make_job("c", nodes=4, qos=QOS.HIGH).priority_inputs is not a.priority_inputs
-    inputs = priority_inputs(a.agency, QOS.HIGH, 3)
-    assert inputs is a.priority_inputs and (inputs.agency, inputs.qos, inputs.nodes) == (
-        "agency",
-        QOS.HIGH,
-        3,
-    )
-    for again in (pickle.loads(pickle.dumps(a)), copy.deepcopy(a)):  # noqa: S301 (bytes made here)
-        assert again == a and again.priority_inputs is a.priority_inputs
+    assert a.priority_index == b.priority_index
+    assert make_job("c", nodes=4, qos=QOS.HIGH).priority_index != a.priority_index
+    assert PRIORITY_INPUTS[a.priority_index] == PriorityInputs("agency", QOS.HIGH, 3)
+    assert priority_index("agency", QOS.HIGH, 3) == a.priority_index
+    for again in (pickle.loads(pickle.dumps(a)), copy.deepcopy(a), copy.copy(a)):  # noqa: S301 (bytes made here)
+        assert again == a and again.priority_index == a.priority_index and again.shape is a.shape
+    # The index is this process's: pickled, a job carries only what __init__ takes.
+    assert a.__reduce__() == (Job, tuple(getattr(a, f.name) for f in fields(Job) if f.init))

@@ -33,41 +33,33 @@ class Reason(StrEnum):
     DEFERRED = "deferred"  # held back by the policy (a deferrable job waiting for low-carbon power)
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(frozen=True, slots=True)
 class PriorityInputs:
-    """What a job's priority depends on besides its age, made once per process for all the
-    jobs alike in it (:func:`priority_inputs`; see ``Job.priority_inputs``)."""
+    """What a job's priority depends on besides its age (see ``Job.priority_index``)."""
 
     agency: str
     qos: QOS
     nodes: int
-    index: int  # its place in PRIORITY_INPUTS: a pass groups a queue's jobs by it
-
-    def __reduce__(self) -> tuple[object, tuple[str, QOS, int]]:
-        # Unpickled (or copied) in another process, it must be that process's one, whose
-        # index is right there.
-        return priority_inputs, (self.agency, self.qos, self.nodes)
 
 
-# Every PriorityInputs made in this process, by index, and by (agency, qos, nodes). Only ever
+# Every PriorityInputs seen in this process, each once, and its index there. Only ever
 # appended to; it grows with the distinct combinations seen (agencies x QOS levels x node
 # counts: a few thousand at most).
 PRIORITY_INPUTS: list[PriorityInputs] = []
-_PRIORITY_INPUTS: dict[tuple[str, QOS, int], PriorityInputs] = {}
-_PRIORITY_INPUTS_LOCK = threading.Lock()
+_PRIORITY_INDEX: dict[tuple[str, QOS, int], int] = {}
+_PRIORITY_LOCK = threading.Lock()
 
 
-def priority_inputs(agency: str, qos: QOS, nodes: int) -> PriorityInputs:
-    """The one PriorityInputs of jobs with this agency, QOS and node count."""
+def priority_index(agency: str, qos: QOS, nodes: int) -> int:
+    """The index of (agency, qos, nodes) in PRIORITY_INPUTS, added if new."""
     key = (agency, qos, nodes)
-    got = _PRIORITY_INPUTS.get(key)
+    got = _PRIORITY_INDEX.get(key)
     if got is None:
-        with _PRIORITY_INPUTS_LOCK:  # two threads making the first such job get the same one
-            got = _PRIORITY_INPUTS.get(key)
+        with _PRIORITY_LOCK:  # two threads making the first such job get the same index
+            got = _PRIORITY_INDEX.get(key)
             if got is None:
-                got = PriorityInputs(agency, qos, nodes, len(PRIORITY_INPUTS))
-                PRIORITY_INPUTS.append(got)
-                _PRIORITY_INPUTS[key] = got
+                got = _PRIORITY_INDEX[key] = len(PRIORITY_INPUTS)
+                PRIORITY_INPUTS.append(PriorityInputs(agency, qos, nodes))
     return got
 
 
@@ -97,11 +89,12 @@ class Job:
     # later than its deadline allows: it must *finish* by deadline_s (walltime as the bound).
     deferrable: bool = False
     deadline_s: float | None = None
-    # The static inputs of the multifactor priority, shared by the jobs alike in them: a pass
-    # of the priority policy reads this one field per job instead of agency, QOS and nodes
-    # (three reads of 100,000 objects far apart in memory), and computes each factor once per
-    # distinct value (scheduler.priority.priorities).
-    priority_inputs: PriorityInputs = field(init=False, repr=False, compare=False)
+    # Where the job's agency, QOS and node count are in PRIORITY_INPUTS, shared by the jobs
+    # alike in them: a pass of the priority policy reads this one int per job instead of those
+    # three fields (three reads of 100,000 objects far apart in memory), and works each factor
+    # out once per distinct inputs (scheduler.priority.priorities). Valid in this process only:
+    # see __reduce__.
+    priority_index: int = field(init=False, repr=False, compare=False)
 
     def __init__(
         self,
@@ -139,11 +132,16 @@ class Job:
         s[12](self, seq)
         s[13](self, deferrable)
         s[14](self, deadline_s)
-        inputs = _PRIORITY_INPUTS.get((agency, qos, nodes))  # written out: no call in the common case
-        s[15](self, inputs if inputs is not None else priority_inputs(agency, qos, nodes))
+        index = _PRIORITY_INDEX.get((agency, qos, nodes))  # written out: no call in the common case
+        s[15](self, index if index is not None else priority_index(agency, qos, nodes))
+
+    def __reduce__(self) -> tuple[type[Job], tuple[object, ...]]:
+        # Pickled or copied, a job is made again by __init__: its priority_index is this
+        # process's (and its shape an interned string again).
+        return Job, tuple(getattr(self, f.name) for f in fields(self) if f.init)
 
 
-# The setters of Job's slots, in field order (shape first, priority_inputs last).
+# The setters of Job's slots, in field order (shape first, priority_index last).
 _JOB_SLOTS = tuple(Job.__dict__[f.name].__set__ for f in fields(Job))
 
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from enclave.errors import InvalidInput
 from enclave.scheduler.carbon import ANYWHERE, HOLD, HOUR_S, HourlyCurve, StartCosts
-from enclave.scheduler.model import QOS, Job
+from enclave.scheduler.model import PRIORITY_INPUTS, QOS, Job
 from enclave.scheduler.priority import FairShare, Weights, group_inputs, order_by_priority, priorities
 
 if TYPE_CHECKING:
@@ -37,7 +37,9 @@ class Policy(Protocol):
     name: str
     backfill: bool
 
-    def order(self, queue: Sequence[Job], now: float, state: ClusterState) -> list[Job]: ...
+    def order(self, queue: Sequence[Job], now: float, state: ClusterState) -> Sequence[Job]:
+        """The jobs a pass considers, in the order it does: ``queue``, or all but those it holds."""
+        ...
 
 
 def _submit_order(queue: Sequence[Job]) -> list[Job]:
@@ -80,11 +82,11 @@ class MultifactorEASY:
     name: str = "priority"
     backfill: bool = True
 
-    def order(self, queue: Sequence[Job], now: float, state: ClusterState) -> list[Job]:
+    def order(self, queue: Sequence[Job], now: float, state: ClusterState) -> Sequence[Job]:
         if not queue:
             return []
         grouped = group_inputs(queue)
-        factors = self.fairshare.factors(sorted({p.agency for p in grouped[0]}), now)
+        factors = self.fairshare.factors(sorted({PRIORITY_INPUTS[i].agency for i in grouped[0]}), now)
         max_nodes = max(p.spec.count for r in state.regions for p in r.pools)
         return order_by_priority(queue, priorities(queue, now, factors, self.weights, max_nodes, grouped))
 

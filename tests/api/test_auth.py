@@ -135,6 +135,22 @@ def test_every_route_refuses_bad_credentials_with_401(world: World, clock: Clock
                     assert body["detail"] == expected, (method, path, body)
 
 
+def test_every_route_refuses_nul_characters_in_the_query(world: World) -> None:
+    """FastAPI's app-wide check, and the gateway's plain Starlette routes' own, alike: 422
+    before anything else (authentication, the body) is looked at, nothing written."""
+    # A body every model call would take: only the NUL can be what is refused.
+    call = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "prompt": "hi", "input": "hi"}
+    served = _served(world.client)
+    assert ("POST", "/v1/chat/completions") in served and ("POST", "/v1/embeddings") in served
+    for method, template in sorted(served):
+        path = re.sub(r"\{[a-z_]+\}", missing_id(), template)
+        body = call if method == "POST" else None
+        for headers in (world.dave_u, {"Authorization": ""}):
+            with unchanged(world.ctx):
+                r = world.client.request(method, f"{path}?name=a%00b", headers=headers, json=body)
+                assert_problem(r, 422, "NUL characters")
+
+
 def test_whoami_describes_the_session(world: World) -> None:
     client = world.client
     token = mint(client, "bob", "secret")  # markings are read loosely and stored canonically

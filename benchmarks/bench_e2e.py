@@ -8,8 +8,10 @@ this machine), N jobs `["true"]` with cpus_per_node=1 in one POST /v1/jobs/batch
 session label UNCLASSIFIED (so any region may run them); the clock runs from just before
 the POST until no job is pending, admitted or running (polled every 50 ms with limit=1),
 and GET /v1/jobs?state=completed must then list all N.
-Slurm: one node with CPUs=2; N `sbatch --wrap true` from a bash loop; the clock runs from
-the first sbatch until `squeue` is empty, and the completion log must show N COMPLETED.
+Slurm (`scripts/slurm.sh start default`, then `start tuned`): one node with CPUs=2; N
+`sbatch --mem=256M --wrap true` from a bash loop (--mem as Enclave's jobs ask: without it each
+job would hold all of the node's memory, so one ran at a time); the clock runs from the first
+sbatch until `squeue -t all` shows every one of them ended, and N must have COMPLETED.
 Each system runs alone; servers listen on 127.0.0.1 and are stopped at the end.
 """
 
@@ -20,15 +22,18 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import REPO, cpu_seconds, enclave_up, git_state, machine, print_table
+from _common import cpu_seconds, enclave_up, git_state, machine, print_table
+from bench_submit import slurm_down, slurm_up
 
-SLURM = REPO / "benchmarks" / "slurm.sh"
-SLURM_DIR = Path(os.environ.get("SLURM_BENCH_DIR", "/tmp/slurm-bench"))
 POLL_S = 0.05
+# States a Slurm job does not leave (squeue -t all shows them for MinJobAge, 300 s here).
+ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL"}
+ENDED |= {"DEADLINE", "PREEMPTED"}
 
 
 def enclave_e2e(n: int, timeout_s: float) -> dict[str, float]:
@@ -80,7 +85,7 @@ def _count(http: object, state: str) -> int:
 
 
 def slurm_e2e(n: int, mode: str, timeout_s: float) -> tuple[dict[str, float], str]:
-    subprocess.run(["bash", str(SLURM), "start", mode], check=True)
+    slurm_up(mode)
     try:
         config = subprocess.run(
             ["scontrol", "show", "config"], check=True, capture_output=True, text=True
@@ -90,6 +95,8 @@ def slurm_e2e(n: int, mode: str, timeout_s: float) -> tuple[dict[str, float], st
             "SchedulerParameters",
             "SelectType ",
             "SelectTypeParameters",
+            "CompleteWait",
+            "Epilog ",
             "MessageTimeout",
             "MinJobAge",
             "KillWait",
@@ -97,32 +104,44 @@ def slurm_e2e(n: int, mode: str, timeout_s: float) -> tuple[dict[str, float], st
             "BatchStartTimeout",
         )
         shown = "\n".join(line for line in config.splitlines() if line.startswith(keys))
+        pid_files = [_config_value(config, key) for key in ("SlurmctldPidFile", "SlurmdPidFile")]
+        # A name of this run's own: the controller keeps ended jobs of earlier runs for MinJobAge.
+        name = f"e2e-{mode}-{uuid.uuid4().hex[:8]}"
         t0 = time.perf_counter()
         subprocess.run(
-            ["bash", "-c", f"for i in $(seq {n}); do sbatch -Q --wrap true >/dev/null || exit 1; done"],
+            [
+                "bash",
+                "-c",
+                f"for i in $(seq {n}); do sbatch -Q -J {name} --mem=256M --wrap true >/dev/null || exit 1; done",
+            ],
             check=True,
         )
         accepted = time.perf_counter() - t0
         first = None
-        daemons0 = _daemons_cpu()
+        daemons0 = _daemons_cpu(pid_files)
+        states: dict[str, str] = {}  # job id -> last state seen (kept if Slurm purges the job)
         while True:
-            left = subprocess.run(
-                ["squeue", "-h", "-o", "%i"], check=True, capture_output=True, text=True
-            ).stdout.split()
+            out = subprocess.run(
+                ["squeue", "-h", "-t", "all", "-n", name, "-o", "%i %T"],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+            states.update(line.split() for line in out.splitlines())
             now = time.perf_counter() - t0
-            done = _completed(SLURM_DIR / "jobcomp.log")
+            done = sum(state == "COMPLETED" for state in states.values())
             if done and first is None:
                 first = now
-            if not left and done >= n:
+            left = n - sum(state in ENDED for state in states.values())
+            if not left:
                 break
             if now > timeout_s:
-                raise RuntimeError(f"Slurm ({mode}): {len(left)} job(s) still queued after {timeout_s:.0f} s")
+                raise RuntimeError(f"Slurm ({mode}): {left} job(s) not ended after {timeout_s:.0f} s")
             time.sleep(POLL_S if mode == "tuned" else 0.5)
         wall = time.perf_counter() - t0
-        done = _completed(SLURM_DIR / "jobcomp.log")
-        daemons = _daemons_cpu() - daemons0
+        daemons = _daemons_cpu(pid_files) - daemons0
     finally:
-        subprocess.run(["bash", str(SLURM), "stop"], check=False)
+        slurm_down()
     return (
         {
             "n": n,
@@ -138,20 +157,21 @@ def slurm_e2e(n: int, mode: str, timeout_s: float) -> tuple[dict[str, float], st
     )
 
 
-def _daemons_cpu() -> float:
+def _config_value(config: str, key: str) -> str:
+    """`key`'s value in `scontrol show config` output (`Key   = value` lines)."""
+    for line in config.splitlines():
+        k, _, v = line.partition("=")
+        if k.strip() == key:
+            return v.strip()
+    raise KeyError(key)
+
+
+def _daemons_cpu(pid_files: list[str]) -> float:
     total = 0.0
-    for name in ("slurmctld.pid", "slurmd.pid"):
-        pid = int((SLURM_DIR / name).read_text().strip())
-        own, _children = cpu_seconds(pid)
+    for pid_file in pid_files:
+        own, _children = cpu_seconds(int(Path(pid_file).read_text().strip()))
         total += own
     return total
-
-
-def _completed(log: Path) -> int:
-    try:
-        return log.read_text().count("JobState=COMPLETED")
-    except FileNotFoundError:
-        return 0
 
 
 def _row(system: str, r: dict[str, float]) -> list[object]:

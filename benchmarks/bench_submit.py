@@ -44,7 +44,7 @@ JOB = {
     "walltime_s": 86400,
     "resources": {"nodes": 1, "cpus_per_node": 2, "memory_mb": 1024},
 }
-SLURM = REPO / "benchmarks" / "slurm.sh"
+SLURM = REPO / "scripts" / "slurm.sh"
 
 
 def bench_single(server: Server, jobs: int, clients: int) -> dict[str, float]:
@@ -218,9 +218,27 @@ def slurm_array(size: int, times: int) -> dict[str, float]:
     }
 
 
+def slurm_up(profile: str) -> None:
+    """Start scripts/slurm.sh's `profile` with an empty queue; refuse if Slurm already runs here,
+    since restarting it with this config and stopping it at the end would pull it from under
+    whoever started it (a test run, say)."""
+    if subprocess.run(["bash", str(SLURM), "status"], capture_output=True).returncode == 0:
+        sys.exit(f"Slurm is already running here ({SLURM} status): stop it first")
+    subprocess.run(["bash", str(SLURM), "install"], check=True)  # a no-op when installed
+    subprocess.run(["bash", str(SLURM), "start", profile], check=True)
+    # The controller recovers its jobs across a restart: cancel any left from earlier runs.
+    subprocess.run(["scancel", "--user=root"], check=False)
+
+
+def slurm_down() -> None:
+    # Cancel first: the job arrays' tasks are still queued, and a later start would run them.
+    subprocess.run(["scancel", "--user=root"], check=False)
+    subprocess.run(["bash", str(SLURM), "stop"], check=False)
+
+
 def run_slurm(args: argparse.Namespace) -> list[list[object]]:
     rows: list[list[object]] = []
-    subprocess.run(["bash", str(SLURM), "start", "default"], check=True)
+    slurm_up("default")
     try:
         shell = slurm_shell_loop(args.slurm_jobs)
         rows.append(_row("Slurm 22.05 sbatch", "bash loop, sbatch --wrap true", shell))
@@ -239,7 +257,7 @@ def run_slurm(args: argparse.Namespace) -> list[list[object]]:
             )
         )
     finally:
-        subprocess.run(["bash", str(SLURM), "stop"], check=False)
+        slurm_down()
     return rows
 
 

@@ -1,23 +1,33 @@
 #!/usr/bin/env bash
 # A real, single-machine Slurm (Debian 12 `slurm-wlm` 22.05 + `munge`) for Enclave's Slurm
-# executor: its tests, the benchmark, and `examples/fleets/local-engines.toml`.
+# executor: its tests (scripts/test.sh), the benchmarks (benchmarks/bench_engines.py,
+# bench_submit.py, bench_e2e.py) and `examples/fleets/local-engines.toml`.
 #
-#   bash scripts/slurm.sh install   apt-get install slurm-wlm munge (only if missing)
-#   bash scripts/slurm.sh start     write the config, start munged + slurmctld + slurmd, wait
-#                                   until the node is idle (60 s at most); a no-op when running
-#   bash scripts/slurm.sh stop      stop slurmd, slurmctld and munged
-#   bash scripts/slurm.sh status    daemons and `sinfo`; exit 1 when Slurm is not usable
+#   bash scripts/slurm.sh install          apt-get install slurm-wlm munge (only if missing)
+#   bash scripts/slurm.sh start [PROFILE]  write the config, start munged + slurmctld + slurmd,
+#                                          wait until the node is idle (60 s at most); a no-op
+#                                          when running with that profile already, a restart
+#                                          when running with the other one
+#   bash scripts/slurm.sh stop             stop slurmd, slurmctld and munged
+#   bash scripts/slurm.sh status           daemons and `sinfo`; exit 1 when Slurm is not usable
+#   bash scripts/slurm.sh config           print the slurm.conf in use (exit 1 when there is none)
+#
+# PROFILE is `tuned` (what `start` alone gives, and what the tests run on: throughput settings
+# for many short jobs, each commented below) or `default` (only the part both profiles share:
+# the minimal config of ../shared/README.md, "Real Slurm on one machine", plus the node's
+# memory and the paths, so Slurm's own scheduling defaults; bench_e2e.py compares the two).
+# ENCLAVE_SLURM_PROFILE picks it when no argument does.
 #
 # Runs as root (the daemons and the jobs it runs for Enclave's tests run as root here).
-# ENCLAVE_SLURM_PROFILE=default writes the bare configuration instead of the tuned one (the
-# benchmark compares the two); `start` restarts the daemons when the profile changes.
 # State lives where Debian expects it: /var/lib/slurm (slurmctld state, slurmd spool),
-# /var/log/slurm (logs), /etc/slurm/slurm.conf, /etc/munge/munge.key.
+# /var/log/slurm (logs), /etc/slurm/slurm.conf, /etc/munge/munge.key. The controller keeps its
+# jobs across `stop` + `start`, like a real site's: a caller that wants an empty queue cancels
+# its own jobs (`scancel`) before it stops Slurm.
 set -euo pipefail
 
 CONF=/etc/slurm/slurm.conf
 HOST=$(hostname -s)
-PROFILE=${ENCLAVE_SLURM_PROFILE:-tuned}
+PROFILE=${ENCLAVE_SLURM_PROFILE:-tuned}  # `start PROFILE` overrides it
 STATE=/var/lib/slurm
 LOGS=/var/log/slurm
 CTLD_PID=/run/slurmctld.pid
@@ -101,6 +111,8 @@ SlurmdPidFile=$SLURMD_PID
 SlurmctldLogFile=$LOGS/slurmctld.log
 SlurmdLogFile=$LOGS/slurmd.log
 EOF
+    # Profile `default` stops here: Slurm's own scheduling defaults (batch_sched_delay=3 s,
+    # MinJobAge=300, KillWait=30, MessageTimeout=10, ...), the baseline bench_e2e.py measures.
     if [[ $PROFILE == tuned ]]; then
         local energy="acct_gather_energy/none"
         # Energy counters only where the kernel lets slurmd read them (Intel/AMD RAPL).
@@ -170,7 +182,7 @@ start() {
     [[ $(id -u) == 0 ]] || die "start needs root"
     have_slurm || die "slurmctld/slurmd/munged not found: run \`bash scripts/slurm.sh install\` first"
     if running && usable && grep -q "(profile: $PROFILE)" "$CONF" 2>/dev/null; then
-        say "already running: node $HOST $(node_state)"
+        say "already running: node $HOST $(node_state), profile $PROFILE"
         return
     fi
     stop_daemons
@@ -185,7 +197,7 @@ start() {
         state=$(node_state)
         case $state in
         # mixed/allocated: jobs the controller recovered from before the restart are running.
-        idle | mixed | allocated) say "started: node $HOST $state ($(nproc) CPUs), partition debug"; return ;;
+        idle | mixed | allocated) say "started: node $HOST $state ($(nproc) CPUs), partition debug, profile $PROFILE"; return ;;
         down* | drain* | drained*) scontrol update NodeName="$HOST" State=RESUME 2>/dev/null || true ;;
         esac
         sleep 0.2
@@ -223,16 +235,32 @@ status() {
     pid_alive "$CTLD_PID" && say "slurmctld running (pid $(cat $CTLD_PID))" || { say "slurmctld not running"; ok=1; }
     pid_alive "$SLURMD_PID" && say "slurmd running (pid $(cat $SLURMD_PID))" || { say "slurmd not running"; ok=1; }
     if [[ $ok == 0 ]]; then
+        say "config: $(head -n1 "$CONF" 2>/dev/null | grep -o 'profile: [a-z]*' || echo "not written by this script")"
         sinfo || ok=1
         usable || ok=1
     fi
     return $ok
 }
 
+config() {
+    [[ -f $CONF ]] || die "no $CONF: run \`bash scripts/slurm.sh start\` first"
+    cat "$CONF"
+}
+
+usage() {
+    say "usage: $0 install | start [tuned|default] | stop | status | config"
+    exit 2
+}
+
 case ${1:-} in
 install) do_install ;;
-start) start ;;
+start)
+    PROFILE=${2:-$PROFILE}
+    [[ $PROFILE == tuned || $PROFILE == default ]] || usage
+    start
+    ;;
 stop) stop ;;
 status) status ;;
-*) die "usage: $0 install|start|stop|status" ;;
+config) config ;;
+*) usage ;;
 esac

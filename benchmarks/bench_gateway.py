@@ -421,6 +421,35 @@ def measure_rounds(
     return out
 
 
+def pause_probe(port: int, results: dict[tuple[str, str, str], Result], calls: int = 300) -> str:
+    """The embedding replica alone, one call at a time: back to back, and with a pause between
+    calls as long as the gateway's added p50. A model's own compute is slower after its core
+    sat idle (cold caches), so part of what a hop adds at concurrency 1 is the upstream's."""
+    gw, direct = (
+        results.get(("embeddings", "enclave gateway", "1")),
+        results.get(("embeddings", "direct", "1")),
+    )
+    pause = max(0.0, gw.p50_ms - direct.p50_ms) / 1000 if gw and direct else 0.002
+    body = json.dumps(ROUTES["embeddings"]).encode()
+    p50 = {}
+    with httpx.Client(base_url=f"http://{LOOPBACK}:{port}", timeout=30, trust_env=False) as client:
+        for gap in (0.0, pause, 0.0, pause):  # twice each, alternating
+            lat = []
+            for _ in range(calls):
+                t = time.perf_counter()
+                r = client.post("/v1/embeddings", content=body, headers={"content-type": "application/json"})
+                lat.append(time.perf_counter() - t)
+                r.raise_for_status()
+                if gap:
+                    time.sleep(gap)
+            p50.setdefault(gap, []).append(percentile(lat, 50) * 1000)
+    return (
+        f"embedding replica alone (httpx, 1 connection): p50 {median(p50[0.0]):.2f} ms back to back, "
+        f"{median(p50[pause]):.2f} ms with a {pause * 1000:.2f} ms pause between calls "
+        f"(+{median(p50[pause]) - median(p50[0.0]):.2f} ms of the model's own)"
+    )
+
+
 def profile(
     out: str, pid: int, target: Target, route: str, args: argparse.Namespace, loadgen: str, tmp: Path
 ) -> None:
@@ -535,6 +564,8 @@ def main() -> int:
                                 targets[route], route, conns, secs, args.rounds, loadgen, tmp, notes
                             ).items():
                                 results[(route, name, str(conns))] = res
+                    if "embeddings" in routes:
+                        notes.append(pause_probe(ports["emb"], results))
                     if args.profile:
                         profile(
                             args.profile,

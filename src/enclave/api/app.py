@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import inspect
 import os
 from collections.abc import AsyncIterator
@@ -72,11 +73,19 @@ class LiveLoops:
 
 
 def create_app(
-    settings: Settings | None = None, ctx: Context | None = None, run_jobs: bool = True
+    settings: Settings | None = None,
+    ctx: Context | None = None,
+    run_jobs: bool = True,
+    freeze_heap: bool = False,
 ) -> FastAPI:
     """Build the app. Pass ``ctx`` to share one context (tests); else one is made at start-up.
 
     ``run_jobs`` starts the live scheduling loop with the server (the embedded default).
+    ``freeze_heap`` (the server process's own app, not tests making many): once started,
+    everything allocated so far — modules, routes, mappers, the context — is moved out of
+    the cyclic garbage collector's sight (``gc.freeze``). A full collection then walks what
+    requests made rather than ~165,000 long-lived objects: ~1 ms instead of ~50 ms, paused
+    under the GIL in the middle of whichever request or scheduling pass triggered it.
     """
     settings = settings or (ctx.settings if ctx else Settings())
 
@@ -91,6 +100,9 @@ def create_app(
             live.start()
         app.state.live = live
         app.state.gateway = Gateway(app.state.ctx)
+        if freeze_heap:
+            gc.collect()  # what start-up left as garbage goes now, not frozen for good
+            gc.freeze()
         yield
         replicas = getattr(app.state, "replica_client", None)  # made on first gateway call
         if replicas is not None:
@@ -181,7 +193,7 @@ def app_from_env() -> FastAPI:
     idle_s = _float_env("ENCLAVE_ENDPOINT_IDLE_S")
     if idle_s is not None:
         settings = dataclasses.replace(settings, endpoint_idle_s=idle_s)
-    return create_app(settings)
+    return create_app(settings, freeze_heap=True)
 
 
 def _float_env(name: str) -> float | None:

@@ -136,7 +136,9 @@ class AuditLog:
             fields.update(prev_hash=prev, hash=digest, signature=sign(self._key, digest))
             rows.append(fields)
             prev = digest
-        session.execute(insert(AuditRecord), rows)
+        # Core, not ORM, bulk insert: the ORM one costs ~17 µs a row sorting out which
+        # attributes each plain dict sets; these rows are uniform and complete.
+        session.execute(insert(AuditRecord.__table__), rows)
         head.seq, head.hash = seq, prev
 
     def append_many(

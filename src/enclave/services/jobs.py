@@ -261,7 +261,7 @@ def add(u: Unit, actor: Actor, specs: list[JobSpec]) -> list[dict[str, Any]]:
     # One multi-row insert for the batch (plain rows, no ORM objects: at thousands of jobs a
     # request those cost more than the database does); the audit records go in one more.
     if rows:
-        u.session.execute(insert(Job), rows)
+        u.session.execute(insert(Job.__table__), rows)  # Core: see AuditLog.append_all
     for res, row in audited:
         u.record(
             entry_for(

@@ -97,7 +97,6 @@ OPENAPI_PATHS: dict[str, Any] = {
                 },
                 "default": {"description": "A problem", "content": {"application/problem+json": {}}},
             },
-            "security": [{"HTTPBearer": []}],
         }
     }
     for path, endpoint in CALLS.items()

@@ -34,6 +34,7 @@ from enclave.audit.chain import (
     verify_chain,
 )
 from enclave.audit.events import AuditEvent, Outcome
+from enclave.store.db import bulk_insert
 from enclave.store.models import AuditHead, AuditRecord
 
 VERIFY_BATCH = 2000
@@ -136,9 +137,9 @@ class AuditLog:
             fields.update(prev_hash=prev, hash=digest, signature=sign(self._key, digest))
             rows.append(fields)
             prev = digest
-        # Core, not ORM, bulk insert: the ORM one costs ~17 µs a row sorting out which
+        # A bulk insert, not the ORM one: that costs ~17 µs a row sorting out which
         # attributes each plain dict sets; these rows are uniform and complete.
-        session.execute(insert(AuditRecord.__table__), rows)
+        bulk_insert(session, AuditRecord.__table__, rows)
         head.seq, head.hash = seq, prev
 
     def append_many(

@@ -17,7 +17,7 @@ from enum import StrEnum
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -29,6 +29,7 @@ from enclave.scheduler.model import QOS
 from enclave.services.context import Context
 from enclave.services.tenancy import project_id_of
 from enclave.services.unit import Actor, Unit, entry_for, unit
+from enclave.store.db import bulk_insert
 from enclave.store.models import Agency, Job, User
 
 MAX_ARGS = 256
@@ -261,7 +262,7 @@ def add(u: Unit, actor: Actor, specs: list[JobSpec]) -> list[dict[str, Any]]:
     # One multi-row insert for the batch (plain rows, no ORM objects: at thousands of jobs a
     # request those cost more than the database does); the audit records go in one more.
     if rows:
-        u.session.execute(insert(Job.__table__), rows)  # Core: see AuditLog.append_all
+        bulk_insert(u.session, Job.__table__, rows)
     for res, row in audited:
         u.record(
             entry_for(

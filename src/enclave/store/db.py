@@ -8,13 +8,16 @@ PostgreSQL runs at READ COMMITTED; places that need serialisation lock a row exp
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Table, create_engine, event, insert
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from enclave.errors import InvalidInput
@@ -83,3 +86,35 @@ def alembic_config(engine: Engine) -> Config:
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision (idempotent)."""
     command.upgrade(alembic_config(engine), "head")
+
+
+def bulk_insert(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert uniform, complete rows in the session's transaction, as fast as the backend
+    allows: PostgreSQL by ``COPY`` (one stream instead of a statement a row: about half the
+    time per row, on both sides), else one Core multi-row ``executemany``. Column types
+    convert values exactly as an INSERT would, and errors are SQLAlchemy's either way (a
+    constraint violation is an IntegrityError)."""
+    if not rows:
+        return
+    session.flush()  # what the session holds goes first, as an INSERT through it would order it
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        session.execute(insert(table), list(rows))
+        return
+    names = list(rows[0])
+    columns = [table.c[name] for name in names]
+    dialect = connection.dialect
+    convert = [c.type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
+    driver = connection.connection.driver_connection
+    statement = f"COPY {table.name} ({', '.join(names)}) FROM STDIN"
+    try:
+        with driver.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[union-attr]
+            for row in rows:
+                copy.write_row(
+                    [
+                        v if f is None else f(v)
+                        for f, v in zip(convert, map(row.__getitem__, names), strict=True)
+                    ]
+                )
+    except psycopg.Error as exc:  # as SQLAlchemy would raise it: IntegrityError, DataError...
+        raise DBAPIError.instance(statement, None, exc, psycopg.Error) from exc

@@ -106,7 +106,8 @@ def bulk_insert(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
     dialect = connection.dialect
     convert = [c.type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
     driver = connection.connection.driver_connection
-    statement = f"COPY {table.name} ({', '.join(names)}) FROM STDIN"
+    quote = dialect.identifier_preparer.quote  # as an INSERT would name them
+    statement = f"COPY {quote(table.name)} ({', '.join(map(quote, names))}) FROM STDIN"
     try:
         with driver.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[union-attr]
             for row in rows:

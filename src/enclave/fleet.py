@@ -71,6 +71,10 @@ class Region(_Strict):
     price_per_kwh: Annotated[float, Field(ge=0)] = 0.10
     backend: Backend = Backend()
     pools: Annotated[list[NodePool], Field(min_length=1)]
+    # Serve models saved as pickles (joblib, .pkl, torch .pt/.pth): loading one runs code its
+    # author chose. Off: only formats that load without running content (skops, safetensors).
+    # On: still loaded only inside the region's confined replica process, never the control plane.
+    allow_pickle_models: StrictBool = False
 
     @property
     def nodes(self) -> int:

@@ -18,6 +18,10 @@ class AuditEvent(StrEnum):
     USER_CREATED = "admin.user_created"
     USER_UPDATED = "admin.user_updated"
     PASSWORD_SET = "admin.password_set"
+    CLEARANCE_REQUESTED = "admin.clearance_requested"  # a raise, waiting for a second admin
+    CLEARANCE_APPROVED = "admin.clearance_approved"  # ... approved by it, and applied
+    CLEARANCE_REFUSED = "admin.clearance_refused"  # ... refused or withdrawn
+    CLEARANCE_LOWERED = "admin.clearance_lowered"  # a lowering: applied at once
     ARTIFACT_CREATED = "artifact.created"
     ARTIFACT_READ = "artifact.read"
     ARTIFACT_DELETED = "artifact.deleted"
@@ -43,6 +47,7 @@ class AuditEvent(StrEnum):
     GATEWAY_REFUSED = "gateway.refused"  # guardrail, rate limit or budget
     WORKER_CREDENTIAL_CREATED = "worker.credential_created"
     WORKER_CREDENTIAL_REVOKED = "worker.credential_revoked"
+    WORKER_BOUND = "worker.bound"  # a credential bound to the worker name it first synced as
     WORKER_CONNECTED = "worker.connected"  # a region worker process started (new session)
     WORKER_CLAIMED = "worker.claimed"  # jobs handed to a region worker
     WORKER_REFUSED = "worker.refused"  # a worker asked for what its credential does not allow

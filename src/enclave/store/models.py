@@ -16,10 +16,12 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -96,6 +98,22 @@ class Token(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class ClearanceRequest(Base):
+    """A change of a user's clearance waiting for a second admin (``pending``), then
+    ``approved`` (applied) or ``refused``; a lowering is applied at once (``applied``)."""
+
+    __tablename__ = "clearance_requests"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    from_clearance: Mapped[str] = mapped_column(String(256))
+    to_clearance: Mapped[str] = mapped_column(String(256))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    requested_by: Mapped[str] = mapped_column(String(64))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class LoginThrottle(Base):
@@ -335,11 +353,23 @@ class GatewayUsage(Base):
 
 class WorkerCredential(Base):
     """A region worker's secret (only its SHA-256 is kept): it names the one region the
-    worker may act for."""
+    worker may act for, and the one worker name it acts as (given when issued, else bound
+    by its first sync; a live credential's name is its own)."""
 
     __tablename__ = "worker_credentials"
+    __table_args__ = (
+        Index(
+            "uq_worker_credentials_live_worker",
+            "region",
+            "worker",
+            unique=True,
+            sqlite_where=text("revoked_at IS NULL"),
+            postgresql_where=text("revoked_at IS NULL"),
+        ),
+    )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     region: Mapped[str] = mapped_column(String(64))
+    worker: Mapped[str | None] = mapped_column(String(128))
     secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -144,16 +144,24 @@ def test_upload_over_the_limit(small_client: TestClient, small_ctx: Context, str
 
 
 def test_agency_storage_quota(world: World) -> None:
+    """The agency's storage quota holds at each label on its own (issue 12: a shared pool
+    let an UNCLASSIFIED upload learn the size of SECRET ones)."""
     client, ctx = world.client, world.ctx
     ok(client.put("/v1/agencies/alpha/quotas", json={"storage_bytes": 10}))
     upload(client, world.alice_u, b"12345")
     with unchanged(ctx):
         r = client.post("/v1/artifacts", params={"name": "x"}, content=b"123456", headers=world.dave_u)
-        assert_problem(r, 413)
-    upload(client, world.alice_s, b"12345")  # exactly fills the quota
+        assert_problem(r, 413, "limit of 5 bytes")
+    upload(client, world.alice_u, b"12345")  # exactly fills the quota at UNCLASSIFIED
     with unchanged(ctx):
         assert_problem(
             client.post("/v1/artifacts", params={"name": "x"}, content=b"1", headers=world.dave_u), 413
+        )
+    # SECRET has its own 10 bytes, and its uploads leave UNCLASSIFIED's answers as they were.
+    upload(client, world.alice_s, b"1234567890")
+    with unchanged(ctx):
+        assert_problem(
+            client.post("/v1/artifacts", params={"name": "x"}, content=b"1", headers=world.alice_s), 413
         )
     # Another agency is not limited by alpha's quota.
     upload(client, world.eve_u, b"123456")

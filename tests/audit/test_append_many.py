@@ -122,14 +122,14 @@ def test_the_call_log_releases_calls_only_after_their_records_and_usage_committe
 
     try:
         for n in range(20):
-            log.submit(Call(1, day, entry(n), prompt_tokens=3, completion_tokens=2, energy_j=0.5, done=done))
+            log.submit(Call(1, day, "UNCLASSIFIED", entry(n), prompt_tokens=3, completion_tokens=2, energy_j=0.5, done=done))
         assert released.wait(30)
     finally:
         log.close()
     assert all(error is None for _, error in seen)
     assert all(count >= i + 1 for i, (count, _) in enumerate(seen))
     with ctx.read_sessions() as s:
-        usage = s.get_one(GatewayUsage, (1, day))
+        usage = s.get_one(GatewayUsage, (1, day, "UNCLASSIFIED"))
         assert (usage.requests, usage.prompt_tokens, usage.completion_tokens) == (20, 60, 40)
         assert usage.energy_j == pytest.approx(10.0)
     last = rows(ctx)[-1]
@@ -148,7 +148,7 @@ def test_the_call_log_checkpoints_a_quiet_log_without_waiting_for_more_calls(ctx
     try:
         for n in range(3):  # quicker than the interval: the later ones' checkpoints are deferred
             released = threading.Event()
-            log.submit(Call(1, day, entry(n), 1, 1, 0.1, done=lambda _e, ev=released: ev.set()))
+            log.submit(Call(1, day, "UNCLASSIFIED", entry(n), 1, 1, 0.1, done=lambda _e, ev=released: ev.set()))
             assert released.wait(30)
         last = rows(ctx)[-1]
         deadline = time.monotonic() + 10

@@ -106,7 +106,9 @@ async def put(
 ) -> dict[str, Any]:
     """Store streamed content as a new artifact at the session label.
 
-    ``versioned`` numbers artifacts of one (agency, kind, name) 1, 2, ... (datasets).
+    ``versioned`` numbers artifacts of one (agency, kind, name, label) 1, 2, ... (datasets):
+    the number counts only uploads at the session label, never ones it may not read.
+    The agency's storage quota holds at each label on its own (see :func:`storage_left`).
     ``on_commit`` runs inside the publishing transaction, after the row is added, so a
     record built on the artifact (a registered model) commits with it or not at all.
     """
@@ -120,7 +122,7 @@ async def put(
     with unit(ctx) as u:
         u.require(actor, Action.CREATE, res)
         project_id = project_id_of(u.session, actor.agency_id, actor.subject.agency, project)
-        limit = min(limit, _storage_left(u.session, actor.agency_id))
+        limit = min(limit, storage_left(u.session, actor.agency_id, label.marking))
     art_id = str(uuid.uuid4())
     writer = ctx.blobs.writer(label.marking, art_id, limit)
     try:
@@ -137,8 +139,8 @@ async def put(
     try:
         with unit(ctx) as u:
             u.require(actor, Action.CREATE, res)
-            if writer.size > _storage_left(u.session, actor.agency_id):
-                raise TooLarge("agency storage quota exceeded")
+            if writer.size > storage_left(u.session, actor.agency_id, label.marking):
+                raise TooLarge(f"the agency's storage quota at {label.marking} is exceeded")
             art = Artifact(
                 id=art_id,
                 name=name,
@@ -153,7 +155,9 @@ async def put(
                 blob_key=art_id,
                 meta=meta or {},
                 derived_from=[],
-                version=_next_version(u.session, actor.agency_id, kind, name) if versioned else None,
+                version=_next_version(u.session, actor.agency_id, kind, name, label.marking)
+                if versioned
+                else None,
                 created_at=ctx.now(),
             )
             u.session.add(art)
@@ -174,12 +178,17 @@ async def put(
     return view(art, actor.subject.agency)
 
 
-def _next_version(session: Session, agency_id: int, kind: str, name: str) -> int:
-    """One more than the highest version of this name, deleted ones included (numbers are
-    never reused). Two racing uploads hit the unique constraint; one of them fails cleanly."""
+def _next_version(session: Session, agency_id: int, kind: str, name: str, label: str) -> int:
+    """One more than the highest version of this name at this label, deleted ones included
+    (numbers are never reused). Versions at other labels do not count: the number a session
+    gets must not reveal uploads it may not read. Two racing uploads hit the unique
+    constraint; one of them fails cleanly."""
     top = session.execute(
         select(func.max(Artifact.version)).where(
-            Artifact.agency_id == agency_id, Artifact.kind == kind, Artifact.name == name
+            Artifact.agency_id == agency_id,
+            Artifact.kind == kind,
+            Artifact.name == name,
+            Artifact.label == label,
         )
     ).scalar_one()
     return int(top or 0) + 1
@@ -193,13 +202,19 @@ def _is_hex(text: str) -> bool:
     return True
 
 
-def _storage_left(session: Session, agency_id: int) -> int:
+def storage_left(session: Session, agency_id: int, label: str) -> int:
+    """Bytes the agency may still store at ``label`` (a marking).
+
+    The agency's storage quota holds per label: usage at one label is counted against that
+    label only. A shared pool would let an upload at one label learn, from how much room is
+    left (or the 413 that says so), the size of what was stored at a label it may not read.
+    """
     quota = session.execute(select(Agency.quota_storage_bytes).where(Agency.id == agency_id)).scalar_one()
     if quota is None:
         return 1 << 62
     used = session.execute(
         select(func.coalesce(func.sum(Artifact.size_bytes), 0)).where(
-            Artifact.agency_id == agency_id, Artifact.deleted_at.is_(None)
+            Artifact.agency_id == agency_id, Artifact.label == label, Artifact.deleted_at.is_(None)
         )
     ).scalar_one()
     return max(0, int(quota) - int(used))

@@ -22,11 +22,12 @@ from typing import Any
 
 import httpx
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from enclave import archive
 from enclave.audit.events import AuditEvent
 from enclave.errors import Conflict, InvalidInput, NotFound
-from enclave.policy import Action, Resource, decide, may_place
+from enclave.policy import Action, Resource, Subject, decide, may_place
 from enclave.services import jobs, models, workspace
 from enclave.services.auth import subject_for
 from enclave.services.context import Context
@@ -71,13 +72,38 @@ def resource_of(ctx: Context, ep: Endpoint, agency: str) -> Resource:
     )
 
 
+def named(session: Session, agency_id: int, name: str, rank: int) -> list[Endpoint]:
+    """The live endpoints of an agency with this name at a level up to ``rank`` (names are
+    unique per agency and label, so there may be one per label)."""
+    return list(
+        session.execute(
+            select(Endpoint).where(
+                Endpoint.agency_id == agency_id,
+                Endpoint.name == name,
+                Endpoint.deleted_at.is_(None),
+                Endpoint.label_rank <= rank,
+            )
+        ).scalars()
+    )
+
+
+def pick(ctx: Context, subject: Subject, candidates: list[Endpoint]) -> Endpoint | None:
+    """The endpoint a name means to this session, among those it may read: the one at the
+    session label, else the most classified (then newest) readable one. Endpoints the
+    session may not read are never candidates, so a name taken only at a label the session
+    may not read answers exactly as a name nobody took — same words, same work, no audit."""
+    readable = [
+        ep for ep in candidates if decide(subject, Action.READ, resource_of(ctx, ep, subject.agency)).allowed
+    ]
+    for ep in readable:
+        if ep.label == subject.session.marking:
+            return ep
+    return max(readable, key=lambda ep: (ep.label_rank, ep.created_at, ep.id), default=None)
+
+
 def load(u: Unit, actor: Actor, name: str, action: Action = Action.READ) -> tuple[Endpoint, Resource]:
-    """An endpoint of the actor's agency by name, through the gate."""
-    ep = u.session.execute(
-        select(Endpoint).where(
-            Endpoint.agency_id == actor.agency_id, Endpoint.name == name, Endpoint.deleted_at.is_(None)
-        )
-    ).scalar_one_or_none()
+    """An endpoint of the actor's agency by name (see :func:`pick`), through the gate."""
+    ep = pick(u.ctx, actor.subject, named(u.session, actor.agency_id, name, actor.subject.session.rank))
     if ep is None:
         raise NotFound(f"endpoint {name} not found")
     res = resource_of(u.ctx, ep, actor.subject.agency)
@@ -127,11 +153,17 @@ def deploy(ctx: Context, actor: Actor, spec: DeploySpec) -> dict[str, Any]:
         res = Resource(kind="endpoint", label=label, agency=actor.subject.agency)
         u.require(actor, Action.CREATE, res)
         region = _pick_region(ctx, spec, label)
+        # Names are unique per agency *and label*: a name taken at a label the session may not
+        # read must not answer 409 here (that would tell it the name exists up there).
         taken = u.session.execute(
-            select(Endpoint.id).where(Endpoint.agency_id == actor.agency_id, Endpoint.name == spec.name)
+            select(Endpoint.id).where(
+                Endpoint.agency_id == actor.agency_id,
+                Endpoint.label == label.marking,
+                Endpoint.name == spec.name,
+            )
         ).first()
         if taken is not None:
-            raise Conflict(f"endpoint name {spec.name} is not available in this agency")
+            raise Conflict(f"endpoint name {spec.name} is not available at {label.marking} in this agency")
         now = ctx.now()
         ep = Endpoint(
             id=str(uuid.uuid4()),

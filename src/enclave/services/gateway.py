@@ -52,11 +52,12 @@ TOKEN_CACHE_S = 1.0  # how long a checked token is trusted without asking the st
 # The call log's usage statements (DirectTx placeholders)
 _ADD_USAGE = (
     "UPDATE gateway_usage SET requests = requests + ?, prompt_tokens = prompt_tokens + ?,"
-    " completion_tokens = completion_tokens + ?, energy_j = energy_j + ? WHERE agency_id = ? AND day = ?"
+    " completion_tokens = completion_tokens + ?, energy_j = energy_j + ?"
+    " WHERE agency_id = ? AND day = ? AND label = ?"
 )
 _NEW_USAGE = (
-    "INSERT INTO gateway_usage (requests, prompt_tokens, completion_tokens, energy_j, agency_id, day)"
-    " VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO gateway_usage (requests, prompt_tokens, completion_tokens, energy_j, agency_id, day, label)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -81,7 +82,7 @@ class Target:
 @dataclass
 class _Cached:
     at: float
-    endpoint: Endpoint | None
+    endpoints: list[Endpoint]  # every live endpoint of the agency with the name, at any label
     agency: Agency
     # Allowed decisions on this very endpoint row, by the id of the (cached) Actor they were
     # made for: the decision and the Target are pure functions of the two.
@@ -94,6 +95,7 @@ class Call:
 
     agency_id: int
     day: str
+    label: str  # the session's marking: usage is metered per label
     entry: Entry
     prompt_tokens: int
     completion_tokens: int
@@ -191,9 +193,9 @@ class CallLog:
     def _commit(self, batch: list[Call]) -> tuple[int, str]:
         """One transaction on the log thread's own connection: the audit records (one head
         lock, one multi-row insert) and the usage sums. Returns the new chain head."""
-        usage: dict[tuple[int, str], list[float]] = {}
+        usage: dict[tuple[int, str, str], list[float]] = {}
         for call in batch:
-            sums = usage.setdefault((call.agency_id, call.day), [0, 0, 0, 0.0])
+            sums = usage.setdefault((call.agency_id, call.day, call.label), [0, 0, 0, 0.0])
             sums[0] += 1
             sums[1] += call.prompt_tokens
             sums[2] += call.completion_tokens
@@ -202,8 +204,8 @@ class CallLog:
         with self._writer.transaction() as tx:
             # The head first: its lock serialises writers (PostgreSQL) before the usage rows.
             head = ctx.audit.append_many(tx, [call.entry for call in batch], ctx.now)
-            for (agency_id, day), (requests, prompt, completion, energy) in usage.items():
-                row = (int(requests), int(prompt), int(completion), energy, agency_id, day)
+            for (agency_id, day, label), (requests, prompt, completion, energy) in usage.items():
+                row = (int(requests), int(prompt), int(completion), energy, agency_id, day, label)
                 if tx.execute(_ADD_USAGE, row) == 0:
                     tx.execute(_NEW_USAGE, row)
         return head
@@ -216,7 +218,7 @@ class Gateway:
         self.ctx = ctx
         self.limiter = RateLimiter()
         self._endpoints: dict[tuple[int, str], _Cached] = {}
-        self._used_today: dict[tuple[int, str], int] = {}
+        self._used_today: dict[tuple[int, str, str], int] = {}  # (agency, label, day): tokens
         self._actors: dict[str, tuple[float, Actor]] = {}
         self._locks = [threading.Lock() for _ in range(16)]  # cache refreshes, by key
         self.log = CallLog(ctx)
@@ -260,15 +262,9 @@ class Gateway:
 
     def _read_endpoint(self, actor: Actor, name: str, key: tuple[int, str], now: float) -> _Cached:
         with self.ctx.read_sessions() as session:
-            ep = session.execute(
-                select(Endpoint).where(
-                    Endpoint.agency_id == actor.agency_id,
-                    Endpoint.name == name,
-                    Endpoint.deleted_at.is_(None),
-                )
-            ).scalar_one_or_none()
+            eps = endpoints.named(session, actor.agency_id, name, self.ctx.scheme.top.rank)
             agency = session.get_one(Agency, actor.agency_id)
-        hit = self._endpoints[key] = _Cached(now, ep, agency)
+        hit = self._endpoints[key] = _Cached(now, eps, agency)
         return hit
 
     def knows(self, actor: Actor, name: object) -> bool:
@@ -277,7 +273,7 @@ class Gateway:
         return (
             hit is not None
             and time.monotonic() - hit.at < ENDPOINT_CACHE_S
-            and (actor.agency_id, _today()) in self._used_today
+            and (actor.agency_id, actor.subject.session.marking, _today()) in self._used_today
         )
 
     def forget(self, agency_id: int, name: str) -> None:
@@ -290,7 +286,9 @@ class Gateway:
         known = hit.targets.get(id(actor))
         if known is not None and known[0] is actor:
             return known[1]
-        ep = hit.endpoint
+        # Only endpoints the session may read are candidates (endpoints.pick): a name taken
+        # only at a label the session may not read is a plain miss, in words and in time.
+        ep = endpoints.pick(self.ctx, actor.subject, hit.endpoints)
         if ep is None:
             raise NotFound(f"model {name} not found")
         res = endpoints.resource_of(self.ctx, ep, actor.subject.agency)
@@ -325,22 +323,26 @@ class Gateway:
         return target
 
     def admit(self, actor: Actor, target: Target) -> None:
-        """Budget and rate checks; a refusal is a 429 with the seconds to wait."""
-        used = self._usage_today(actor.agency_id, _today())
+        """Budget and rate checks; a refusal is a 429 with the seconds to wait.
+
+        The budget and the rate buckets are the agency's *at the session label*: calls made at
+        one label never change what a session at another label is told (429, Retry-After)."""
+        label = actor.subject.session.marking
+        used = self._usage_today(actor.agency_id, label, _today())
         if target.budget is not None and used >= target.budget:
             wait = _seconds_to_midnight()
             self._refuse(actor, target.resource, target.endpoint_id, "budget", "daily token budget spent")
             raise RateLimited(f"the agency's daily token budget ({target.budget}) is spent", wait)
-        wait_s = self.limiter.admit(actor.subject.agency, target.rpm, target.tpm, time.monotonic())
+        wait_s = self.limiter.admit((actor.subject.agency, label), target.rpm, target.tpm, time.monotonic())
         if wait_s:
             self._refuse(actor, target.resource, target.endpoint_id, "rate", "request or token rate exceeded")
             raise RateLimited("the agency's request or token rate is exceeded", int(wait_s))
 
-    def _usage_today(self, agency_id: int, day: str) -> int:
-        key = (agency_id, day)
+    def _usage_today(self, agency_id: int, label: str, day: str) -> int:
+        key = (agency_id, label, day)
         if key not in self._used_today:
             with self.ctx.read_sessions() as session:
-                row = session.get(GatewayUsage, (agency_id, day))
+                row = session.get(GatewayUsage, (agency_id, day, label))
                 self._used_today[key] = 0 if row is None else row.prompt_tokens + row.completion_tokens
         return self._used_today[key]
 
@@ -399,9 +401,10 @@ class Gateway:
         if target.log_content:
             details["prompt"], details["response"] = prompt, answer
         tokens = prompt_tokens + completion_tokens
-        key = (actor.agency_id, _today())
+        label = actor.subject.session.marking
+        key = (actor.agency_id, label, _today())
         self._used_today[key] = self._used_today.get(key, 0) + tokens
-        self.limiter.charge_tokens(actor.subject.agency, target.tpm, tokens, time.monotonic())
+        self.limiter.charge_tokens((actor.subject.agency, label), target.tpm, tokens, time.monotonic())
         entry = entry_for(
             actor,
             AuditEvent.GATEWAY_CALL,
@@ -410,7 +413,7 @@ class Gateway:
             outcome=Outcome.ALLOW if status < 400 else Outcome.DENY,
             details=details,
         )
-        return Call(actor.agency_id, key[1], entry, prompt_tokens, completion_tokens, energy_j)
+        return Call(actor.agency_id, key[2], label, entry, prompt_tokens, completion_tokens, energy_j)
 
     def _refuse(self, actor: Actor, res: Resource, endpoint_id: str, rule: str, reason: str) -> None:
         with unit(self.ctx) as u:

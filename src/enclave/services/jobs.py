@@ -162,7 +162,8 @@ def _validate(ctx: Context, spec: JobSpec, label: Label, accreditation: dict[str
 
 
 def submit(ctx: Context, actor: Actor, specs: Iterable[JobSpec]) -> list[dict[str, Any]]:
-    """Submit one or more jobs in one transaction; idempotency keys return the existing job."""
+    """Submit one or more jobs in one transaction; an idempotency key returns the job it made
+    before for the same owner, agency and label (at another label it makes a new job)."""
     specs = list(specs)
     if not 1 <= len(specs) <= MAX_BATCH:
         raise InvalidInput(f"submit 1-{MAX_BATCH} jobs at a time")
@@ -204,8 +205,15 @@ def add(u: Unit, actor: Actor, specs: list[JobSpec]) -> list[dict[str, Any]]:
             if spec.idempotency_key in by_key:
                 out.append(by_key[spec.idempotency_key])
                 continue
+            # Scoped by owner, agency and label: a key first used at another label names
+            # nothing here (it must not hand a SECRET job to an UNCLASSIFIED session).
             existing = u.session.execute(
-                select(Job).where(Job.owner_id == actor.user_id, Job.idempotency_key == spec.idempotency_key)
+                select(Job).where(
+                    Job.owner_id == actor.user_id,
+                    Job.agency_id == actor.agency_id,
+                    Job.label == label.marking,
+                    Job.idempotency_key == spec.idempotency_key,
+                )
             ).scalar_one_or_none()
             if existing is not None:
                 out.append(view(ctx, existing, actor.subject.agency))

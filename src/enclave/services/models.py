@@ -121,9 +121,13 @@ def _label_for(ctx: Context, actor: Actor, u: Unit, lineage: Lineage, stated: st
     return label
 
 
-def _next_version(session: Session, agency_id: int, name: str) -> int:
+def _next_version(session: Session, agency_id: int, name: str, label: str) -> int:
+    """Versions count per (agency, name, label): a model registered at a label the session
+    may not read never moves the number a session sees."""
     top = session.execute(
-        select(func.max(Model.version)).where(Model.agency_id == agency_id, Model.name == name)
+        select(func.max(Model.version)).where(
+            Model.agency_id == agency_id, Model.name == name, Model.label == label
+        )
     ).scalar_one()
     return int(top or 0) + 1
 
@@ -147,7 +151,7 @@ def _add(
     model = Model(
         id=str(uuid.uuid4()),
         name=name,
-        version=_next_version(u.session, agency_id, name),
+        version=_next_version(u.session, agency_id, name, label.marking),
         label=label.marking,
         label_rank=label.rank,
         agency_id=agency_id,

@@ -129,10 +129,12 @@ class LoginThrottle(Base):
 class Artifact(Base):
     """A labelled, encrypted blob plus metadata: the object datasets and models build on.
 
-    Datasets are artifacts of kind ``dataset`` with a ``version`` per (agency, name)."""
+    Datasets are artifacts of kind ``dataset`` with a ``version`` per (agency, name, label)."""
 
     __tablename__ = "artifacts"
-    __table_args__ = (UniqueConstraint("agency_id", "kind", "name", "version", name="uq_artifacts_version"),)
+    __table_args__ = (
+        UniqueConstraint("agency_id", "kind", "name", "label", "version", name="uq_artifacts_version"),
+    )
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     name: Mapped[str] = mapped_column(String(256))
     kind: Mapped[str] = mapped_column(String(32), default="artifact")
@@ -221,7 +223,9 @@ class Job(Base):
     """A labelled batch job. ``seq`` orders submissions; every state change is audited."""
 
     __tablename__ = "jobs"
-    __table_args__ = (UniqueConstraint("owner_id", "idempotency_key"),)
+    __table_args__ = (
+        UniqueConstraint("owner_id", "agency_id", "label", "idempotency_key", name="uq_jobs_idempotency"),
+    )
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(36), unique=True)
     kind: Mapped[str] = mapped_column(String(16), default="batch")  # batch | train | replica
@@ -271,7 +275,7 @@ class Model(Base):
     base models and producing job), never taken from the client."""
 
     __tablename__ = "models"
-    __table_args__ = (UniqueConstraint("agency_id", "name", "version"),)
+    __table_args__ = (UniqueConstraint("agency_id", "name", "label", "version", name="uq_models_version"),)
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     name: Mapped[str] = mapped_column(String(256))
     version: Mapped[int] = mapped_column(Integer)
@@ -315,7 +319,7 @@ class Endpoint(Base):
     """A deployed model: replicas (jobs of kind ``replica``) behind the gateway, by name."""
 
     __tablename__ = "endpoints"
-    __table_args__ = (UniqueConstraint("agency_id", "name"),)
+    __table_args__ = (UniqueConstraint("agency_id", "label", "name", name="uq_endpoints_name"),)
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     name: Mapped[str] = mapped_column(String(64))
     label: Mapped[str] = mapped_column(String(256))
@@ -340,11 +344,14 @@ class Endpoint(Base):
 
 
 class GatewayUsage(Base):
-    """Gateway metering per agency and UTC day: the budget's ledger."""
+    """Gateway metering per agency, UTC day and session label: the budget's ledger (a
+    label's calls never change what a session at another label is told). ``label`` is ""
+    on rows metered before labels were recorded."""
 
     __tablename__ = "gateway_usage"
     agency_id: Mapped[int] = mapped_column(ForeignKey("agencies.id"), primary_key=True)
     day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    label: Mapped[str] = mapped_column(String(256), primary_key=True)
     requests: Mapped[int] = mapped_column(BigInteger, default=0)
     prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -53,6 +53,8 @@ class AuditEvent(StrEnum):
     WORKER_REFUSED = "worker.refused"  # a worker asked for what its credential does not allow
     AUDIT_LISTED = "audit.listed"
     AUDIT_VERIFIED = "audit.verified"
+    # failed authentications of one source in one minute, with their count (one record, not one per try)
+    AUTH_FAILURES = "auth.failures"
 
 
 class Outcome(StrEnum):

@@ -103,8 +103,8 @@ def classifier_archive(tmp: Path) -> bytes:
     """A tiny LogisticRegression (as in tests/gateway/test_gateway_live.py), packed for upload."""
     import io
 
-    import joblib
     import numpy as np
+    import skops.io
     from sklearn.linear_model import LogisticRegression
 
     from enclave.archive import pack
@@ -115,7 +115,7 @@ def classifier_archive(tmp: Path) -> bytes:
     model = LogisticRegression().fit(x, y)
     folder = tmp / "clf"
     folder.mkdir()
-    joblib.dump(model, folder / "model.joblib")
+    skops.io.dump(model, folder / "model.skops")
     (folder / "model.json").write_text(
         json.dumps(
             {

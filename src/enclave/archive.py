@@ -4,15 +4,27 @@ The client packs a directory (or one file) before upload; the server checks the 
 before registering it and unpacks it into a replica's or a training job's sandbox. Members
 must be plain files and directories with relative names inside the archive root: no links,
 devices, absolute paths or ``..`` (a hostile archive must not write outside its folder).
+
+The check also names the members that are pickles: loading a pickle runs whatever code its
+author put in it (``__reduce__``), so a model made of pickles is one only a region that allows
+them may serve (see ``enclave.services.models``). A member is a pickle by its name (``.pkl``,
+``.joblib``, ``.pt`` ...) or by its first bytes (a pickle header, raw or zlib/gzip/xz/bz2
+compressed as joblib writes it, or torch's zip layout), so renaming a pickle does not pass. The
+runtimes are the last word: they read only ``model.skops`` / ``model.safetensors`` unless told
+that the region allows pickles.
 """
 
 from __future__ import annotations
 
+import bz2
 import io
 import json
+import lzma
+import re
 import tarfile
 import zlib
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -20,6 +32,20 @@ from enclave.errors import InvalidInput
 
 MANIFEST = "model.json"
 MAX_MANIFEST_BYTES = 1 << 20
+# Suffixes of files that load by unpickling (joblib, pickle, dill, torch.save / TorchScript,
+# Hugging Face's pytorch_model.bin, Lightning checkpoints).
+PICKLE_SUFFIXES = frozenset({".pkl", ".pickle", ".joblib", ".dill", ".sav", ".pt", ".pth", ".ckpt", ".bin"})
+HEAD_BYTES = 512  # how much of each member the content check reads
+# torch.save and torch.jit.save write a zip whose first entry is <folder>/data.pkl or <folder>/data/<n>.
+_TORCH_ZIP_ENTRY = re.compile(rb"^[^/]+/(data\.pkl|data/\d+|constants\.pkl|version)$")
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What the check of an archive found: its manifest and the members that are pickles."""
+
+    manifest: dict[str, Any]
+    pickles: tuple[str, ...] = ()
 
 
 def pack(source: Path, out: BinaryIO) -> None:
@@ -78,24 +104,68 @@ def _members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
         yield member
 
 
-def inspect(chunks: Iterable[bytes]) -> dict[str, Any]:
-    """Check an archive and return its manifest (``{}`` when it has none)."""
+def inspect(chunks: Iterable[bytes]) -> Inspection:
+    """Check an archive; return its manifest (``{}`` when it has none) and its pickled members."""
     manifest: dict[str, Any] = {}
+    pickles: list[str] = []
     try:
         with tarfile.open(fileobj=io.BufferedReader(_ChunkReader(chunks)), mode="r|*") as tar:
             files = 0
             for member in _members(tar):
-                files += member.isfile()
-                if member.name.lstrip("./") == MANIFEST and member.isfile():
+                if not member.isfile():
+                    continue
+                files += 1
+                name = member.name.removeprefix("./")
+                fh = tar.extractfile(member)
+                if name == MANIFEST:
                     if member.size > MAX_MANIFEST_BYTES:
                         raise InvalidInput("model.json is too large")
-                    fh = tar.extractfile(member)
                     manifest = _manifest(fh.read() if fh else b"")
+                elif is_pickle(name, fh.read(HEAD_BYTES) if fh else b""):
+                    pickles.append(name)
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise InvalidInput(f"not a model archive (tar or tar.gz): {exc}") from None
     if files == 0:
         raise InvalidInput("the model archive holds no files")
-    return manifest
+    return Inspection(manifest, tuple(sorted(pickles)))
+
+
+def is_pickle(name: str, head: bytes) -> bool:
+    """Whether a file named ``name`` that starts with ``head`` loads by unpickling."""
+    if Path(name).suffix.lower() in PICKLE_SUFFIXES:
+        return True
+    return _pickle_header(head) or _pickle_header(_decompressed_head(head)) or _torch_zip(head)
+
+
+def _pickle_header(head: bytes) -> bool:
+    # Protocol 2 and later open with PROTO (0x80) and the protocol number.
+    return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+
+
+def _decompressed_head(head: bytes) -> bytes:
+    """The first bytes of ``head`` decompressed, when it opens a zlib, gzip, xz or bz2 stream."""
+    decoders: list[Any] = []
+    if head[:2] == b"\x1f\x8b":
+        decoders.append(zlib.decompressobj(16 + zlib.MAX_WBITS))
+    elif len(head) >= 2 and head[0] == 0x78 and (head[0] << 8 | head[1]) % 31 == 0:
+        decoders.append(zlib.decompressobj())
+    elif head[:6] == b"\xfd7zXZ\x00":
+        decoders.append(lzma.LZMADecompressor())
+    elif head[:3] == b"BZh":
+        decoders.append(bz2.BZ2Decompressor())
+    for decoder in decoders:
+        try:
+            return bytes(decoder.decompress(head, 16))
+        except (zlib.error, lzma.LZMAError, OSError, EOFError, ValueError):
+            return b""
+    return b""
+
+
+def _torch_zip(head: bytes) -> bool:
+    if head[:4] != b"PK\x03\x04" or len(head) < 30:
+        return False
+    name_len = int.from_bytes(head[26:28], "little")
+    return bool(_TORCH_ZIP_ENTRY.match(head[30 : 30 + name_len]))
 
 
 def _manifest(raw: bytes) -> dict[str, Any]:

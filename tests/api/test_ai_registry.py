@@ -89,7 +89,7 @@ def test_secret_dataset_is_invisible_below(world: World) -> None:
 def test_model_label_follows_its_lineage(world: World) -> None:
     c = world.client
     ds = put_dataset(c, world.alice_s, b"secret rows\n")
-    archive = pack_bytes({"model.json": MANIFEST, "model.joblib": b"weights"})
+    archive = pack_bytes({"model.json": MANIFEST, "model.skops": b"weights"})
     model = register(c, world.alice_s, archive, datasets=ds["id"])
     assert model["label"] == "SECRET"
     assert model["lineage"] == {"job": None, "datasets": [ds["id"]], "base_models": []}

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import joblib
 import numpy as np
 import openai
 import pytest
+import skops.io
 from sklearn.linear_model import LogisticRegression
 from sqlalchemy import create_engine, select
 
@@ -83,7 +83,7 @@ def _classifier_archive(tmp: Path) -> bytes:
     model = LogisticRegression().fit(x, y)
     folder = tmp / "clf"
     folder.mkdir()
-    joblib.dump(model, folder / "model.joblib")
+    skops.io.dump(model, folder / "model.skops")
     (folder / "model.json").write_text(
         json.dumps(
             {

@@ -35,7 +35,7 @@ SCRIPT = textwrap.dedent(
     out = os.environ["ENCLAVE_OUTPUT_DIR"]
     json.dump({"format": "enclave-model/1", "runtime": "sklearn", "task": "classification",
                "metrics": {"rows": len(rows), "loss": loss}}, open(os.path.join(out, "model.json"), "w"))
-    open(os.path.join(out, "model.joblib"), "wb").write(b"weights")
+    open(os.path.join(out, "model.skops"), "wb").write(b"weights")
     print("trained on", len(rows), "rows")
     """
 )

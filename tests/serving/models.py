@@ -1,9 +1,9 @@
-"""Real model directories for the replica tests: a trained iris classifier and character models."""
+"""Real model directories for the replica tests, in the formats that load without running code:
+a trained iris classifier (skops) and character transformers (safetensors + architecture)."""
 
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 # The character model learns one cycle over this alphabet: after "a" greedily comes "bcd...".
@@ -12,76 +12,72 @@ CHARS = [*ALPHABET, " ", "\n", ".", ",", "!", "?", ":"]
 BLOCK_SIZE = 16
 IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 IRIS_CLASSES = ["setosa", "versicolor", "virginica"]
+IRIS_META = {
+    "format": "enclave-model/1",
+    "runtime": "sklearn",
+    "task": "classification",
+    "features": IRIS_FEATURES,
+    "classes": IRIS_CLASSES,
+}
 
 
-def write_sklearn_model(model_dir: Path) -> Path:
-    import joblib  # type: ignore[import-untyped,unused-ignore]
+def iris_estimator(forest: bool = False) -> object:
     from sklearn.datasets import load_iris  # type: ignore[import-untyped,unused-ignore]
+    from sklearn.ensemble import RandomForestClassifier  # type: ignore[import-untyped,unused-ignore]
     from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped,unused-ignore]
     from sklearn.pipeline import make_pipeline  # type: ignore[import-untyped,unused-ignore]
     from sklearn.preprocessing import StandardScaler  # type: ignore[import-untyped,unused-ignore]
 
     x, y = load_iris(return_X_y=True)
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(x, y)
+    if forest:
+        return RandomForestClassifier(n_estimators=5, random_state=0).fit(x, y)
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(x, y)
+
+
+def write_sklearn_model(model_dir: Path, estimator: object | None = None) -> Path:
+    import skops.io  # type: ignore[import-untyped,unused-ignore]
+
     model_dir.mkdir(parents=True, exist_ok=True)
-    joblib.dump(model, model_dir / "model.joblib")
-    meta = {
-        "format": "enclave-model/1",
-        "runtime": "sklearn",
-        "task": "classification",
-        "features": IRIS_FEATURES,
-        "classes": IRIS_CLASSES,
-    }
-    (model_dir / "model.json").write_text(json.dumps(meta))
+    skops.io.dump(iris_estimator() if estimator is None else estimator, model_dir / "model.skops")
+    (model_dir / "model.json").write_text(json.dumps(IRIS_META))
     return model_dir
 
 
 def write_char_model(
-    model_dir: Path, *, steps: int = 20, lr: float = 1.0, repeat: int = 0, hidden: int = 32
+    model_dir: Path, *, steps: int = 60, lr: float = 0.5, n_layer: int = 1, n_embd: int = 32, n_head: int = 2
 ) -> Path:
-    """A TorchScript next-character model; ``repeat`` extra layers per step make it slow on purpose."""
+    """A :class:`CharTransformer` that learnt the alphabet's cycle (``steps`` of plain SGD),
+    saved as the pytorch runtime loads it; a wide, deep one with ``steps=0`` is slow on purpose."""
     import torch
+    from safetensors.torch import save_file
 
-    class CharNet(torch.nn.Module):
-        def __init__(self, vocab: int, hidden: int, repeat: int) -> None:
-            super().__init__()
-            self.embed = torch.nn.Embedding(vocab, hidden)
-            self.mix = torch.nn.Linear(hidden, hidden)
-            self.head = torch.nn.Linear(hidden, vocab)
-            self.repeat = repeat
-
-        def forward(self, idx: torch.Tensor) -> torch.Tensor:
-            h = self.embed(idx)
-            for _ in range(self.repeat):
-                h = torch.tanh(self.mix(h))
-            out: torch.Tensor = self.head(h)
-            return out
+    from enclave.serving.rt_charlm import CharTransformer
 
     torch.manual_seed(0)
-    net = CharNet(len(CHARS), hidden, repeat)
+    arch = {"block_size": BLOCK_SIZE, "n_layer": n_layer, "n_head": n_head, "n_embd": n_embd}
+    net = CharTransformer(len(CHARS), **arch)
     if steps:
-        ids = torch.tensor([CHARS.index(c) for c in ALPHABET + ALPHABET[0]])
-        x, y = ids[:-1].unsqueeze(0), ids[1:].unsqueeze(0)
+        cycle = torch.tensor([CHARS.index(c) for c in ALPHABET * 3])
+        windows = cycle.unfold(0, BLOCK_SIZE + 1, 1)[: len(ALPHABET)]  # every start letter once
+        x, y = windows[:, :-1], windows[:, 1:]
         for _ in range(steps):  # plain SGD: torch.optim would import torch._dynamo (seconds)
             loss = torch.nn.functional.cross_entropy(net(x).reshape(-1, len(CHARS)), y.reshape(-1))
             net.zero_grad()
             loss.backward()  # type: ignore[no-untyped-call]
             with torch.no_grad():
                 for param in net.parameters():
-                    if param.grad is not None:  # ``mix`` is unused without ``repeat``
+                    if param.grad is not None:
                         param.sub_(lr * param.grad)
     net.eval()
     model_dir.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        # TorchScript is the runtime's declared format; torch deprecates it for torch.export.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.script(net).save(str(model_dir / "model.pt"))  # type: ignore[no-untyped-call]
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(model_dir / "model.safetensors"))
     (model_dir / "vocab.json").write_text(json.dumps({"chars": CHARS}))
     meta = {
         "format": "enclave-model/1",
         "runtime": "pytorch",
         "task": "text-generation",
         "block_size": BLOCK_SIZE,
+        "architecture": {"type": "char-transformer", **arch},
     }
     (model_dir / "model.json").write_text(json.dumps(meta))
     return model_dir

@@ -1,4 +1,4 @@
-"""The pytorch runtime: a TorchScript character model, streamed and not, through httpx and openai."""
+"""The pytorch runtime: a character transformer (safetensors), streamed and not, through httpx and openai."""
 
 from __future__ import annotations
 

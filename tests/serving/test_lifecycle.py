@@ -20,7 +20,7 @@ from tests.serving.models import write_char_model
 def slow_replica(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replica]:
     """A character model taking ≈ 10 ms per character; the SIGTERM test (last here) stops it."""
     tmp = tmp_path_factory.mktemp("slow")
-    slow = write_char_model(tmp / "model", steps=0, repeat=40, hidden=512)
+    slow = write_char_model(tmp / "model", steps=0, n_layer=6, n_embd=384, n_head=4)
     replica = start_replica(tmp / "run", "--runtime", "pytorch", "--model-dir", str(slow))
     assert (tmp / "run" / "port").read_text().strip() == str(replica.port)
     yield replica

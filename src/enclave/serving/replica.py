@@ -1,7 +1,7 @@
 """The replica process: load one model, serve it, report the port once ready, drain on SIGTERM.
 
     python -m enclave.serving.replica --runtime RUNTIME [--model-dir DIR] --port-file FILE
-        [--host 127.0.0.1] [--name NAME] [--upstream URL]
+        [--host 127.0.0.1] [--name NAME] [--upstream URL] [--allow-pickle]
 
 The port is ephemeral (``host:0``); it is written to FILE atomically (temp file + rename) only
 once the model is loaded and the socket accepts requests, so "FILE exists" means "ready".
@@ -46,6 +46,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--name", default="model", help="the model id /v1/models reports")
     parser.add_argument("--upstream", help="openai-upstream: the upstream base URL, e.g. http://host:8001/v1")
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="the region allows pickled models (joblib, TorchScript): load one when the safe format is absent",
+    )
     return parser.parse_args(argv)
 
 
@@ -123,7 +128,8 @@ async def serve(args: argparse.Namespace) -> int:
 
     if not args.port_file.parent.is_dir():
         raise ModelError(f"the port file's directory {args.port_file.parent} does not exist")
-    runtime = await _load(args.runtime, Options(model_dir=args.model_dir, upstream=args.upstream))
+    options = Options(model_dir=args.model_dir, upstream=args.upstream, allow_pickle=args.allow_pickle)
+    runtime = await _load(args.runtime, options)
     if runtime is None:
         sys.stderr.flush()
         os._exit(0)  # asked to stop while loading: leave without waiting for the loader thread

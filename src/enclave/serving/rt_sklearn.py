@@ -5,14 +5,23 @@ The prompt (or the last user message) holds the feature rows, as one JSON object
 ``model.json["features"]`` order, one row per line. The completion text is one prediction per
 line; classifiers with ``predict_proba`` also return per-row class probabilities as the extra
 top-level field ``enclave.probabilities``.
+
+The estimator is ``model.skops`` (``skops.io.dump``): skops rebuilds it from a JSON schema and
+arrays and, before constructing anything, refuses any type that is neither in its own trusted
+set (scikit-learn estimators, numpy and scipy containers, builtins) nor in :data:`TRUSTED_TYPES`
+below. ``model.joblib`` (a pickle) is read only where the region's fleet entry allows pickled
+models; otherwise it is refused with a message saying how to save the model instead.
 """
 
 from __future__ import annotations
 
+import importlib.abc
 import json
 import math
+import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,12 +36,25 @@ from enclave.serving.runtimes import (
     Options,
     Runtime,
     cpus,
+    pickled,
     read_model_json,
     require_dir,
 )
 
 TASKS = ("classification", "regression")
 MAX_ROWS = 10_000
+MODEL_FILE = "model.skops"
+PICKLE_FILE = "model.joblib"
+# The types, beyond skops's own trusted set, a model may hold: the Cython containers of fitted
+# trees (random forests, extra trees, gradient boosting, histogram gradient boosting). Their
+# state is plain arrays that their __setstate__ copies; no function named by the file is called.
+# Keep this list short and named one by one: a type here is one a model author may instantiate.
+TRUSTED_TYPES = frozenset(
+    {
+        "sklearn.tree._tree.Tree",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    }
+)
 
 
 class SklearnModel(Runtime):
@@ -60,18 +82,16 @@ class SklearnModel(Runtime):
         task = meta.get("task", "classification")
         if task not in TASKS:
             raise ModelError(f"model.json task {task!r} is not one of {', '.join(TASKS)}")
-        import joblib  # type: ignore[import-untyped,unused-ignore]
         from threadpoolctl import threadpool_limits  # type: ignore[import-untyped,unused-ignore]
 
-        path = model_dir / "model.joblib"
-        if not path.is_file():
+        path = model_dir / MODEL_FILE
+        if path.is_file():
+            estimator = load_skops(path)
+        elif (model_dir / PICKLE_FILE).is_file():
+            path = pickled(options, model_dir / PICKLE_FILE, f"{MODEL_FILE} (skops.io.dump)")
+            estimator = _load_joblib(path)
+        else:
             raise ModelError(f"{path} is missing")
-        try:
-            # A model directory is a registered, labelled platform artifact, not user upload at
-            # request time: loading it (pickle underneath) is the point of this runtime.
-            estimator = joblib.load(path)
-        except Exception as exc:
-            raise ModelError(f"cannot load {path}: {exc}") from None
         # BLAS/OpenMP inside the estimator stays within the job's CPUs (after the load, which
         # is what brings those libraries in)
         threadpool_limits(cpus())
@@ -169,6 +189,61 @@ class SklearnModel(Runtime):
                 ) from None
             values.append(_number(value, f"row {row}, feature {feature}"))
         return values
+
+
+def load_skops(path: Path) -> Any:
+    """The object in a skops file, refused when it names a type outside skops's trusted set and
+    :data:`TRUSTED_TYPES` (checked on the file's schema, before anything is constructed)."""
+    skops_io = _import_skops()
+    try:
+        untrusted = skops_io.get_untrusted_types(file=path)
+    except Exception as exc:
+        raise ModelError(f"{path.name} is not a readable skops file: {exc}") from None
+    refused = sorted(set(untrusted) - TRUSTED_TYPES)
+    if refused:
+        raise ModelError(f"{path.name} holds types that are not trusted: {', '.join(refused)}")
+    try:
+        # ``trusted`` is the file's own untrusted types, every one of them checked against our list.
+        return skops_io.load(path, trusted=list(untrusted))
+    except Exception as exc:
+        raise ModelError(f"cannot load {path.name}: {exc}") from None
+
+
+def _import_skops() -> Any:
+    """``skops.io``, imported with torch kept out.
+
+    skops lists scikit-learn's estimators at import by walking every sklearn module, and one
+    of them (``sklearn.externals.array_api_compat.torch``) imports torch: seconds and hundreds
+    of megabytes an sklearn replica never uses. While skops is imported ``import torch`` fails,
+    which that walk skips; a model naming a torch type is refused as untrusted anyway."""
+    if "skops.io" in sys.modules or "torch" in sys.modules:
+        import skops.io  # type: ignore[import-untyped,unused-ignore]
+
+        return skops.io
+    finder = _NoTorch()
+    sys.meta_path.insert(0, finder)
+    try:
+        import skops.io  # type: ignore[import-untyped,unused-ignore]
+    finally:
+        sys.meta_path.remove(finder)
+    return skops.io
+
+
+class _NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name: str, path: Any, target: Any = None) -> None:
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError(f"{name} is not imported by an sklearn replica")
+        return None
+
+
+def _load_joblib(path: Path) -> Any:
+    """A pickled estimator: only where the region allows it, inside the confined replica."""
+    import joblib  # type: ignore[import-untyped,unused-ignore]
+
+    try:
+        return joblib.load(path)
+    except Exception as exc:
+        raise ModelError(f"cannot load {path.name}: {exc}") from None
 
 
 def _object(line: str, row: int) -> dict[str, Any]:

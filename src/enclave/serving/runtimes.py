@@ -45,6 +45,9 @@ class Options:
 
     model_dir: Path | None
     upstream: str | None = None
+    # The region's fleet entry sets allow_pickle_models (``--allow-pickle``): only then may a
+    # runtime fall back to a pickled file when its safe format is absent.
+    allow_pickle: bool = False
 
 
 @dataclass
@@ -127,6 +130,19 @@ def require_dir(options: Options, runtime: str) -> Path:
     if not options.model_dir.is_dir():
         raise ModelError(f"model directory {options.model_dir} does not exist")
     return options.model_dir
+
+
+def pickled(options: Options, path: Path, safe: str) -> Path:
+    """``path``, a pickle, when the region allows pickled models; else the refusal (``ModelError``).
+
+    Unpickling runs code the file's author chose (``__reduce__``), so without the region's
+    explicit consent a runtime reads only its safe format (``safe``)."""
+    if not options.allow_pickle:
+        raise ModelError(
+            f"{path.name} is a pickle, and loading a pickle runs code its author chose: save the model as "
+            f"{safe}, or serve it in a region whose fleet entry sets allow_pickle_models = true"
+        )
+    return path
 
 
 def read_model_json(model_dir: Path, runtime: str, required: bool = True) -> dict[str, Any]:

@@ -8,6 +8,9 @@ The forest is grown in stages of `trees_per_stage` trees (warm start). After eac
 script appends held-out metrics and checkpoints the forest, so a requeued job resumes with the
 trees it already has; because the forest draws each tree's seed from one seeded stream, a
 resumed run builds the same forest as an uninterrupted one.
+
+The forest is saved with skops (model.skops, checkpoints too), not pickle: loading a skops file
+builds only the types it is told to trust, so a model file cannot run code when it is served.
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ import os
 import signal
 import sys
 import time
+import zipfile
 from pathlib import Path
 
-import joblib
 import numpy as np
 import sklearn
+import skops.io
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import train_test_split
@@ -44,6 +48,8 @@ ENCODINGS = {
     "protocol": {"tcp": 0, "udp": 1, "icmp": 2},
     "service": {"http": 0, "smtp": 1, "ftp": 2, "ssh": 3, "dns": 4, "telnet": 5, "other": 6},
 }
+# Beyond skops's defaults (scikit-learn estimators, numpy arrays) a forest holds fitted trees.
+TRUSTED_TYPES = ["sklearn.tree._tree.Tree"]
 
 
 # --- training-job contract (kept in this file: the platform ships the script alone) ---------
@@ -141,8 +147,16 @@ def majority_baseline(y_train: np.ndarray, y_test: np.ndarray) -> dict[str, floa
 
 def save_checkpoint(path: Path, model: RandomForestClassifier) -> None:
     tmp = path.with_suffix(".tmp")
-    joblib.dump(model, tmp)
+    skops.io.dump(model, tmp)
     os.replace(tmp, path)  # atomic: a SIGKILL mid-write leaves the previous checkpoint intact
+
+
+def load_forest(path: Path) -> RandomForestClassifier:
+    """A saved forest, refused if it holds any type beyond skops's defaults and TRUSTED_TYPES."""
+    unknown = sorted(set(skops.io.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
+    if unknown:
+        sys.exit(f"{path} holds types this script does not trust: {', '.join(unknown)}")
+    return skops.io.load(path, trusted=TRUSTED_TYPES)
 
 
 def grow(model: RandomForestClassifier, hp: dict, data: tuple, contract: Contract, ckpt: Path) -> bool:
@@ -165,7 +179,7 @@ def grow(model: RandomForestClassifier, hp: dict, data: tuple, contract: Contrac
 
 
 def write_model(out: Path, model: RandomForestClassifier, features: list[str], metrics: dict, hp: dict) -> None:
-    joblib.dump(model, out / "model.joblib", compress=3)  # fully grown trees compress ~5x
+    skops.io.dump(model, out / "model.skops", compression=zipfile.ZIP_DEFLATED, compresslevel=6)  # trees compress well
     card = {
         "format": "enclave-model/1",
         "runtime": "sklearn",
@@ -192,9 +206,9 @@ def main() -> int:
     print(f"loaded {path}: {X.shape[0]} rows, {X.shape[1]} features; hparams {hp}", flush=True)
     data = train_test_split(X, y, test_size=hp["test_size"], stratify=y, random_state=hp["seed"])
 
-    ckpt = contract.checkpoints / "forest.joblib"
+    ckpt = contract.checkpoints / "forest.skops"
     if ckpt.exists():
-        model = joblib.load(ckpt)
+        model = load_forest(ckpt)
         print(f"resuming from checkpoint with {model.n_estimators} trees", flush=True)
     else:
         model = new_forest(hp, contract.cpus)

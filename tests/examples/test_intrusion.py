@@ -1,18 +1,23 @@
-"""examples/intrusion: the generator is realistic enough to be hard, and train.py learns, resumes and exports."""
+"""examples/intrusion: the generator is realistic enough to be hard, and train.py learns, resumes, exports
+a skops model and that model is served by a real sklearn replica."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import joblib
+import httpx
 import numpy as np
 import pytest
+import skops.io
 
+from enclave import archive
 from tests.examples.conftest import EXAMPLES, assert_metrics_well_formed, load_example
+from tests.serving.conftest import start_replica
 
 generate = load_example("intrusion/generate.py", "intrusion_generate")
 train = load_example("intrusion/train.py", "intrusion_train")
@@ -68,7 +73,8 @@ def test_train_beats_majority_baseline_and_exports_a_loadable_model(job_factory,
     assert m["accuracy"] < 0.995, "the synthetic task should not be trivially separable"
 
     # Judge the exported artefact ourselves, on flows it has never seen (another seed).
-    model = joblib.load(job.output / "model.joblib")
+    assert sorted(p.name for p in job.output.iterdir()) == ["model.json", "model.skops"]
+    model = train.load_forest(job.output / "model.skops")
     X, y = generate.generate(2000, seed=99)
     pred = model.predict(X.astype(float))
     assert set(pred) <= set(card["classes"]) and isinstance(pred[0], str)
@@ -100,8 +106,8 @@ def test_resume_grows_the_checkpointed_forest_to_the_same_model(job_factory, flo
     whole = job_factory({"flows.csv": flows}, FAST, name="uninterrupted")
     assert whole.run("intrusion/train.py")[0] == 0
     X, _ = generate.generate(500, seed=7)
-    resumed = joblib.load(job.output / "model.joblib").predict_proba(X)
-    direct = joblib.load(whole.output / "model.joblib").predict_proba(X)
+    resumed = train.load_forest(job.output / "model.skops").predict_proba(X)
+    direct = train.load_forest(whole.output / "model.skops").predict_proba(X)
     assert np.allclose(resumed, direct, rtol=0, atol=1e-12)  # identical trees; threads sum in any order
 
 
@@ -117,7 +123,7 @@ def test_sigterm_stops_at_a_stage_boundary_with_the_forest_checkpointed(job_fact
     assert proc.returncode == 143, out
     trees = job.metrics()[-1]["step"]
     assert 25 <= trees < 2000 and f"stopped at {trees} trees" in out
-    assert joblib.load(job.checkpoints / "forest.joblib").n_estimators == trees
+    assert train.load_forest(job.checkpoints / "forest.skops").n_estimators == trees
     assert not (job.output / "model.json").exists()
 
 
@@ -126,3 +132,32 @@ def test_hparams_are_coerced_and_unknown_ones_ignored(monkeypatch: pytest.Monkey
     hp = train.hparams(["max_depth=12"])
     assert hp["n_estimators"] == 80 and hp["test_size"] == 0.3 and hp["max_depth"] == 12
     assert "bogus" not in hp
+
+
+def test_the_trained_model_is_served_end_to_end_without_pickle(job_factory, flows: Path, tmp_path: Path) -> None:
+    """train.py's output, packed and checked as an upload is, then served by a real replica that
+    loads it with skops; its answers are the forest's own predictions."""
+    job = job_factory({"flows.csv": flows}, {"n_estimators": 25, "trees_per_stage": 25})
+    rc, out = job.run("intrusion/train.py")
+    assert rc == 0, out
+    assert skops.io.get_untrusted_types(file=job.output / "model.skops") == train.TRUSTED_TYPES
+    packed = tmp_path / "model.tar.gz"
+    with packed.open("wb") as fh:
+        archive.pack(job.output, fh)
+    found = archive.inspect([packed.read_bytes()])
+    assert found.pickles == () and found.manifest["runtime"] == "sklearn"
+    model_dir = tmp_path / "model"
+    archive.unpack([packed.read_bytes()], model_dir)
+
+    replica = start_replica(tmp_path / "run", "--runtime", "sklearn", "--model-dir", str(model_dir))
+    try:
+        X, _ = generate.generate(20, seed=3)
+        rows = [dict(zip(generate.FEATURES, map(float, row), strict=True)) for row in X]
+        r = httpx.post(f"{replica.url}/v1/completions", json={"prompt": json.dumps(rows)}, timeout=60)
+        assert r.status_code == 200, r.text
+        answer = r.json()
+        expected = train.load_forest(job.output / "model.skops").predict(X.astype(float))
+        assert answer["choices"][0]["text"].split("\n") == list(expected)
+        assert len(answer["enclave"]["probabilities"]) == 20
+    finally:
+        assert replica.stop() == 0, replica.stderr

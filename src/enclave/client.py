@@ -176,6 +176,10 @@ class Client:
         body = {"comment": comment} if comment else None
         return dict(self._json("POST", f"/v1/transfers/{transfer_id}/{verb}", json=body))
 
+    def override_transfer(self, transfer_id: str, reason: str) -> dict[str, Any]:
+        """Vouch, as a release authority, for content the guard could not read (audited)."""
+        return dict(self._json("POST", f"/v1/transfers/{transfer_id}/override", json={"reason": reason}))
+
     def release_transfer(self, transfer_id: str) -> dict[str, Any]:
         return dict(self._json("POST", f"/v1/transfers/{transfer_id}/release"))
 

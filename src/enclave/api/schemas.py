@@ -98,6 +98,10 @@ class ReviewIn(Strict):
     comment: Annotated[str, Field(max_length=4000)] | None = None
 
 
+class OverrideIn(Strict):
+    reason: Annotated[str, Field(min_length=1, max_length=4000)]
+
+
 class ResourcesIn(Strict):
     nodes: Annotated[int, Field(ge=1, le=1_000_000)] = 1
     cpus_per_node: Annotated[int, Field(ge=1, le=100_000)] = 1

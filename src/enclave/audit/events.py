@@ -30,6 +30,7 @@ class AuditEvent(StrEnum):
     TRANSFER_APPROVED = "transfer.approved"  # one reviewer's approval
     TRANSFER_REFUSED = "transfer.refused"
     TRANSFER_SCAN_REFUSED = "transfer.scan_refused"
+    TRANSFER_SCAN_OVERRIDDEN = "transfer.scan_overridden"  # unreadable content vouched for, with a reason
     TRANSFER_RELEASED = "transfer.released"
     JOB_SUBMITTED = "job.submitted"
     JOB_TRANSITION = "job.transition"

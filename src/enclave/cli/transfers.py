@@ -43,6 +43,17 @@ def refuse(transfer_id: str, comment: Annotated[str | None, typer.Option()] = No
     _review(transfer_id, False, comment)
 
 
+@app.command("override")
+def override(
+    transfer_id: str,
+    reason: Annotated[str, typer.Option(help="Why the content may go although the guard cannot read it")],
+) -> None:
+    """Vouch, as a release authority, for content the guard could not read (audited); counts as
+    your approval. Prints the resulting state."""
+    with client() as api:
+        typer.echo(api.override_transfer(transfer_id, reason)["state"])
+
+
 @app.command("release")
 def release(transfer_id: str) -> None:
     """Finish an approved transfer whose release was interrupted."""

@@ -2,17 +2,27 @@
 
 * Upgrade (target dominates source): copied at once, no review, audited.
 * Downgrade (target lower or incomparable): a request with a justification; the content is
-  scanned for markings above the target (refused at once if any); two distinct release
-  authorities whose clearance dominates the source approve (the requester never counts);
-  the guard scans again and writes a copy at the target label. One refusal ends it.
+  read by :mod:`enclave.guard_content` (encodings, archives, documents, base64) and refused
+  at once if it carries markings above the target, or if any part of it cannot be read as
+  text; two distinct release authorities whose clearance dominates the source approve (the
+  requester never counts); the guard scans again and writes a copy at the target label.
+  One refusal ends it — with one exception: content refused *only* because the guard could
+  not read it may be vouched for by a release authority with a written reason
+  (:func:`override`, audited); that counts as their approval and the transfer is pending again.
 
-States: ``pending → approved → released``, or ``refused`` from pending or approved. The
-approval that completes the review commits before the release runs, so a release that fails
-midway (disk, crash) leaves an ``approved`` transfer that ``release`` finishes later.
+States: ``pending → approved → released``, or ``refused`` from pending or approved
+(``refused → pending`` only by :func:`override`). The approval that completes the review
+commits before the release runs, so a release that fails midway (disk, crash) leaves an
+``approved`` transfer that ``release`` finishes later.
+
+The release reads the stored content once: the same chunks go to the scanner and to the
+copy, the copy is committed only if the scan passes, and the SHA-256 of what was scanned
+must equal both the artifact's recorded digest and the digest of the copy written.
 """
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from enum import StrEnum
 from typing import Any
@@ -20,7 +30,9 @@ from typing import Any
 from sqlalchemy import select
 
 from enclave.audit.events import AuditEvent, Outcome
+from enclave.blobs import BlobWriter, IntegrityError
 from enclave.errors import Conflict, InvalidInput, NotFound
+from enclave.guard_content import ContentScanner, Verdict
 from enclave.guard_scan import MarkingScanner
 from enclave.labels import Label
 from enclave.policy import Action, Resource, Subject, decide, plan_transfer
@@ -30,6 +42,9 @@ from enclave.services.unit import Actor, Unit, entry_for, unit
 from enclave.store.models import Agency, Artifact, Transfer, TransferReview, User
 
 MAX_JUSTIFICATION_CHARS = 4000
+MAX_OVERRIDE_REASON_CHARS = 4000
+UNREADABLE = "the guard cannot read the content as text"  # how a refusal it may override begins
+APPROVING = ("approve", "override")  # review decisions that count as an approval
 
 
 class TransferState(StrEnum):
@@ -89,22 +104,51 @@ def _view(u: Unit, t: Transfer, requester: str, viewer: Subject) -> dict[str, An
     }
 
 
-def _refuse_for_markings(
-    u: Unit, actor: Actor, t: Transfer, res: Resource, target: Label, found: list[str]
+def _refuse_for_scan(
+    u: Unit, actor: Actor, t: Transfer, res: Resource, target: Label, verdict: Verdict
 ) -> None:
+    """Refuse for what the scan found: markings above the target (final) or, if none, parts
+    it could not read (a release authority may :func:`override` that)."""
+    found = [f.text for f in verdict.above(target)]
     t.state = TransferState.REFUSED
-    t.reason = f"guard scan found markings above {target}: {', '.join(found[:10])}"
-    details: dict[str, object] = {"found": found[:50]}
+    details: dict[str, object]
+    if found:
+        t.reason = f"guard scan found markings above {target}: {', '.join(found[:10])}"
+        details = {"found": found[:50]}
+    else:
+        t.reason = (
+            f"{UNREADABLE}: {'; '.join(verdict.unreadable[:5])}"
+            " (a release authority may override this with a written reason)"
+        )
+        details = {"unreadable": list(verdict.unreadable[:50])}
+    details["sha256"] = verdict.sha256
     u.record(
         entry_for(actor, AuditEvent.TRANSFER_SCAN_REFUSED, res, t.id, outcome=Outcome.DENY, details=details)
     )
 
 
-def _scan(ctx: Context, art: Artifact, target: Label) -> list[str]:
-    scanner = MarkingScanner(ctx.scheme, ctx.guard_patterns)
+def _scan(ctx: Context, art: Artifact, copy: BlobWriter | None = None, read: bool = True) -> Verdict:
+    """One read of the stored content: every chunk to the scanner (unless ``read`` is false:
+    an upgrade is only hashed) and, if given, to the copy."""
+    reader = ContentScanner(MarkingScanner(ctx.scheme, ctx.guard_patterns))
+    digest = hashlib.sha256()
     for chunk in ctx.blobs.read(art.label, art.blob_key):
-        scanner.feed(chunk)
-    return [f.text for f in scanner.above(target)]
+        if read:
+            reader.feed(chunk)
+        digest.update(chunk)
+        if copy is not None:
+            copy.write(chunk)
+    verdict = reader.finish()
+    verdict = Verdict(verdict.findings, verdict.unreadable, digest.hexdigest(), verdict.size_bytes)
+    if verdict.sha256 != art.sha256:
+        raise IntegrityError(f"artifact {art.id}: the stored content does not match its recorded SHA-256")
+    return verdict
+
+
+def _blocks(verdict: Verdict, target: Label, overridden: bool) -> bool:
+    """Whether the verdict stops a release: markings above the target always; unreadable
+    parts unless a release authority vouched for them."""
+    return bool(verdict.above(target)) or (not verdict.readable and not overridden)
 
 
 def request(
@@ -124,7 +168,7 @@ def request(
     if target == source:
         raise InvalidInput(f"artifact is already at {target}")
     plan = plan_transfer(source, target)
-    found = _scan(ctx, art, target) if plan.downgrade else []
+    verdict = _scan(ctx, art) if plan.downgrade else None
     now = ctx.now()
     transfer_id = str(uuid.uuid4())
     with unit(ctx) as u:
@@ -151,8 +195,8 @@ def request(
             "downgrade": plan.downgrade,
         }
         u.record(entry_for(actor, AuditEvent.TRANSFER_REQUESTED, res, transfer_id, details=details))
-        if found:
-            _refuse_for_markings(u, actor, t, res, target, found)
+        if verdict is not None and _blocks(verdict, target, overridden=False):
+            _refuse_for_scan(u, actor, t, res, target, verdict)
     if not plan.downgrade:
         return release(ctx, actor, transfer_id)
     return show(ctx, actor, transfer_id)
@@ -168,13 +212,7 @@ def review(
         u.require(actor, Action.WRITE, res, transfer_id)
         if t.state != TransferState.PENDING:
             raise Conflict(f"transfer is {t.state}, not pending")
-        already = u.session.execute(
-            select(TransferReview.id).where(
-                TransferReview.transfer_id == t.id, TransferReview.reviewer_id == actor.user_id
-            )
-        ).first()
-        if already:
-            raise Conflict("you have already reviewed this transfer; a second reviewer must be someone else")
+        _not_reviewed_yet(u, t, actor)
         now = ctx.now()
         u.session.add(
             TransferReview(
@@ -200,32 +238,118 @@ def review(
                 )
             )
         else:
-            u.session.flush()
-            approvals = (
-                u.session.execute(
-                    select(TransferReview.reviewer_id).where(
-                        TransferReview.transfer_id == t.id, TransferReview.decision == "approve"
-                    )
-                )
-                .scalars()
-                .all()
-            )
-            if (
-                len(set(approvals))
-                >= plan_transfer(
-                    ctx.scheme.parse(t.source_label), ctx.scheme.parse(t.target_label)
-                ).reviews_needed
-            ):
-                t.state = TransferState.APPROVED
+            approvals = _count_approvals(u, ctx, t)
             u.record(
                 entry_for(
                     actor,
                     AuditEvent.TRANSFER_APPROVED,
                     res,
                     transfer_id,
-                    details={"approvals": len(set(approvals)), "comment": comment},
+                    details={"approvals": approvals, "comment": comment},
                 )
             )
+        state = t.state
+    if state == TransferState.APPROVED:
+        return release(ctx, actor, transfer_id)
+    return show(ctx, actor, transfer_id)
+
+
+def _not_reviewed_yet(u: Unit, t: Transfer, actor: Actor) -> None:
+    already = u.session.execute(
+        select(TransferReview.id).where(
+            TransferReview.transfer_id == t.id, TransferReview.reviewer_id == actor.user_id
+        )
+    ).first()
+    if already:
+        raise Conflict("you have already reviewed this transfer; a second reviewer must be someone else")
+
+
+def _count_approvals(u: Unit, ctx: Context, t: Transfer) -> int:
+    """The distinct approvals so far (an override counts); approved once there are enough."""
+    u.session.flush()
+    approvals = set(
+        u.session.execute(
+            select(TransferReview.reviewer_id).where(
+                TransferReview.transfer_id == t.id, TransferReview.decision.in_(APPROVING)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    needed = plan_transfer(ctx.scheme.parse(t.source_label), ctx.scheme.parse(t.target_label)).reviews_needed
+    if len(approvals) >= needed:
+        t.state = TransferState.APPROVED
+    return len(approvals)
+
+
+def _overridden(u: Unit, t: Transfer) -> bool:
+    return (
+        u.session.execute(
+            select(TransferReview.id).where(
+                TransferReview.transfer_id == t.id, TransferReview.decision == "override"
+            )
+        ).first()
+        is not None
+    )
+
+
+def override(ctx: Context, actor: Actor, transfer_id: str, reason: str) -> dict[str, Any]:
+    """A release authority vouches for content the guard could not read, with a written reason.
+
+    Allowed only on a transfer the scan refused *solely* for unreadable parts: the content is
+    scanned again here (so an override never covers a marking the scanner finds, nor content
+    that changed), and the override names the SHA-256 it covers. It is the authority's
+    approval (the requester never counts, as for :func:`review`), audited with the reason;
+    the transfer is pending again and needs the usual number of distinct approvals.
+    """
+    reason = reason.strip()
+    if not reason or len(reason) > MAX_OVERRIDE_REASON_CHARS:
+        raise InvalidInput(f"a reason of 1-{MAX_OVERRIDE_REASON_CHARS} characters is required")
+    with unit(ctx) as u:
+        t, res = _load(u, actor, transfer_id, Action.REVIEW_TRANSFER)
+        u.require(actor, Action.WRITE, res, transfer_id)  # the reason is written at the source label
+        if t.state != TransferState.REFUSED or not (t.reason or "").startswith(UNREADABLE):
+            raise Conflict(f"only a transfer refused because {UNREADABLE} can be overridden")
+        _not_reviewed_yet(u, t, actor)
+        art = u.session.get_one(Artifact, t.artifact_id)
+        if art.deleted_at is not None:
+            raise Conflict("the source artifact was deleted")
+    target = ctx.scheme.parse(t.target_label)
+    verdict = _scan(ctx, art)
+    if verdict.above(target) or verdict.readable:  # cannot be: the content is immutable
+        raise Conflict("the content no longer scans as unreadable only; request the transfer again")
+    with unit(ctx) as u:
+        t, res = _load(u, actor, transfer_id, Action.REVIEW_TRANSFER)
+        if t.state != TransferState.REFUSED or not (t.reason or "").startswith(UNREADABLE):
+            raise Conflict(f"transfer is {t.state}; it cannot be overridden")
+        now = ctx.now()
+        u.session.add(
+            TransferReview(
+                transfer_id=t.id,
+                reviewer_id=actor.user_id,
+                decision="override",
+                comment=reason,
+                created_at=now,
+            )
+        )
+        t.state, t.updated_at = TransferState.PENDING, now
+        t.reason = f"unreadable content vouched for by {actor.subject.user}: {reason}"
+        details: dict[str, object] = {
+            "reason": reason,
+            "unreadable": list(verdict.unreadable[:50]),
+            "sha256": verdict.sha256,
+        }
+        u.record(entry_for(actor, AuditEvent.TRANSFER_SCAN_OVERRIDDEN, res, transfer_id, details=details))
+        approvals = _count_approvals(u, ctx, t)
+        u.record(
+            entry_for(
+                actor,
+                AuditEvent.TRANSFER_APPROVED,
+                res,
+                transfer_id,
+                details={"approvals": approvals, "comment": reason},
+            )
+        )
         state = t.state
     if state == TransferState.APPROVED:
         return release(ctx, actor, transfer_id)
@@ -258,18 +382,25 @@ def release(ctx: Context, actor: Actor, transfer_id: str) -> dict[str, Any]:
                 )
             )
             return _view(u, t, res.owner or "", actor.subject)
+        overridden = _overridden(u, t)
     target = ctx.scheme.parse(t.target_label)
-    found = _scan(ctx, art, target) if t.downgrade else []
     new_id = str(uuid.uuid4())
-    if not found:
-        writer = ctx.blobs.writer(target.marking, new_id, max(art.size_bytes, 1))
-        try:
-            for chunk in ctx.blobs.read(art.label, art.blob_key):
-                writer.write(chunk)
-            writer.commit()
-        except BaseException:
+    # One read: the chunks that are scanned are the chunks that are copied. The copy is
+    # committed only if the scan lets it go and its digest is the digest of what was scanned.
+    # (A refused copy's temporary file is removed at once; it never becomes an artifact.)
+    writer = ctx.blobs.writer(target.marking, new_id, max(art.size_bytes, 1))
+    try:
+        verdict = _scan(ctx, art, writer, read=t.downgrade)
+        refused = t.downgrade and _blocks(verdict, target, overridden)
+        if refused:
             writer.abort()
-            raise
+        else:
+            if writer.sha256 != verdict.sha256:
+                raise IntegrityError(f"transfer {transfer_id}: the copy differs from the content scanned")
+            writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
     try:
         with unit(ctx) as u:
             t, res = _load(u, actor, transfer_id)
@@ -277,8 +408,8 @@ def release(ctx: Context, actor: Actor, transfer_id: str) -> dict[str, Any]:
                 raise Conflict(f"transfer is {t.state}, not approved")
             now = ctx.now()
             t.updated_at = now
-            if found:
-                _refuse_for_markings(u, actor, t, res, target, found)
+            if refused:
+                _refuse_for_scan(u, actor, t, res, target, verdict)
             else:
                 copy = Artifact(
                     id=new_id,
@@ -320,7 +451,7 @@ def release(ctx: Context, actor: Actor, transfer_id: str) -> dict[str, Any]:
                 )
             return _view(u, t, res.owner or "", actor.subject)
     except BaseException:
-        if not found:
+        if not refused:
             ctx.blobs.delete(target.marking, new_id)
         raise
 

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from enclave.api.deps import ActorDep, CtxDep
-from enclave.api.schemas import ReviewIn, TransferIn
+from enclave.api.schemas import OverrideIn, ReviewIn, TransferIn
 from enclave.services import transfers
 from enclave.services.transfers import TransferState
 
@@ -38,6 +38,12 @@ def approve(transfer_id: str, ctx: CtxDep, actor: ActorDep, body: ReviewIn | Non
 @router.post("/transfers/{transfer_id}/refuse")
 def refuse(transfer_id: str, ctx: CtxDep, actor: ActorDep, body: ReviewIn | None = None) -> dict[str, Any]:
     return transfers.review(ctx, actor, transfer_id, False, body.comment if body else None)
+
+
+@router.post("/transfers/{transfer_id}/override")
+def override(transfer_id: str, body: OverrideIn, ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
+    """A release authority vouches for content the guard could not read, with a reason."""
+    return transfers.override(ctx, actor, transfer_id, body.reason)
 
 
 @router.post("/transfers/{transfer_id}/release")

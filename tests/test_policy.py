@@ -91,7 +91,7 @@ def test_owner_at_the_object_label_is_allowed(action: Action) -> None:
 @pytest.mark.parametrize("action", [Action.ADMINISTER, Action.READ_AUDIT, Action.MINT_TOKEN])
 def test_privileged_actions_allowed_with_the_role(action: Action) -> None:
     s = subject("CUI", "SECRET", roles=(Role.ADMIN,))
-    assert decide(s, action, resource(None, agency=None, kind="system")).allowed
+    assert decide(s, action, resource(None, agency="doe", kind="system")).allowed
 
 
 # -- session within clearance ------------------------------------------------------------
@@ -316,20 +316,28 @@ def test_a_downgrade_needs_two_people() -> None:
 
 
 # -- administration, audit, tokens -------------------------------------------------------
-@pytest.mark.parametrize("roles", [(), (Role.USER,), (Role.OPERATOR, Role.AUDITOR, Role.RELEASE_AUTHORITY)])
+@pytest.mark.parametrize("roles", [(), (Role.USER,), (Role.AUDITOR, Role.RELEASE_AUTHORITY)])
 def test_non_admin_cannot_administer(roles: tuple[Role, ...]) -> None:
     s = subject("TOP SECRET//SI/TK/HCS/G", roles=roles)
-    d = decide(s, Action.ADMINISTER, resource(None, agency=None, kind="administration"))
-    assert_denied(d, "role", visible=True)
+    for agency in (None, "doe", "nasa"):  # the same answer whatever the target's agency
+        d = decide(s, Action.ADMINISTER, resource(None, agency=agency, kind="administration"))
+        assert_denied(d, "role", visible=True)
     with pytest.raises(Forbidden, match="admin"):
         require(s, Action.ADMINISTER, resource(None, agency=None, kind="administration"))
 
 
-@pytest.mark.parametrize("role", [Role.AUDITOR, Role.ADMIN])
-def test_auditors_and_admins_read_audit_across_agencies(role: Role) -> None:
-    s = subject("SECRET", agency="doe", roles=(role,))
+@pytest.mark.parametrize("role", [Role.AUDITOR, Role.OPERATOR])
+def test_auditors_and_operators_read_audit_across_agencies(role: Role) -> None:
+    s = subject("SECRET", agency="doe", roles=(role, Role.AUDITOR))
     for r in (resource(None, agency=None), resource("SECRET", agency="doe"), resource("CUI", agency="nasa")):
         assert decide(s, Action.READ_AUDIT, r).allowed
+
+
+def test_an_agency_admin_reads_only_its_own_agencys_audit() -> None:
+    s = subject("SECRET", agency="doe", roles=(Role.ADMIN,))
+    assert decide(s, Action.READ_AUDIT, resource("SECRET", agency="doe")).allowed
+    assert decide(s, Action.READ_AUDIT, resource(None, agency=None)).allowed
+    assert_denied(decide(s, Action.READ_AUDIT, resource("CUI", agency="nasa")), "tenancy", visible=False)
 
 
 def test_plain_user_cannot_read_audit() -> None:
@@ -490,6 +498,8 @@ resources = st.builds(
     agency=st.none() | st.sampled_from(AGENCIES),
     shared_with=st.frozensets(st.sampled_from(AGENCIES)),
     owner=st.none() | st.sampled_from(["alice", "bob"]),
+    roles=st.frozensets(st.sampled_from(list(Role))),
+    requested_by=st.none() | st.sampled_from(["alice", "bob"]),
 )
 
 
@@ -541,3 +551,187 @@ def test_review_allowed_implies_two_people_and_the_role(s: Subject, r: Resource)
         assert Role.RELEASE_AUTHORITY in s.roles
         assert r.owner != s.user
         assert r.label is None or s.clearance.dominates(r.label)
+
+
+ADMINISTRATION = [
+    Action.ADMINISTER,
+    Action.MANAGE_USER,
+    Action.ISSUE_CREDENTIALS,
+    Action.CHANGE_CLEARANCE,
+    Action.APPROVE_CLEARANCE,
+]
+
+
+@given(subjects, resources, st.sampled_from(ADMINISTRATION))
+def test_administration_allowed_implies_the_role_and_the_scope(
+    s: Subject, r: Resource, action: Action
+) -> None:
+    """An agency admin acts in its own agency only; deployment-wide objects and other
+    agencies are the operator's."""
+    if decide(s, action, r).allowed:
+        assert s.roles & {Role.ADMIN, Role.OPERATOR}
+        assert Role.OPERATOR in s.roles or (r.agency is not None and r.agency == s.agency)
+
+
+@given(subjects, resources, st.sampled_from(ADMINISTRATION))
+def test_another_agency_is_invisible_to_an_agency_admin(s: Subject, r: Resource, action: Action) -> None:
+    if (
+        Role.ADMIN in s.roles
+        and Role.OPERATOR not in s.roles
+        and r.agency not in (None, s.agency)
+        and s.clearance.dominates(s.session)
+    ):
+        d = decide(s, action, r)
+        assert_denied(d, "admin_scope", visible=False)
+        with pytest.raises(NotFound):
+            require(s, action, r)
+
+
+@given(subjects, resources, st.sampled_from([Action.MANAGE_USER, Action.ISSUE_CREDENTIALS]))
+def test_privileged_users_are_an_operators_to_manage(s: Subject, r: Resource, action: Action) -> None:
+    """Only an operator grants admin, operator, auditor or release-authority, and only an
+    operator issues a token or password for someone else who holds one of them."""
+    if decide(s, action, r).allowed and r.roles & policy.PRIVILEGED_ROLES:
+        assert Role.OPERATOR in s.roles or (action is Action.ISSUE_CREDENTIALS and r.owner == s.user)
+
+
+@given(subjects, resources, st.sampled_from(ADMINISTRATION[1:]))
+def test_nobody_hands_out_more_than_their_clearance(s: Subject, r: Resource, action: Action) -> None:
+    if decide(s, action, r).allowed:
+        assert r.label is None or s.clearance.dominates(r.label)
+
+
+@given(subjects, resources, st.sampled_from([Action.CHANGE_CLEARANCE, Action.APPROVE_CLEARANCE]))
+def test_nobody_changes_their_own_clearance(s: Subject, r: Resource, action: Action) -> None:
+    if decide(s, action, r).allowed:
+        assert r.owner is not None and r.owner != s.user
+
+
+@given(subjects, resources)
+def test_a_clearance_raise_is_approved_by_a_second_admin(s: Subject, r: Resource) -> None:
+    if decide(s, Action.APPROVE_CLEARANCE, r).allowed:
+        assert r.requested_by is not None and r.requested_by != s.user
+        assert r.owner != s.user
+
+
+def admin(agency: str = "doe", clearance: str = "TOP SECRET", user: str = "ada") -> Subject:
+    return subject("UNCLASSIFIED", clearance, user=user, agency=agency, roles=(Role.ADMIN,))
+
+
+def operator(clearance: str = "TOP SECRET//SI/TK/HCS/G", user: str = "root") -> Subject:
+    return subject("UNCLASSIFIED", clearance, user=user, agency="enclave", roles=(Role.ADMIN, Role.OPERATOR))
+
+
+def user_of(
+    agency: str = "doe", *, name: str = "alice", label: str | None = None, roles: tuple[Role, ...] = ()
+) -> Resource:
+    return Resource("user", None if label is None else L(label), agency, owner=name, roles=frozenset(roles))
+
+
+def test_an_agency_admin_administers_its_own_agency() -> None:
+    for action in (Action.ADMINISTER, Action.MANAGE_USER, Action.ISSUE_CREDENTIALS, Action.CHANGE_CLEARANCE):
+        assert decide(admin(), action, user_of(label="SECRET")).allowed
+
+
+def test_an_agency_admin_does_not_administer_another_agency_and_cannot_tell_it_apart() -> None:
+    """Finding: an admin of one agency minted tokens for another agency's users."""
+    for action in ADMINISTRATION:
+        d = decide(admin(), action, Resource("user", L("SECRET"), "nasa", owner="bob", requested_by="carl"))
+        assert_denied(d, "admin_scope", visible=False)
+        with pytest.raises(NotFound, match="no such user"):
+            require(admin(), action, Resource("user", None, "nasa", owner="bob"))
+
+
+def test_deployment_wide_objects_are_the_operators() -> None:
+    agencies = Resource("administration")
+    assert_denied(decide(admin(), Action.ADMINISTER, agencies), "operator_only", visible=True)
+    assert decide(operator(), Action.ADMINISTER, agencies).allowed
+    for action in ADMINISTRATION:  # and the operator reaches every agency
+        r = Resource("user", L("SECRET"), "nasa", owner="bob", requested_by="carl")
+        assert decide(operator(), action, r).allowed
+
+
+@pytest.mark.parametrize("role", sorted(policy.PRIVILEGED_ROLES))
+def test_privileged_roles_are_granted_only_by_operators(role: Role) -> None:
+    given_role = user_of(roles=(Role.USER, role))
+    assert_denied(decide(admin(), Action.MANAGE_USER, given_role), "privileged_roles", visible=True)
+    assert decide(operator(), Action.MANAGE_USER, given_role).allowed
+    # ... and an agency admin neither changes its own roles nor borrows another admin's token.
+    assert_denied(
+        decide(admin(), Action.MANAGE_USER, user_of(name="ada", roles=(Role.ADMIN,))),
+        "privileged_roles",
+        visible=True,
+    )
+    assert_denied(decide(admin(), Action.ISSUE_CREDENTIALS, given_role), "privileged_roles", visible=True)
+    assert decide(operator(), Action.ISSUE_CREDENTIALS, given_role).allowed
+
+
+def test_an_admin_issues_its_own_credentials() -> None:
+    assert decide(admin(), Action.ISSUE_CREDENTIALS, user_of(name="ada", roles=(Role.ADMIN,))).allowed
+
+
+@pytest.mark.parametrize("action", ADMINISTRATION[1:])
+def test_nothing_is_granted_beyond_the_admins_own_clearance(action: Action) -> None:
+    r = Resource("user", L("TOP SECRET//SI"), "doe", owner="alice", requested_by="carl")
+    assert_denied(decide(admin(clearance="TOP SECRET"), action, r), "grants_within_clearance", visible=True)
+    assert decide(admin(clearance="TOP SECRET//SI"), action, r).allowed
+
+
+@pytest.mark.parametrize("action", [Action.CHANGE_CLEARANCE, Action.APPROVE_CLEARANCE])
+def test_nobody_changes_or_approves_their_own_clearance(action: Action) -> None:
+    """Finding: an agency admin raised its own clearance."""
+    own = Resource("user", L("TOP SECRET"), "doe", owner="ada", requested_by="carl")
+    for who in (admin(), operator(user="ada")):
+        assert_denied(decide(who, action, own), "own_clearance", visible=True)
+    # A change must name its user: deny by default.
+    nameless = Resource("user", L("SECRET"), "doe", requested_by="carl")
+    assert_denied(decide(admin(), action, nameless), "own_clearance", visible=True)
+
+
+def test_the_requester_does_not_approve_its_own_request() -> None:
+    mine = Resource("user", L("SECRET"), "doe", owner="alice", requested_by="ada")
+    assert_denied(decide(admin(), Action.APPROVE_CLEARANCE, mine), "two_person", visible=True)
+    assert_denied(decide(operator(user="ada"), Action.APPROVE_CLEARANCE, mine), "two_person", visible=True)
+    unsigned = Resource("user", L("SECRET"), "doe", owner="alice")
+    assert_denied(decide(admin(), Action.APPROVE_CLEARANCE, unsigned), "two_person", visible=True)
+    assert decide(admin(user="bea"), Action.APPROVE_CLEARANCE, mine).allowed
+
+
+def test_lowers_clearance() -> None:
+    assert policy.lowers_clearance(L("TOP SECRET"), L("SECRET"))
+    assert policy.lowers_clearance(L("SECRET//SI/TK"), L("SECRET//SI"))
+    assert policy.lowers_clearance(L("SECRET"), L("SECRET"))
+    assert not policy.lowers_clearance(L("SECRET"), L("TOP SECRET"))
+    assert not policy.lowers_clearance(L("SECRET//SI"), L("SECRET//TK"))  # incomparable: a new compartment
+
+
+# -- region workers --------------------------------------------------------------------------
+def test_a_worker_acts_only_for_its_credentials_region() -> None:
+    assert policy.worker_decision("ts-east", "ts-east").allowed
+    assert_denied(policy.worker_decision("secret-west", "ts-east"), "worker_own_region", visible=True)
+    assert policy.worker_decision("ts-east", "ts-east", L("TOP SECRET"), L("SECRET")).allowed
+    d = policy.worker_decision("ts-east", "ts-east", L("SECRET"), L("TOP SECRET"))
+    assert_denied(d, "worker_region_accredited", visible=False)
+
+
+def test_a_credential_acts_as_one_worker_name() -> None:
+    assert policy.worker_name_decision(None, "w1").allowed  # unbound: bound by this sync
+    assert policy.worker_name_decision("w1", "w1").allowed
+    assert policy.worker_name_decision("w1", "w1", taken=True).allowed  # its own name
+    assert_denied(policy.worker_name_decision("w1", "w2"), "worker_bound_name", visible=True)
+    assert_denied(policy.worker_name_decision(None, "w1", taken=True), "worker_name_taken", visible=True)
+
+
+def test_only_the_holder_reports_on_a_job_and_others_cannot_tell_it_exists() -> None:
+    """Finding: a second credential of the region reported another worker's job completed."""
+    assert policy.worker_holds_job("w1", "w1").allowed
+    assert_denied(policy.worker_holds_job("w1", "w2"), "worker_holds_job", visible=False)
+    assert_denied(policy.worker_holds_job(None, "w2"), "worker_holds_job", visible=False)  # not claimed
+    assert_denied(policy.worker_holds_job("w1", None), "worker_holds_job", visible=False)  # unbound
+
+
+def test_a_job_is_adopted_only_after_its_holders_lease_ran_out() -> None:
+    assert_denied(policy.worker_may_adopt("w1", "w2", holder_alive=True), "worker_lease_held", visible=False)
+    assert policy.worker_may_adopt("w1", "w2", holder_alive=False).allowed
+    assert policy.worker_may_adopt("w1", "w1", holder_alive=True).allowed  # its own, after a restart
+    assert policy.worker_may_adopt(None, "w2", holder_alive=False).allowed

@@ -115,6 +115,20 @@ class Client:
     def update_user(self, name: str, **changes: Any) -> dict[str, Any]:
         return dict(self._json("PATCH", f"/v1/users/{name}", json=changes))
 
+    def request_clearance(self, name: str, clearance: str) -> dict[str, Any]:
+        """A lowering applies at once; a raise is pending until a second admin approves it."""
+        return dict(self._json("POST", f"/v1/users/{name}/clearance", json={"clearance": clearance}))
+
+    def list_clearance_requests(self, state: str | None = None) -> list[dict[str, Any]]:
+        params = {"state": state} if state else None
+        return list(self._json("GET", "/v1/clearance-requests", params=params)["items"])
+
+    def approve_clearance(self, request_id: str) -> dict[str, Any]:
+        return dict(self._json("POST", f"/v1/clearance-requests/{request_id}/approve"))
+
+    def refuse_clearance(self, request_id: str) -> dict[str, Any]:
+        return dict(self._json("POST", f"/v1/clearance-requests/{request_id}/refuse"))
+
     def set_password(self, name: str, new_password: str, current_password: str | None = None) -> None:
         body = {"new_password": new_password}
         if current_password is not None:
@@ -362,8 +376,9 @@ class Client:
 
     # -- shared by the uploads and downloads above -------------------------------------------
     # -- region workers ----------------------------------------------------------------
-    def create_worker_credential(self, region: str) -> dict[str, Any]:
-        return dict(self._json("POST", "/v1/worker-credentials", json={"region": region}))
+    def create_worker_credential(self, region: str, worker: str | None = None) -> dict[str, Any]:
+        body = {"region": region, **({"worker": worker} if worker else {})}
+        return dict(self._json("POST", "/v1/worker-credentials", json=body))
 
     def list_worker_credentials(self) -> list[dict[str, Any]]:
         return list(self._json("GET", "/v1/worker-credentials")["items"])

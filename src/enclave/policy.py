@@ -48,7 +48,11 @@ class Action(StrEnum):
     SHARE = "share"  # share an object with another agency
     REQUEST_TRANSFER = "request_transfer"  # ask the guard to copy an object to another label
     REVIEW_TRANSFER = "review_transfer"  # approve or refuse a downgrade
-    ADMINISTER = "administer"  # agencies, users, tokens for others
+    ADMINISTER = "administer"  # agencies, projects, quotas, users: read and manage
+    MANAGE_USER = "manage_user"  # create a user, change its roles, disable or enable it
+    ISSUE_CREDENTIALS = "issue_credentials"  # a token or a password for a user
+    CHANGE_CLEARANCE = "change_clearance"  # ask for (or, lowering, make) a clearance change
+    APPROVE_CLEARANCE = "approve_clearance"  # the second admin's approval of a raise
     READ_AUDIT = "read_audit"  # list or verify audit records
     MINT_TOKEN = "mint_token"  # a token for oneself at the session label
     USE_URGENT_QOS = "use_urgent_qos"  # submit work that may preempt others
@@ -76,6 +80,10 @@ class Resource:
     shared_with: frozenset[str] = frozenset()
     owner: str | None = None
     accreditation: Label | None = None  # where the object runs: an endpoint's region
+    # Administration of a user: the roles it holds or is being given, and who asked for a
+    # clearance change (the second admin must be someone else).
+    roles: frozenset[Role] = frozenset()
+    requested_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -104,7 +112,8 @@ def session_within_clearance(s: Subject, a: Action, r: Resource) -> Decision | N
     return None
 
 
-_CROSS_AGENCY_AUDIT = frozenset({Role.AUDITOR, Role.ADMIN})
+# Auditors and operators are deployment-wide; an agency admin reads its own agency's records.
+_CROSS_AGENCY_AUDIT = frozenset({Role.AUDITOR, Role.OPERATOR})
 
 
 def tenancy(s: Subject, a: Action, r: Resource) -> Decision | None:
@@ -188,6 +197,85 @@ def region_accredited_for_session(s: Subject, a: Action, r: Resource) -> Decisio
     return None
 
 
+# -- administration ----------------------------------------------------------------------
+# Two scopes. An agency admin (the admin role) administers its own agency: its users, their
+# tokens, passwords and clearances, its projects. The operator role is deployment-wide:
+# agencies and their quotas, worker credentials of regions, every agency's users. Roles that
+# act beyond one's own data — operator, auditor (reads every agency's audit), admin and
+# release-authority (the second person of the two-person rules) — are granted, and their
+# holders' credentials issued, only by an operator: otherwise an agency admin could create,
+# or borrow, its own second person.
+PRIVILEGED_ROLES = frozenset({Role.OPERATOR, Role.AUDITOR, Role.ADMIN, Role.RELEASE_AUTHORITY})
+
+
+def admin_scope(s: Subject, a: Action, r: Resource) -> Decision | None:
+    """An operator administers the whole deployment, an agency admin its own agency only.
+    Another agency's users, tokens and requests are invisible to an agency admin (answered as
+    missing); deployment-wide objects (``agency`` None: agencies, quotas, worker credentials)
+    are the operator's, and asking for them reveals nothing, so the refusal is open."""
+    if Role.OPERATOR in s.roles:
+        return None
+    if r.agency is None:
+        return _deny("operator_only", "needs the operator role", visible=True)
+    if r.agency != s.agency:
+        return _deny("admin_scope", "object belongs to another agency", visible=False)
+    return None
+
+
+def privileged_roles_by_operators(s: Subject, a: Action, r: Resource) -> Decision | None:
+    """Only an operator grants a privileged role or manages a user who holds one."""
+    if r.roles & PRIVILEGED_ROLES and Role.OPERATOR not in s.roles:
+        return _deny(
+            "privileged_roles",
+            "only an operator manages the admin, operator, auditor and release-authority roles",
+            visible=True,
+        )
+    return None
+
+
+def no_impersonation(s: Subject, a: Action, r: Resource) -> Decision | None:
+    """A token or a password for a privileged user other than oneself is an operator's to
+    issue: whoever holds it acts as that user (an agency admin holding another admin's token
+    would be its own second approver)."""
+    if r.owner is not None and r.owner == s.user:
+        return None
+    return privileged_roles_by_operators(s, a, r)
+
+
+def grants_within_clearance(s: Subject, a: Action, r: Resource) -> Decision | None:
+    """Nobody hands out access they do not hold: a clearance granted, a token's label, or the
+    clearance of the user whose credentials are issued must be within the admin's clearance."""
+    if r.label is not None and not s.clearance.dominates(r.label):
+        return _deny(
+            "grants_within_clearance", "this is beyond the administrator's own clearance", visible=True
+        )
+    return None
+
+
+def not_own_clearance(s: Subject, a: Action, r: Resource) -> Decision | None:
+    """Nobody changes (or approves a change of) their own clearance; a change names its user."""
+    if r.owner is None or r.owner == s.user:
+        return _deny("own_clearance", "nobody changes their own clearance", visible=True)
+    return None
+
+
+def second_admin(s: Subject, a: Action, r: Resource) -> Decision | None:
+    """Two-person rule for a raise: the approver is not the admin who asked for it."""
+    if r.requested_by is None or r.requested_by == s.user:
+        return _deny(
+            "two_person", "a clearance change is approved by an admin other than its requester", visible=True
+        )
+    return None
+
+
+# A non-admin is refused before the scope is looked at: that answer is the same whatever the
+# target, so it confirms nothing about objects of other agencies.
+_ADMIN_RULES: tuple[Rule, ...] = (
+    session_within_clearance,
+    _needs_role(Role.ADMIN, Role.OPERATOR),
+    admin_scope,
+)
+
 RULES: dict[Action, tuple[Rule, ...]] = {
     Action.READ: (session_within_clearance, tenancy, simple_security),
     Action.CREATE: (session_within_clearance, tenancy, owning_agency, new_object_labelled, star_property),
@@ -203,7 +291,11 @@ RULES: dict[Action, tuple[Rule, ...]] = {
         reviewer_clearance,
         not_own_request,
     ),
-    Action.ADMINISTER: (session_within_clearance, _needs_role(Role.ADMIN)),
+    Action.ADMINISTER: _ADMIN_RULES,
+    Action.MANAGE_USER: (*_ADMIN_RULES, privileged_roles_by_operators, grants_within_clearance),
+    Action.ISSUE_CREDENTIALS: (*_ADMIN_RULES, no_impersonation, grants_within_clearance),
+    Action.CHANGE_CLEARANCE: (*_ADMIN_RULES, not_own_clearance, grants_within_clearance),
+    Action.APPROVE_CLEARANCE: (*_ADMIN_RULES, not_own_clearance, second_admin, grants_within_clearance),
     Action.READ_AUDIT: (
         session_within_clearance,
         tenancy,
@@ -270,6 +362,47 @@ def worker_decision(
             "worker_region_accredited", "the region is not accredited for the work's label", visible=False
         )
     return ALLOW
+
+
+def worker_name_decision(bound: str | None, claimed: str, taken: bool = False) -> Decision:
+    """May a credential act as the worker named ``claimed``? A credential is one worker's: the
+    name it was issued for, or the first name it synced as (bound then) unless another live
+    credential of the region is ``taken`` under that name. Refusals are open: the worker
+    knows its own name, and what matters is that a second credential of the region cannot
+    pass for the worker holding a job."""
+    if bound is not None and bound != claimed:
+        return _deny("worker_bound_name", "this worker credential is bound to another worker", visible=True)
+    if bound is None and taken:
+        return _deny(
+            "worker_name_taken", "another credential of the region acts as this worker", visible=True
+        )
+    return ALLOW
+
+
+def worker_holds_job(holder: str | None, worker: str | None) -> Decision:
+    """Only the worker that claimed (or adopted) a job reports its state, end or output. To
+    any other worker, of the same region or not, the job is invisible: answered as one that
+    does not exist."""
+    if holder is None or worker is None or holder != worker:
+        return _deny("worker_holds_job", "the job is held by another worker", visible=False)
+    return ALLOW
+
+
+def worker_may_adopt(holder: str | None, worker: str, holder_alive: bool) -> Decision:
+    """A job held by a worker passes to another only once its holder's lease has run out (no
+    sync for the worker timeout); a worker restarted under its own name takes its jobs back."""
+    if holder is not None and holder != worker and holder_alive:
+        return _deny("worker_lease_held", "the job's worker is alive", visible=False)
+    return ALLOW
+
+
+def lowers_clearance(current: Label, new: Label) -> bool:
+    """A new clearance that the current one dominates only takes access away — every session
+    the user may hold afterwards was allowed before, and sessions already above it lose their
+    reads at once (``session_within_clearance`` runs on every decision) — so it applies at
+    once. Anything else, a raise or an incomparable change adding a compartment, waits for a
+    second admin's approval."""
+    return current.dominates(new)
 
 
 def derived_label(scheme: LabelScheme, session: Label, inputs: Iterable[Label]) -> Label:

@@ -11,14 +11,19 @@ from enclave.store.models import User
 from .conftest import World
 from .helpers import (
     DENIED,
+    Headers,
     assert_invisible,
     assert_problem,
     assert_refused_as_input,
+    assert_same_404,
     assert_unauthenticated,
+    bearer,
     check_json_rejections,
     create_agency,
     create_user,
+    missing_id,
     ok,
+    token_header,
     unchanged,
     upload,
 )
@@ -177,9 +182,18 @@ def test_create_user_refusals(world: World) -> None:
 def test_patch_user(world: World) -> None:
     client, ctx = world.client, world.ctx
     with unchanged(ctx, audit=("admin.user_updated",), skip=("users",)):
-        view = ok(client.patch("/v1/users/dave", json={"roles": ["user", "auditor"], "clearance": "cui"}))
-    assert (view["roles"], view["clearance"]) == (["auditor", "user"], "CUI")
-    assert ok(client.get("/v1/users/dave")) == view
+        view = ok(client.patch("/v1/users/dave", json={"roles": ["user", "auditor"]}))
+    assert view["roles"] == ["auditor", "user"]
+    # A lowering applies at once (and is recorded as a request applied on the spot).
+    lowered = ("admin.clearance_lowered", "admin.user_updated")
+    with unchanged(ctx, audit=lowered, skip=("users", "clearance_requests")):
+        view = ok(client.patch("/v1/users/bob", json={"clearance": "secret", "disabled": False}))
+    assert (view["clearance"], view["disabled"]) == ("SECRET", False)
+    assert ok(client.get("/v1/users/bob")) == view
+    # A raise is not a PATCH: it is a request a second admin approves.
+    with unchanged(ctx):
+        r = client.patch("/v1/users/dave", json={"clearance": "CUI", "roles": ["user"]})
+        assert_problem(r, 403, "second admin")
     with unchanged(ctx, audit=DENIED):
         assert_problem(
             client.patch("/v1/users/alice", json={"clearance": "TOP SECRET"}, headers=world.alice_s), 403
@@ -205,7 +219,12 @@ def test_lowering_clearance_takes_effect_on_live_tokens(world: World) -> None:
         assert art["id"] not in {
             a["id"] for a in ok(client.get("/v1/artifacts", headers=world.alice_s))["items"]
         }
-    ok(client.patch("/v1/users/alice", json={"clearance": "SECRET"}))
+    # Back up: a request, approved by a second admin (here bob, made an admin of alpha).
+    asked = ok(client.post("/v1/users/alice/clearance", json={"clearance": "SECRET"}), 201)
+    assert asked["state"] == "pending"
+    assert_invisible(client, "GET", "/v1/artifacts/{id}", art["id"], world.alice_s)
+    ok(client.patch("/v1/users/bob", json={"roles": ["user", "admin"]}))
+    ok(client.post(f"/v1/clearance-requests/{asked['id']}/approve", headers=world.bob_s))
     ok(client.get(f"/v1/artifacts/{art['id']}", headers=world.alice_s))
 
 
@@ -294,3 +313,182 @@ def test_values_no_store_can_hold_are_invalid_input(world: World) -> None:
         "/v1/users",
         json={"name": "zoe", "agency": "alpha", "clearance": "U", "roles": ["user\x00"]},
     )
+
+
+# -- agency admins -------------------------------------------------------------------------
+def agency_admins(world: World) -> tuple[Headers, Headers, Headers]:
+    """ada and bea: admins of alpha (TOP SECRET); ben: admin of beta. Made by the operator."""
+    client = world.client
+    create_user(client, "ada", "alpha", "TOP SECRET", ("admin",))
+    create_user(client, "bea", "alpha", "TOP SECRET", ("admin",))
+    create_user(client, "ben", "beta", "TOP SECRET", ("admin",))
+    return (
+        token_header(client, "ada", "UNCLASSIFIED"),
+        token_header(client, "bea", "UNCLASSIFIED"),
+        token_header(client, "ben", "UNCLASSIFIED"),
+    )
+
+
+def test_an_agency_admin_administers_its_own_agency(world: World) -> None:
+    client, ctx = world.client, world.ctx
+    ada, _bea, _ben = agency_admins(world)
+    listed = ok(client.get("/v1/users", headers=ada))
+    assert [u["name"] for u in listed["items"]] == ["ada", "alice", "bea", "bob", "carol", "dave"]
+    assert listed["count"] == 6
+    made = ok(
+        client.post("/v1/users", json={"name": "zed", "agency": "alpha", "clearance": "SECRET"}, headers=ada),
+        201,
+    )
+    assert made["agency"] == "alpha" and made["roles"] == ["user"]
+    token = ok(client.post("/v1/tokens", json={"user": "zed", "label": "SECRET"}, headers=ada), 201)
+    assert ok(client.get("/v1/whoami", headers=bearer(token["token"])))["user"] == "zed"
+    ok(client.put("/v1/users/zed/password", json={"new_password": PASSWORD}, headers=ada), 204)
+    ok(client.patch("/v1/users/zed", json={"disabled": True}, headers=ada))
+    ok(client.post("/v1/agencies/alpha/projects", json={"name": "wind"}, headers=ada), 201)
+    assert ok(client.get("/v1/agencies/alpha", headers=ada))["name"] == "alpha"
+    # The deployment is the operator's: agencies, their quotas, region credentials.
+    with unchanged(ctx, audit=DENIED * 4):
+        assert_problem(client.post("/v1/agencies", json={"name": "gamma"}, headers=ada), 403, "operator")
+        assert_problem(client.get("/v1/agencies", headers=ada), 403, "operator")
+        assert_problem(client.put("/v1/agencies/alpha/quotas", json={"kwh": 1e9}, headers=ada), 403)
+        assert_problem(client.get("/v1/worker-credentials", headers=ada), 403, "operator")
+
+
+def test_another_agencys_users_are_missing_to_an_agency_admin(world: World) -> None:
+    client, ctx = world.client, world.ctx
+    ada, _bea, _ben = agency_admins(world)
+    # Every route about eve (beta) answers as for a name nobody has.
+    for method, path, body in (
+        ("GET", "/v1/users/{}", None),
+        ("PATCH", "/v1/users/{}", {"disabled": True}),
+        ("PATCH", "/v1/users/{}", {"clearance": "UNCLASSIFIED"}),
+        ("PUT", "/v1/users/{}/password", {"new_password": PASSWORD}),
+        ("POST", "/v1/users/{}/clearance", {"clearance": "UNCLASSIFIED"}),
+    ):
+        kwargs = {"json": body} if body is not None else {}
+        with unchanged(ctx, audit=None):
+            hidden = client.request(method, path.format("eve"), headers=ada, **kwargs)
+            missing = client.request(method, path.format("nobody"), headers=ada, **kwargs)
+        assert_same_404(hidden, "eve", missing, "nobody")
+    with unchanged(ctx, audit=None):
+        hidden = client.post("/v1/tokens", json={"user": "eve", "label": "UNCLASSIFIED"}, headers=ada)
+        missing = client.post("/v1/tokens", json={"user": "nobody", "label": "UNCLASSIFIED"}, headers=ada)
+    assert assert_problem(hidden, 422)["detail"] == "no user named 'eve'"
+    assert assert_problem(missing, 422)["detail"] == "no user named 'nobody'"
+    for method, path, body in (
+        ("GET", "/v1/agencies/{}", None),
+        ("GET", "/v1/agencies/{}/projects", None),
+        ("POST", "/v1/agencies/{}/projects", {"name": "x"}),
+    ):
+        kwargs = {"json": body} if body is not None else {}
+        hidden = client.request(method, path.format("beta"), headers=ada, **kwargs)
+        missing = client.request(method, path.format("nowhere"), headers=ada, **kwargs)
+        assert_same_404(hidden, "beta", missing, "nowhere")
+    user = {"name": "mole", "agency": "beta", "clearance": "UNCLASSIFIED"}
+    hidden = client.post("/v1/users", json=user, headers=ada)
+    missing = client.post("/v1/users", json={**user, "agency": "nowhere"}, headers=ada)
+    assert_same_404(hidden, "beta", missing, "nowhere")
+    assert "eve" not in client.get("/v1/users", headers=ada).text
+    assert ok(client.get("/v1/users/eve"))["disabled"] is False  # nothing changed
+
+
+def test_privileged_roles_are_the_operators_to_grant(world: World) -> None:
+    client, ctx = world.client, world.ctx
+    ada, _bea, _ben = agency_admins(world)
+    for role in ("admin", "operator", "auditor", "release-authority"):
+        body = {"name": "sock", "agency": "alpha", "clearance": "SECRET", "roles": ["user", role]}
+        with unchanged(ctx, audit=DENIED):
+            assert_problem(client.post("/v1/users", json=body, headers=ada), 403, "only an operator")
+        with unchanged(ctx, audit=DENIED):
+            assert_problem(client.patch("/v1/users/alice", json={"roles": [role]}, headers=ada), 403)
+    # Nor does an agency admin borrow a privileged user's identity (bob: a release authority;
+    # bea: another admin — its token would make ada its own second approver).
+    for who, label in (("bob", "SECRET"), ("bea", "UNCLASSIFIED")):
+        with unchanged(ctx, audit=DENIED):
+            r = client.post("/v1/tokens", json={"user": who, "label": label}, headers=ada)
+            assert_problem(r, 403, "only an operator")
+        with unchanged(ctx, audit=DENIED):
+            r = client.put(f"/v1/users/{who}/password", json={"new_password": PASSWORD}, headers=ada)
+            assert_problem(r, 403)
+    # ... nor hand out more than its own clearance: a TOP SECRET//SI user or token.
+    body = {"name": "sock", "agency": "alpha", "clearance": "TOP SECRET//SI"}
+    with unchanged(ctx, audit=DENIED):
+        assert_problem(client.post("/v1/users", json=body, headers=ada), 403, "own clearance")
+
+
+def test_a_clearance_raise_waits_for_a_second_admin(world: World) -> None:
+    client, ctx = world.client, world.ctx
+    ada, bea, _ben = agency_admins(world)
+    with unchanged(ctx, audit=("admin.clearance_requested",), skip=("clearance_requests",)):
+        asked = ok(
+            client.post("/v1/users/alice/clearance", json={"clearance": "top secret"}, headers=ada), 201
+        )
+    assert (asked["user"], asked["from"], asked["to"], asked["state"]) == (
+        "alice",
+        "SECRET",
+        "TOP SECRET",
+        "pending",
+    )
+    assert asked["requested_by"] == "ada" and asked["decided_by"] is None
+    assert ok(client.get("/v1/users/alice"))["clearance"] == "SECRET"
+    pending = ok(client.get("/v1/clearance-requests", params={"state": "pending"}, headers=bea))
+    assert [r["id"] for r in pending["items"]] == [asked["id"]]
+    with unchanged(ctx):  # no TOP SECRET token for alice meanwhile
+        assert_problem(
+            client.post("/v1/tokens", json={"user": "alice", "label": "TOP SECRET"}, headers=bea), 403
+        )
+    with unchanged(ctx, audit=("admin.clearance_approved",), skip=("clearance_requests", "users")):
+        done = ok(client.post(f"/v1/clearance-requests/{asked['id']}/approve", headers=bea))
+    assert (done["state"], done["decided_by"]) == ("approved", "bea")
+    assert ok(client.get("/v1/users/alice"))["clearance"] == "TOP SECRET"
+    ok(client.post("/v1/tokens", json={"user": "alice", "label": "TOP SECRET"}, headers=ada), 201)
+    # Decided once.
+    with unchanged(ctx):
+        assert_problem(client.post(f"/v1/clearance-requests/{asked['id']}/approve"), 409, "approved")
+        assert_problem(client.post(f"/v1/clearance-requests/{asked['id']}/refuse"), 409)
+    assert ok(client.get("/v1/clearance-requests", params={"state": "pending"}))["count"] == 0
+    history = ok(client.get("/v1/clearance-requests"))["items"]
+    assert [(r["state"], r["to"]) for r in history] == [("approved", "TOP SECRET")]
+
+
+def test_a_refused_or_stale_request_changes_nothing(world: World) -> None:
+    client, ctx = world.client, world.ctx
+    ada, bea, ben = agency_admins(world)
+    first = ok(client.post("/v1/users/dave/clearance", json={"clearance": "SECRET"}, headers=ada), 201)
+    with unchanged(ctx, audit=("admin.clearance_refused",), skip=("clearance_requests",)):
+        refused = ok(client.post(f"/v1/clearance-requests/{first['id']}/refuse", headers=ada))  # withdrawn
+    assert (refused["state"], refused["decided_by"]) == ("refused", "ada")
+    with unchanged(ctx):
+        assert_problem(client.post(f"/v1/clearance-requests/{first['id']}/approve", headers=bea), 409)
+    # A request made before the clearance changed is not applied over the change.
+    to_cui = ok(client.post("/v1/users/dave/clearance", json={"clearance": "CUI"}, headers=bea), 201)
+    ok(client.post(f"/v1/clearance-requests/{to_cui['id']}/approve", headers=ada))
+    second = ok(client.post("/v1/users/dave/clearance", json={"clearance": "SECRET"}, headers=ada), 201)
+    third = ok(client.post("/v1/users/dave/clearance", json={"clearance": "UNCLASSIFIED"}, headers=bea), 201)
+    assert third["state"] == "applied"  # a lowering: at once
+    with unchanged(ctx):
+        r = client.post(f"/v1/clearance-requests/{second['id']}/approve", headers=bea)
+        assert_problem(r, 409, "changed since")
+    assert ok(client.get("/v1/users/dave"))["clearance"] == "UNCLASSIFIED"
+    # Unknown ids, and a request of another agency to beta's admin, answer the same.
+    for verb in ("approve", "refuse"):
+        hidden = client.post(f"/v1/clearance-requests/{second['id']}/{verb}", headers=ben)
+        other = missing_id()
+        missing = client.post(f"/v1/clearance-requests/{other}/{verb}", headers=ben)
+        assert_same_404(hidden, second["id"], missing, other)
+    assert ok(client.get("/v1/clearance-requests", headers=ben))["count"] == 0
+    with unchanged(ctx):
+        assert_problem(client.post("/v1/users/dave/clearance", json={"clearance": "ULTRA"}, headers=ada), 422)
+        assert_problem(client.get("/v1/clearance-requests", params={"state": "odd"}, headers=ada), 422)
+    check_json_rejections(client, ctx, "POST", "/v1/users/dave/clearance", {"clearance": "CUI"}, headers=ada)
+
+
+def test_clearance_requests_are_admins_only(world: World) -> None:
+    client, ctx = world.client, world.ctx
+    with unchanged(ctx, audit=DENIED * 2):
+        assert_problem(client.get("/v1/clearance-requests", headers=world.alice_s), 403)
+        r = client.post("/v1/users/dave/clearance", json={"clearance": "SECRET"}, headers=world.alice_s)
+        assert_problem(r, 403)
+    asked = ok(client.post("/v1/users/dave/clearance", json={"clearance": "SECRET"}), 201)
+    with unchanged(ctx, audit=DENIED):
+        assert_problem(client.post(f"/v1/clearance-requests/{asked['id']}/approve", headers=world.bob_s), 403)

@@ -219,7 +219,7 @@ def test_each_worker_receives_only_its_own_regions_jobs(api: TestClient, wctx: C
     again = sync(api, ts, "ts-east", worker="ts-1", holding=held)["start"]
     assert {s["job_id"] for s in again} == ts_jobs - set(held)
     assert sync(api, ts, "ts-east", worker="ts-1", holding=sorted(ts_jobs))["start"] == []
-    assert sync(api, ts, "ts-east", worker="ts-2")["start"] == []
+    assert sync(api, credential(api, "ts-east"), "ts-east", worker="ts-2")["start"] == []
 
 
 def test_capacity_bounds_what_a_worker_takes(api: TestClient, wctx: Context) -> None:
@@ -377,27 +377,31 @@ def test_a_restarted_worker_adopts_running_jobs_and_loses_unstarted_ones(
 def test_a_silent_workers_jobs_go_to_the_regions_next_worker(
     api: TestClient, wctx: Context, clock: Clock
 ) -> None:
-    ts = credential(api, "ts-east")
-    sync(api, ts, "ts-east", worker="a")
-    sync(api, ts, "ts-east", worker="b", capacity=0)
+    a, b = credential(api, "ts-east"), credential(api, "ts-east")
+    sync(api, a, "ts-east", worker="a")
+    sync(api, b, "ts-east", worker="b", capacity=0)
     job_id, _ = dispatch(wctx, "ts-east", TS)
-    sync(api, ts, "ts-east", worker="a")
+    sync(api, a, "ts-east", worker="a")
     sync(
-        api, ts, "ts-east", worker="a", reports=[{"job_id": job_id, "event": "started", "handle": {"pid": 9}}]
+        api, a, "ts-east", worker="a", reports=[{"job_id": job_id, "event": "started", "handle": {"pid": 9}}]
     )
     # b is alive and a too: b takes nothing of a's.
-    assert sync(api, ts, "ts-east", worker="b", capacity=0)["adopt"] == []
+    assert sync(api, b, "ts-east", worker="b", capacity=0)["adopt"] == []
     clock.now += timedelta(seconds=31)  # a falls silent
-    assert [x["job_id"] for x in sync(api, ts, "ts-east", worker="b", capacity=0)["adopt"]] == [job_id]
+    assert [x["job_id"] for x in sync(api, b, "ts-east", worker="b", capacity=0)["adopt"]] == [job_id]
     found = row(wctx, job_id)
     assert found is not None and found.worker == "b"
+    with wctx.sessions() as s:
+        claims = s.execute(select(AuditRecord).where(AuditRecord.event == "worker.claimed")).scalars()
+        taken = [json.loads(r.details) for r in claims if "taken_over_from" in json.loads(r.details)]
+    assert taken == [{"worker": "b", "jobs": [job_id], "taken_over_from": "a"}]
 
 
 # -- output ------------------------------------------------------------------------------------
 def test_output_appends_in_order_and_repeats_are_harmless(api: TestClient, wctx: Context) -> None:
     ts = credential(api, "ts-east")
-    sync(api, ts, "ts-east")
     job_id, handle = dispatch(wctx, "ts-east", TS)
+    sync(api, ts, "ts-east")  # claimed by this worker: its output is this worker's to send
     url = f"/v1/workers/ts-east/jobs/{job_id}/logs/stdout"
     assert ok(api.put(url, params={"offset": 0}, content=b"abc", headers=ts)) == {"size": 3}
     assert ok(api.put(url, params={"offset": 0}, content=b"abc", headers=ts)) == {"size": 3}
@@ -450,3 +454,44 @@ def test_region_health_follows_its_worker(api: TestClient, wctx: Context, clock:
     sync(api, ts, "ts-east", worker="edge-7")
     state = ex.health()
     assert state.healthy and state.detail == "worker edge-7: engine fine"
+
+
+# -- one credential, one worker ------------------------------------------------------------------
+def test_a_credential_is_bound_to_one_worker_name(api: TestClient, wctx: Context) -> None:
+    made = ok(api.post("/v1/worker-credentials", json={"region": "ts-east", "worker": "edge-1"}), 201)
+    assert made["worker"] == "edge-1"
+    named = bearer(made["secret"])
+    sync(api, named, "ts-east", worker="edge-1")
+    body = {"worker": "edge-2", "session": str(uuid.uuid4()), "capacity": 1, "health": {"healthy": True}}
+    assert_problem(api.post("/v1/workers/ts-east/sync", json=body, headers=named), 403, "bound to another")
+    # Unnamed: its first sync binds it (audited), and it is that worker from then on.
+    unnamed = credential(api, "ts-east")
+    sync(api, unnamed, "ts-east", worker="edge-3")
+    assert_problem(api.post("/v1/workers/ts-east/sync", json=body, headers=unnamed), 403, "bound to another")
+    listed = {c["worker"] for c in ok(api.get("/v1/worker-credentials"))["items"]}
+    assert listed == {"edge-1", "edge-3"}
+    # A name a live credential holds is no one else's: not by binding, not by issuing.
+    third = credential(api, "ts-east")
+    taken = {**body, "worker": "edge-1"}
+    assert_problem(api.post("/v1/workers/ts-east/sync", json=taken, headers=third), 403, "another credential")
+    assert_problem(api.post("/v1/worker-credentials", json={"region": "ts-east", "worker": "edge-1"}), 409)
+    # ... until it is revoked: then the name is given to a new credential (rotation).
+    ok(api.delete(f"/v1/worker-credentials/{made['id']}"))
+    rotated = ok(api.post("/v1/worker-credentials", json={"region": "ts-east", "worker": "edge-1"}), 201)
+    sync(api, bearer(rotated["secret"]), "ts-east", worker="edge-1")
+    # The same name in another region is another worker.
+    ok(api.post("/v1/worker-credentials", json={"region": "secret-west", "worker": "edge-1"}), 201)
+    with wctx.sessions() as s:
+        bound = [
+            json.loads(r.details)["worker"]
+            for r in s.execute(
+                select(AuditRecord).where(AuditRecord.event == "worker.bound").order_by(AuditRecord.seq)
+            ).scalars()
+        ]
+    assert bound == ["edge-3"]
+    assert [json.loads(r.details)["rule"] for r in refusals(wctx)] == [
+        "worker_bound_name",
+        "worker_bound_name",
+        "worker_name_taken",
+    ]
+    assert_problem(api.post("/v1/worker-credentials", json={"region": "ts-east", "worker": "../x"}), 422)

@@ -79,6 +79,10 @@ class UserPatch(Strict):
     disabled: bool | None = None
 
 
+class ClearanceIn(Strict):
+    clearance: Marking
+
+
 class PasswordIn(Strict):
     new_password: Password
     current_password: Password | None = None
@@ -168,8 +172,12 @@ class ScaleIn(Strict):
     max_replicas: Annotated[int, Field(ge=1, le=16)] | None = None
 
 
+WorkerName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+
+
 class WorkerCredentialIn(Strict):
     region: Name
+    worker: WorkerName | None = None  # the one worker name it acts as (else its first sync's)
 
 
 class WorkerHealthIn(Strict):
@@ -190,7 +198,7 @@ class WorkerReportIn(Strict):
 
 
 class WorkerSyncIn(Strict):
-    worker: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+    worker: WorkerName
     session: UUID
     capacity: Annotated[int, Field(ge=0, le=100_000)]
     health: WorkerHealthIn

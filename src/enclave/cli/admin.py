@@ -124,15 +124,65 @@ def user_set(
     role: Annotated[list[str] | None, typer.Option(help="Replaces all roles")] = None,
     disabled: Annotated[bool | None, typer.Option("--disable/--enable")] = None,
 ) -> None:
+    """Change roles or the disabled flag; ``--clearance`` asks for a clearance change as
+    `enclave admin user clearance` does (a raise waits for a second admin's approval)."""
     changes: dict[str, object] = {}
-    if clearance is not None:
-        changes["clearance"] = clearance
     if role is not None:
         changes["roles"] = role
     if disabled is not None:
         changes["disabled"] = disabled
     with client() as api:
-        print_json(api.update_user(name, **changes))
+        if clearance is not None:
+            print_json(api.request_clearance(name, clearance))
+        if changes or clearance is None:
+            print_json(api.update_user(name, **changes))
+
+
+@user_app.command("clearance")
+def user_clearance(
+    name: str,
+    label: Annotated[str, typer.Argument(help="The new clearance, e.g. 'TOP SECRET//SI'")],
+    as_json: bool = JsonOpt,
+) -> None:
+    """Ask for a new clearance. A lowering applies at once; a raise waits until an admin other
+    than you and the user approves it (`enclave admin user approve-clearance REQUEST_ID`).
+    Prints the request id and its state."""
+    with client() as api:
+        made = api.request_clearance(name, label)
+    if as_json:
+        print_json(made)
+    else:
+        typer.echo(f"{made['id']} {made['state']}")
+
+
+@user_app.command("clearance-requests")
+def user_clearance_requests(
+    state: Annotated[str | None, typer.Option(help="pending, approved, refused or applied")] = "pending",
+    as_json: bool = JsonOpt,
+) -> None:
+    """Clearance changes of the users you administer (pending ones by default)."""
+    with client() as api:
+        items = api.list_clearance_requests(state)
+    if as_json:
+        print_json(items)
+    else:
+        print_table(items, ["id", "user", "from", "to", "state", "requested_by"], "Clearance requests")
+
+
+@user_app.command("approve-clearance")
+def user_approve_clearance(request_id: str) -> None:
+    """Approve a pending clearance change (the second admin: not its requester, not the user)."""
+    with client() as api:
+        done = api.approve_clearance(request_id)
+    typer.echo(f"{done['user']}: {done['to']} ({done['state']})")
+
+
+@user_app.command("refuse-clearance")
+def user_refuse_clearance(request_id: str) -> None:
+    """Refuse (or, as its requester, withdraw) a pending clearance change."""
+    with client() as api:
+        done = api.refuse_clearance(request_id)
+    typer.echo(f"{done['user']}: {done['state']}")
 
 
 @user_app.command("password")
@@ -168,10 +218,13 @@ def token_revoke(token_id: str) -> None:
 @worker_app.command("create")
 def worker_credential_create(
     region: Annotated[str, typer.Argument(help="The one region the worker may act for")],
+    worker: Annotated[
+        str | None, typer.Option(help="The one worker name it acts as (default: the name of its first sync)")
+    ] = None,
 ) -> None:
-    """A credential for a region's worker; prints only the secret (shown once)."""
+    """A credential for one worker of a region; prints only the secret (shown once)."""
     with client() as api:
-        made = api.create_worker_credential(region)
+        made = api.create_worker_credential(region, worker)
     typer.echo(made["secret"])
 
 
@@ -182,7 +235,8 @@ def worker_credential_list(as_json: bool = JsonOpt) -> None:
     if as_json:
         print_json(items)
     else:
-        print_table(items, ["id", "region", "created_by", "created_at", "revoked_at"], "Worker credentials")
+        columns = ["id", "region", "worker", "created_by", "created_at", "revoked_at"]
+        print_table(items, columns, "Worker credentials")
 
 
 @worker_app.command("revoke")

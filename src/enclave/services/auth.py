@@ -24,7 +24,7 @@ from enclave.errors import Forbidden, InvalidInput, NotAuthenticated, NotFound, 
 from enclave.labels import Label
 from enclave.policy import Action, Resource, Role, Subject, may_hold_session
 from enclave.services.context import LOGIN_LOCKOUT_S, LOGIN_MAX_FAILURES, LOGIN_WINDOW_S, Context
-from enclave.services.unit import Actor, entry_for, unit
+from enclave.services.unit import Actor, Unit, entry_for, unit
 from enclave.store.models import Agency, LoginThrottle, Token, User
 
 TOKEN_PREFIX = "enc_"
@@ -89,28 +89,51 @@ def _user_and_agency(session: Session, name: str) -> tuple[User, Agency] | None:
 def mint_token(
     ctx: Context, actor: Actor, user_name: str, marking: str, ttl_s: int | None = None
 ) -> tuple[Token, str]:
-    """An admin mints a token for ``user_name`` at ``marking`` (at or below their clearance)."""
+    """An admin mints a token for ``user_name`` at ``marking`` (at or below their clearance).
+
+    Whoever holds the token acts as that user, so the policy gate's ``issue_credentials``
+    rules apply: an admin of the user's own agency (an operator for a privileged user), at a
+    label within the admin's clearance. A non-admin is refused whoever is named; to an agency
+    admin another agency's user is missing, in the same words as a name nobody has."""
     label = ctx.scheme.parse(marking)
-    with unit(ctx) as u:
-        u.require(actor, Action.ADMINISTER, Resource(kind="token"))
-        found = _user_and_agency(u.session, user_name)
-        if found is None:
-            raise InvalidInput(f"no user named {user_name!r}")
-        user, _agency = found
-        if user.disabled:
-            raise Forbidden(f"user {user_name!r} is disabled")
-        if not may_hold_session(ctx.scheme.parse(user.clearance), label):
-            raise Forbidden(f"label {label} is above {user_name}'s clearance")
-        row, secret = issue_token(ctx, u.session, user, label, ttl_s or ctx.settings.token_ttl_s)
-        u.record(
-            entry_for(
-                actor,
-                AuditEvent.TOKEN_MINTED,
-                Resource(kind="token", label=label),
-                row.id,
-                details={"for_user": user_name, "expires_at": row.expires_at.isoformat()},
+    missing = InvalidInput(f"no user named {user_name!r}")
+    try:
+        with unit(ctx) as u:
+            u.require(actor, Action.ADMINISTER, Resource(kind="user", agency=actor.subject.agency))
+            found = _user_and_agency(u.session, user_name)
+            if found is None:
+                raise missing
+            user, agency = found
+            target = Resource(
+                kind="user",
+                label=label,
+                agency=agency.name,
+                owner=user.name,
+                roles=frozenset(Role(r) for r in user.roles),
             )
+            u.require(actor, Action.ISSUE_CREDENTIALS, target, user_name)
+            return _mint(ctx, u, actor, user, label, ttl_s)
+    except NotFound:  # the user is of another agency: answered as one that does not exist
+        raise missing from None
+
+
+def _mint(
+    ctx: Context, u: Unit, actor: Actor, user: User, label: Label, ttl_s: int | None
+) -> tuple[Token, str]:
+    if user.disabled:
+        raise Forbidden(f"user {user.name!r} is disabled")
+    if not may_hold_session(ctx.scheme.parse(user.clearance), label):
+        raise Forbidden(f"label {label} is above {user.name}'s clearance")
+    row, secret = issue_token(ctx, u.session, user, label, ttl_s or ctx.settings.token_ttl_s)
+    u.record(
+        entry_for(
+            actor,
+            AuditEvent.TOKEN_MINTED,
+            Resource(kind="token", label=label),
+            row.id,
+            details={"for_user": user.name, "expires_at": row.expires_at.isoformat()},
         )
+    )
     return row, secret
 
 
@@ -210,9 +233,15 @@ def revoke_token(ctx: Context, actor: Actor, token_id: str) -> None:
     with unit(ctx) as u:
         tok = u.session.get(Token, token_id)
         # Authorise before saying whether the id exists, so that a non-admin gets the same
-        # answer for someone else's token and for one that does not exist.
+        # answer for someone else's token and for one that does not exist; to an agency admin,
+        # another agency's token is missing, in the same words.
         if tok is None or tok.user_id != actor.user_id:
-            u.require(actor, Action.ADMINISTER, Resource(kind="token"))
+            u.require(actor, Action.ADMINISTER, Resource(kind="token", agency=actor.subject.agency))
+        if tok is not None and tok.user_id != actor.user_id:
+            owner_agency = u.session.execute(
+                select(Agency.name).join(User, User.agency_id == Agency.id).where(User.id == tok.user_id)
+            ).scalar_one()
+            u.require(actor, Action.ADMINISTER, Resource(kind="token", agency=owner_agency), token_id)
         if tok is None:
             raise NotFound(f"token {token_id} not found")
         if tok.revoked_at is None:

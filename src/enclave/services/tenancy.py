@@ -1,8 +1,17 @@
-"""Agencies (tenants) with quotas, their projects, and users with clearance and roles."""
+"""Agencies (tenants) with quotas, their projects, and users with clearance and roles.
+
+Who administers what is the policy gate's (:mod:`enclave.policy`, "administration"): an
+agency admin its own agency's users and projects, an operator the whole deployment. Another
+agency's users are invisible to an agency admin: every answer about them is the answer for a
+name that does not exist. A clearance raise is a request that a second admin approves
+(:func:`request_clearance`, :func:`approve_clearance`); nobody changes their own.
+"""
 
 from __future__ import annotations
 
 import re
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,16 +20,43 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from enclave.audit.events import AuditEvent
-from enclave.errors import Conflict, InvalidInput, NotAuthenticated, NotFound
-from enclave.policy import Action, Resource, Role
+from enclave.errors import Conflict, Forbidden, InvalidInput, NotAuthenticated, NotFound
+from enclave.labels import Label
+from enclave.policy import Action, Resource, Role, decide, lowers_clearance
 from enclave.services.auth import hash_password, password_ok
 from enclave.services.context import Context
-from enclave.services.unit import Actor, entry_for, unit
-from enclave.store.models import Agency, Project, User
+from enclave.services.unit import Actor, Unit, entry_for, unit
+from enclave.store.models import Agency, ClearanceRequest, Project, User
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 SYSTEM_AGENCY = "enclave"
-ADMIN = Resource(kind="administration")
+ADMIN = Resource(kind="administration")  # deployment-wide: the operator's
+
+
+def agency_resource(name: str) -> Resource:
+    """An agency as administered: its own admins' and the operators'."""
+    return Resource(kind="agency", agency=name)
+
+
+def user_resource(
+    user: User,
+    agency: Agency,
+    *,
+    kind: str = "user",
+    label: Label | None = None,
+    roles: frozenset[Role] = frozenset(),
+    requested_by: str | None = None,
+) -> Resource:
+    """A user as administered: its agency, name, the roles it holds plus ``roles`` (being
+    given), and ``label``, what the action hands out (a clearance, a token's label)."""
+    return Resource(
+        kind=kind,
+        label=label,
+        agency=agency.name,
+        owner=user.name,
+        roles=frozenset(Role(r) for r in user.roles) | roles,
+        requested_by=requested_by,
+    )
 
 
 def check_name(kind: str, name: str) -> str:
@@ -157,10 +193,10 @@ def list_agencies(ctx: Context, actor: Actor) -> list[dict[str, Any]]:
 
 
 def get_agency(ctx: Context, actor: Actor, name: str) -> dict[str, Any]:
-    """Members see their own agency; admins see any."""
+    """Members see their own agency; operators any (to an agency admin another agency is missing)."""
     with unit(ctx) as u:
         if name != actor.subject.agency:
-            u.require(actor, Action.ADMINISTER, ADMIN)
+            u.require(actor, Action.ADMINISTER, agency_resource(name), name)
         return agency_view(agency_by_name(u.session, name))
 
 
@@ -180,7 +216,7 @@ def project_id_of(session: Session, agency_id: int, agency_name: str, project: s
 def create_project(ctx: Context, actor: Actor, agency_name: str, name: str) -> dict[str, Any]:
     check_name("project", name)
     with unit(ctx) as u:
-        u.require(actor, Action.ADMINISTER, ADMIN)
+        u.require(actor, Action.ADMINISTER, agency_resource(agency_name), agency_name)
         agency = agency_by_name(u.session, agency_name)
         exists = u.session.execute(
             select(Project.id).where(Project.agency_id == agency.id, Project.name == name)
@@ -201,7 +237,7 @@ def create_project(ctx: Context, actor: Actor, agency_name: str, name: str) -> d
 def list_projects(ctx: Context, actor: Actor, agency_name: str) -> list[dict[str, Any]]:
     with unit(ctx) as u:
         if agency_name != actor.subject.agency:
-            u.require(actor, Action.ADMINISTER, ADMIN)
+            u.require(actor, Action.ADMINISTER, agency_resource(agency_name), agency_name)
         agency = agency_by_name(u.session, agency_name)
         rows = u.session.execute(select(Project).where(Project.agency_id == agency.id).order_by(Project.name))
         return [{"agency": agency_name, "name": p.name} for p in rows.scalars()]
@@ -225,12 +261,23 @@ def create_user(
     password: str | None = None,
 ) -> dict[str, Any]:
     check_name("user", name)
-    marking = ctx.scheme.parse(clearance).marking
+    label = ctx.scheme.parse(clearance)
+    marking = label.marking
     role_list = _roles(roles or [str(Role.USER)])
     pw_hash = hash_password(password) if password is not None else None
     with unit(ctx) as u:
         if actor is not None:
-            u.require(actor, Action.ADMINISTER, ADMIN)
+            # The new user's agency must be the admin's own (else it is "not found", as a
+            # missing one); a privileged role is an operator's to grant; nobody creates a
+            # user cleared beyond their own clearance.
+            new = Resource(
+                kind="agency",
+                label=label,
+                agency=agency_name,
+                owner=name,
+                roles=frozenset(Role(r) for r in role_list),
+            )
+            u.require(actor, Action.MANAGE_USER, new, agency_name)
         agency = agency_by_name(u.session, agency_name)
         if u.session.execute(select(User.id).where(User.name == name)).first():
             raise Conflict(f"user {name} already exists")
@@ -256,6 +303,27 @@ def create_user(
         return user_view(user, agency)
 
 
+def _administered(
+    u: Unit,
+    actor: Actor,
+    name: str,
+    action: Action,
+    *,
+    roles: frozenset[Role] = frozenset(),
+    label_of: Callable[[User], Label] | None = None,
+) -> tuple[User, Agency]:
+    """The user ``name``, if ``actor`` may do ``action`` on it. A non-admin is refused before
+    the name is looked up (the same answer whoever is named); to an admin, a user of another
+    agency is "not found", in the same words as a name that does not exist. ``roles``: those
+    being given; ``label_of``: what the action hands out, given the user found."""
+    u.require(actor, Action.ADMINISTER, Resource(kind="user", agency=actor.subject.agency))
+    user = user_by_name(u.session, name)
+    agency = u.session.get_one(Agency, user.agency_id)
+    label = label_of(user) if label_of is not None else None
+    u.require(actor, action, user_resource(user, agency, label=label, roles=roles), name)
+    return user, agency
+
+
 def update_user(
     ctx: Context,
     actor: Actor,
@@ -264,51 +332,251 @@ def update_user(
     roles: list[str] | None = None,
     disabled: bool | None = None,
 ) -> dict[str, Any]:
-    marking = ctx.scheme.parse(clearance).marking if clearance is not None else None
+    """Roles and the disabled flag change at once; a clearance here only goes down (a raise is
+    a request that a second admin approves: :func:`request_clearance`)."""
+    new_label = ctx.scheme.parse(clearance) if clearance is not None else None
     role_list = _roles(roles) if roles is not None else None
     with unit(ctx) as u:
-        u.require(actor, Action.ADMINISTER, ADMIN)
-        user = user_by_name(u.session, name)
-        changes: dict[str, object] = {}
-        if marking is not None:
-            user.clearance = changes["clearance"] = marking
-        if role_list is not None:
-            user.roles = role_list
-            changes["roles"] = role_list
-        if disabled is not None:
-            user.disabled = changes["disabled"] = disabled
-        u.record(entry_for(actor, AuditEvent.USER_UPDATED, Resource(kind="user"), name, details=changes))
-        return user_view(user, u.session.get_one(Agency, user.agency_id))
+        if new_label is not None:
+            user, agency, current = _clearance_target(u, actor, name, new_label)
+            if not lowers_clearance(current, new_label):
+                raise Forbidden(
+                    "raising a clearance needs a second admin's approval: ask for it with "
+                    f"POST /v1/users/{name}/clearance (enclave admin user clearance {name} LABEL)"
+                )
+            _lower(u, actor, user, current, new_label)
+        if role_list is not None or disabled is not None or new_label is None:
+            given = frozenset(Role(r) for r in role_list or [])
+            user, agency = _administered(u, actor, name, Action.MANAGE_USER, roles=given)
+            changes: dict[str, object] = {}
+            if role_list is not None:
+                user.roles = role_list
+                changes["roles"] = role_list
+            if disabled is not None:
+                user.disabled = changes["disabled"] = disabled
+            u.record(entry_for(actor, AuditEvent.USER_UPDATED, Resource(kind="user"), name, details=changes))
+        return user_view(user, agency)
 
 
 def list_users(ctx: Context, actor: Actor) -> list[dict[str, Any]]:
+    """An operator lists every user, an agency admin its own agency's."""
     with unit(ctx) as u:
-        u.require(actor, Action.ADMINISTER, ADMIN)
+        u.require(actor, Action.ADMINISTER, Resource(kind="user", agency=actor.subject.agency))
         rows = u.session.execute(
             select(User, Agency).join(Agency, User.agency_id == Agency.id).order_by(User.name)
         )
-        return [user_view(user, agency) for user, agency in rows]
+        return [
+            user_view(user, agency)
+            for user, agency in rows
+            if decide(actor.subject, Action.ADMINISTER, user_resource(user, agency)).allowed
+        ]
 
 
 def get_user(ctx: Context, actor: Actor, name: str) -> dict[str, Any]:
     with unit(ctx) as u:
         if name != actor.subject.user:
-            u.require(actor, Action.ADMINISTER, ADMIN)
-        user = user_by_name(u.session, name)
-        return user_view(user, u.session.get_one(Agency, user.agency_id))
+            user, agency = _administered(u, actor, name, Action.ADMINISTER)
+        else:
+            user = user_by_name(u.session, name)
+            agency = u.session.get_one(Agency, user.agency_id)
+        return user_view(user, agency)
 
 
 def set_password(
     ctx: Context, actor: Actor, name: str, new_password: str, current_password: str | None = None
 ) -> None:
-    """Admins set anyone's password; a user sets their own by giving the current one."""
+    """A user sets their own by giving the current one. Anyone else's — whoever knows it logs
+    in as that user — is set by an admin of the user's agency (an operator for a privileged
+    user) whose clearance dominates the user's; an admin sets its own without the current one."""
     new_hash = hash_password(new_password)
     with unit(ctx) as u:
         user = user_by_name(u.session, name) if name == actor.subject.user else None
-        if user is None or Role.ADMIN in actor.subject.roles:
-            u.require(actor, Action.ADMINISTER, ADMIN)
-            user = user_by_name(u.session, name)
-        elif user.password_hash is not None and not password_ok(user.password_hash, current_password or ""):
-            raise NotAuthenticated("current password is wrong")
+        if user is not None and not decide(
+            actor.subject,
+            Action.ISSUE_CREDENTIALS,
+            user_resource(user, u.session.get_one(Agency, user.agency_id)),
+        ):
+            if user.password_hash is not None and not password_ok(user.password_hash, current_password or ""):
+                raise NotAuthenticated("current password is wrong")
+        else:
+            user, _ = _administered(
+                u, actor, name, Action.ISSUE_CREDENTIALS, label_of=lambda who: ctx.scheme.parse(who.clearance)
+            )
         user.password_hash = new_hash
         u.record(entry_for(actor, AuditEvent.PASSWORD_SET, Resource(kind="user"), name))
+
+
+# -- clearance changes -----------------------------------------------------------------------
+class ClearanceState:
+    PENDING = "pending"  # a raise, waiting for a second admin
+    APPROVED = "approved"  # ... approved and applied
+    REFUSED = "refused"  # ... refused, or withdrawn by its requester
+    APPLIED = "applied"  # a lowering: applied at once
+
+
+CLEARANCE_REQUEST = "clearance-request"
+
+
+def clearance_view(row: ClearanceRequest, user: User) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "user": user.name,
+        "from": row.from_clearance,
+        "to": row.to_clearance,
+        "state": row.state,
+        "requested_by": row.requested_by,
+        "requested_at": row.requested_at.isoformat(),
+        "decided_by": row.decided_by,
+        "decided_at": row.decided_at.isoformat() if row.decided_at else None,
+    }
+
+
+def _clearance_target(u: Unit, actor: Actor, name: str, new: Label) -> tuple[User, Agency, Label]:
+    """The user whose clearance ``actor`` asks to change to ``new`` (not its own; both the
+    current and the new clearance within the actor's), and its current clearance."""
+    found: dict[str, Label] = {}
+
+    def span(user: User) -> Label:
+        found["current"] = u.ctx.scheme.parse(user.clearance)
+        return u.ctx.scheme.lub(found["current"], new)
+
+    user, agency = _administered(u, actor, name, Action.CHANGE_CLEARANCE, label_of=span)
+    return user, agency, found["current"]
+
+
+def _lower(u: Unit, actor: Actor, user: User, current: Label, new: Label) -> ClearanceRequest:
+    """Apply a lowering at once (see :func:`enclave.policy.lowers_clearance`), on record."""
+    now = u.ctx.now()
+    row = ClearanceRequest(
+        id=str(uuid.uuid4()),
+        user_id=user.id,
+        from_clearance=current.marking,
+        to_clearance=new.marking,
+        state=ClearanceState.APPLIED,
+        requested_by=actor.subject.user,
+        requested_at=now,
+        decided_by=actor.subject.user,
+        decided_at=now,
+    )
+    u.session.add(row)
+    user.clearance = new.marking
+    u.record(
+        entry_for(
+            actor,
+            AuditEvent.CLEARANCE_LOWERED,
+            Resource(kind="user"),
+            user.name,
+            details={"request": row.id, "from": current.marking, "to": new.marking},
+        )
+    )
+    return row
+
+
+def request_clearance(ctx: Context, actor: Actor, name: str, clearance: str) -> dict[str, Any]:
+    """Ask for ``name``'s clearance to become ``clearance``: a lowering applies at once; a
+    raise (or a change adding a compartment) waits, ``pending``, for a second admin."""
+    new = ctx.scheme.parse(clearance)
+    with unit(ctx) as u:
+        user, _agency, current = _clearance_target(u, actor, name, new)
+        if lowers_clearance(current, new):
+            return clearance_view(_lower(u, actor, user, current, new), user)
+        row = ClearanceRequest(
+            id=str(uuid.uuid4()),
+            user_id=user.id,
+            from_clearance=current.marking,
+            to_clearance=new.marking,
+            state=ClearanceState.PENDING,
+            requested_by=actor.subject.user,
+            requested_at=ctx.now(),
+        )
+        u.session.add(row)
+        u.record(
+            entry_for(
+                actor,
+                AuditEvent.CLEARANCE_REQUESTED,
+                Resource(kind="user"),
+                name,
+                details={"request": row.id, "from": current.marking, "to": new.marking},
+            )
+        )
+        return clearance_view(row, user)
+
+
+def _pending(u: Unit, actor: Actor, request_id: str, action: Action) -> tuple[ClearanceRequest, User]:
+    """A pending request ``actor`` may decide with ``action``; of another agency, "not found"."""
+    u.require(actor, Action.ADMINISTER, Resource(kind=CLEARANCE_REQUEST, agency=actor.subject.agency))
+    row = u.session.get(ClearanceRequest, request_id, with_for_update=True)
+    if row is None:
+        raise NotFound(f"{CLEARANCE_REQUEST} {request_id} not found")
+    user = u.session.get_one(User, row.user_id)
+    agency = u.session.get_one(Agency, user.agency_id)
+    span = u.ctx.scheme.lub(u.ctx.scheme.parse(row.from_clearance), u.ctx.scheme.parse(row.to_clearance))
+    resource = user_resource(user, agency, kind=CLEARANCE_REQUEST, label=span, requested_by=row.requested_by)
+    u.require(actor, action, resource, request_id)
+    if row.state != ClearanceState.PENDING:
+        raise Conflict(f"{CLEARANCE_REQUEST} {request_id} is {row.state}, not pending")
+    return row, user
+
+
+def approve_clearance(ctx: Context, actor: Actor, request_id: str) -> dict[str, Any]:
+    """The second admin — of the user's agency or an operator, neither the requester nor the
+    user, cleared for the new clearance — approves: the change applies now."""
+    with unit(ctx) as u:
+        row, user = _pending(u, actor, request_id, Action.APPROVE_CLEARANCE)
+        if user.clearance != row.from_clearance:
+            raise Conflict(
+                f"{user.name}'s clearance changed since this request was made; ask for the change again"
+            )
+        row.state, row.decided_by, row.decided_at = ClearanceState.APPROVED, actor.subject.user, ctx.now()
+        user.clearance = row.to_clearance
+        u.record(
+            entry_for(
+                actor,
+                AuditEvent.CLEARANCE_APPROVED,
+                Resource(kind="user"),
+                user.name,
+                details={
+                    "request": row.id,
+                    "from": row.from_clearance,
+                    "to": row.to_clearance,
+                    "requested_by": row.requested_by,
+                },
+            )
+        )
+        return clearance_view(row, user)
+
+
+def refuse_clearance(ctx: Context, actor: Actor, request_id: str) -> dict[str, Any]:
+    """Any admin who could have asked for it refuses a pending request (its requester withdraws it)."""
+    with unit(ctx) as u:
+        row, user = _pending(u, actor, request_id, Action.CHANGE_CLEARANCE)
+        row.state, row.decided_by, row.decided_at = ClearanceState.REFUSED, actor.subject.user, ctx.now()
+        u.record(
+            entry_for(
+                actor,
+                AuditEvent.CLEARANCE_REFUSED,
+                Resource(kind="user"),
+                user.name,
+                details={"request": row.id, "from": row.from_clearance, "to": row.to_clearance},
+            )
+        )
+        return clearance_view(row, user)
+
+
+def list_clearance_requests(ctx: Context, actor: Actor, state: str | None = None) -> list[dict[str, Any]]:
+    """The requests an admin may see: its own agency's (an operator's: every agency's)."""
+    with unit(ctx) as u:
+        u.require(actor, Action.ADMINISTER, Resource(kind=CLEARANCE_REQUEST, agency=actor.subject.agency))
+        query = (
+            select(ClearanceRequest, User, Agency)
+            .join(User, ClearanceRequest.user_id == User.id)
+            .join(Agency, User.agency_id == Agency.id)
+            .order_by(ClearanceRequest.requested_at, ClearanceRequest.id)
+        )
+        if state is not None:
+            query = query.where(ClearanceRequest.state == state)
+        return [
+            clearance_view(row, user)
+            for row, user, agency in u.session.execute(query)
+            if decide(actor.subject, Action.ADMINISTER, user_resource(user, agency)).allowed
+        ]

@@ -10,6 +10,13 @@ accreditation, and anything asked outside that is refused and audited.
 
 One call, :func:`sync`, carries the worker's reports (started, ended, could not start) and its
 engine's health, and answers with new work, jobs to adopt after a restart, and cancellations.
+
+A credential is one worker's: it is issued for a worker name, or bound to the name of its
+first sync, and no other live credential of the region may act as that name. A job belongs
+to the worker that claimed it: only that worker reports its state, end and output. Another
+worker of the region — another credential — takes it over only after the holder's lease ran
+out (no sync for :data:`enclave.executors.dispatch.WORKER_TIMEOUT_S`); before that, the job
+is invisible to it, and anything it sends about the job is refused and audited.
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from enclave.audit.events import AuditEvent, Outcome
@@ -32,7 +40,15 @@ from enclave.audit.log import Entry
 from enclave.errors import Conflict, Forbidden, InvalidInput, NotAuthenticated, NotFound
 from enclave.executors.dispatch import STREAMS, DispatchExecutor, DispatchState, live_since
 from enclave.fleet import Region
-from enclave.policy import Action, Decision, Resource, worker_decision
+from enclave.policy import (
+    Action,
+    Decision,
+    Resource,
+    worker_decision,
+    worker_holds_job,
+    worker_may_adopt,
+    worker_name_decision,
+)
 from enclave.services.context import Context
 from enclave.services.regions import executor_for
 from enclave.services.unit import Actor, Unit, entry_for, unit
@@ -45,10 +61,12 @@ HEARTBEAT_S = 2.0  # a worker's check-in is written at most this often when noth
 
 @dataclass(frozen=True)
 class WorkerPrincipal:
-    """An authenticated region worker: which credential, hence which region."""
+    """An authenticated region worker: which credential, hence which region and which worker
+    name (None until its first sync binds one)."""
 
     credential_id: str
     region: str
+    worker: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,14 +101,19 @@ def _credential_view(row: WorkerCredential) -> dict[str, Any]:
     return {
         "id": row.id,
         "region": row.region,
+        "worker": row.worker,
         "created_by": row.created_by,
         "created_at": row.created_at.isoformat(),
         "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None,
     }
 
 
-def create_credential(ctx: Context, actor: Actor, region: str) -> tuple[dict[str, Any], str]:
-    """A new credential for ``region``'s worker; the secret is returned once, never stored."""
+def create_credential(
+    ctx: Context, actor: Actor, region: str, worker: str | None = None
+) -> tuple[dict[str, Any], str]:
+    """A new credential for one worker of ``region`` — named ``worker``, or whatever name its
+    first sync gives; the secret is returned once, never stored. Region credentials are the
+    deployment's: an operator's to make, list and revoke."""
     with unit(ctx) as u:
         u.require(actor, Action.ADMINISTER, Resource(kind="worker-credential"))
         target = ctx.fleet.region(region)  # InvalidInput for an unknown region
@@ -102,18 +125,26 @@ def create_credential(ctx: Context, actor: Actor, region: str) -> tuple[dict[str
         row = WorkerCredential(
             id=str(uuid.uuid4()),
             region=region,
+            worker=worker,
             secret_hash=_digest(secret),
             created_by=actor.subject.user,
             created_at=ctx.now(),
         )
+        taken = f"worker {worker} of region {region} already has a live credential; revoke it first"
+        if worker is not None and _live_credential_of(u.session, region, worker) is not None:
+            raise Conflict(taken)
         u.session.add(row)
+        try:
+            u.session.flush()
+        except IntegrityError as exc:  # the same name bound concurrently
+            raise Conflict(taken) from exc
         u.record(
             entry_for(
                 actor,
                 AuditEvent.WORKER_CREDENTIAL_CREATED,
                 Resource(kind="worker-credential"),
                 row.id,
-                details={"region": region},
+                details={"region": region, "worker": worker},
             )
         )
         return _credential_view(row), secret
@@ -157,11 +188,27 @@ def authenticate(ctx: Context, secret: str) -> WorkerPrincipal:
         ).scalar_one_or_none()
     if row is None or not hmac.compare_digest(row.secret_hash, digest) or row.revoked_at is not None:
         raise NotAuthenticated("invalid or revoked worker credential")
-    return WorkerPrincipal(row.id, row.region)
+    return WorkerPrincipal(row.id, row.region, row.worker)
+
+
+def _live_credential_of(session: Session, region: str, worker: str) -> str | None:
+    return session.execute(
+        select(WorkerCredential.id).where(
+            WorkerCredential.region == region,
+            WorkerCredential.worker == worker,
+            WorkerCredential.revoked_at.is_(None),
+        )
+    ).scalar_one_or_none()
 
 
 # -- the worker's side ---------------------------------------------------------------------
-def _refusal(principal: WorkerPrincipal, asked: str, decision: Decision, job_id: str | None = None) -> Entry:
+def _refusal(
+    principal: WorkerPrincipal,
+    asked: str,
+    decision: Decision,
+    job_id: str | None = None,
+    worker: str | None = None,
+) -> Entry:
     return entry_for(
         None,
         AuditEvent.WORKER_REFUSED,
@@ -171,7 +218,9 @@ def _refusal(principal: WorkerPrincipal, asked: str, decision: Decision, job_id:
         details={
             "credential": principal.credential_id,
             "credential_region": principal.region,
+            "credential_worker": principal.worker,
             "asked_region": asked,
+            "worker": worker,
             "rule": decision.rule,
             "reason": decision.reason,
         },
@@ -188,8 +237,53 @@ def _own_region(ctx: Context, principal: WorkerPrincipal, region: str) -> Region
     return ctx.fleet.region(region)
 
 
+def _as_worker(ctx: Context, principal: WorkerPrincipal, region: str, worker: str) -> WorkerPrincipal:
+    """The credential acting as ``worker``: its own name, or — unbound yet — bound to it now,
+    unless another live credential of the region holds that name. Refused and audited else."""
+    decision = worker_name_decision(principal.worker, worker)
+    if decision.allowed and principal.worker is None:
+        decision = _bind(ctx, principal, region, worker)
+    if not decision.allowed:
+        with unit(ctx) as u:
+            u.record(_refusal(principal, region, decision, worker=worker))
+        raise Forbidden(decision.reason)
+    return WorkerPrincipal(principal.credential_id, principal.region, worker)
+
+
+def _bind(ctx: Context, principal: WorkerPrincipal, region: str, worker: str) -> Decision:
+    """Bind an unbound credential to ``worker`` (audited), unless the name is another live
+    credential's — the partial unique index settles two credentials racing for one name."""
+    try:
+        with unit(ctx) as u:
+            holder = _live_credential_of(u.session, region, worker)
+            if holder is not None and holder != principal.credential_id:
+                return worker_name_decision(None, worker, taken=True)
+            bound = u.session.execute(
+                update(WorkerCredential)
+                .where(WorkerCredential.id == principal.credential_id, WorkerCredential.worker.is_(None))
+                .values(worker=worker)
+            ).rowcount
+            if not bound:  # bound meanwhile by a concurrent sync of this credential
+                now_bound = u.session.get(WorkerCredential, principal.credential_id)
+                return worker_name_decision(now_bound.worker if now_bound else None, worker)
+            u.session.flush()
+            u.record(
+                entry_for(
+                    None,
+                    AuditEvent.WORKER_BOUND,
+                    Resource(kind="region"),
+                    region,
+                    details={"worker": worker, "credential": principal.credential_id},
+                )
+            )
+            return worker_name_decision(worker, worker)
+    except IntegrityError:
+        return worker_name_decision(None, worker, taken=True)
+
+
 def sync(ctx: Context, principal: WorkerPrincipal, region_name: str, req: SyncRequest) -> dict[str, Any]:
     region = _own_region(ctx, principal, region_name)
+    principal = _as_worker(ctx, principal, region.name, req.worker)
     now = ctx.now()
     answer: dict[str, Any] = {"region": region.model_dump(mode="json"), "adopt": [], "acked": []}
     # A worker syncs several times a second; most of those change nothing. They are answered
@@ -270,6 +364,7 @@ def _orders(session: Session, region: str, req: SyncRequest) -> dict[str, Any]:
     rows = session.execute(
         select(Dispatch).where(
             Dispatch.region == region,
+            Dispatch.worker == req.worker,  # a session id is the worker's word; its name is bound
             Dispatch.session == req.session,
             Dispatch.state.in_([DispatchState.CLAIMED, DispatchState.STARTED]),
         )
@@ -320,6 +415,7 @@ def _take_over(u: Unit, region: str, req: SyncRequest, now: datetime) -> list[di
     if alive is None:
         return []
     adopt: list[dict[str, Any]] = []
+    taken: dict[str, list[str]] = {}  # from a silent worker: its jobs, by that worker's name
     rows = u.session.execute(
         select(Dispatch)
         .where(
@@ -330,14 +426,26 @@ def _take_over(u: Unit, region: str, req: SyncRequest, now: datetime) -> list[di
         .with_for_update(skip_locked=True)
     ).scalars()
     for row in rows:
-        if row.worker != req.worker and row.worker in alive:
+        if not worker_may_adopt(row.worker, req.worker, row.worker in alive).allowed:
             continue  # another worker of the region holds it and is alive
+        if row.worker != req.worker:
+            taken.setdefault(row.worker or "", []).append(row.job_id)
         if row.handle is None:
             row.state, row.lost, row.ended_at = DispatchState.ENDED, True, now
             row.detail = "lost: the region worker stopped before starting the job"
             continue
         row.worker, row.session = req.worker, req.session
         adopt.append({"job_id": row.job_id, "spec": row.spec, "handle": row.handle})
+    for silent, jobs in sorted(taken.items()):
+        u.record(
+            entry_for(
+                None,
+                AuditEvent.WORKER_CLAIMED,
+                Resource(kind="region"),
+                region,
+                details={"worker": req.worker, "jobs": jobs, "taken_over_from": silent},
+            )
+        )
     return adopt
 
 
@@ -356,9 +464,11 @@ def _apply_reports(u: Unit, principal: WorkerPrincipal, req: SyncRequest, now: d
         if row is None:
             continue  # already collected: a report repeated after a lost answer
         decision = worker_decision(principal.region, row.region)
+        if decision.allowed:
+            decision = worker_holds_job(row.worker, req.worker)
         if not decision.allowed:
             # Answered exactly as for a job that does not exist; the attempt is on record.
-            u.record(_refusal(principal, row.region, decision, rep.job_id))
+            u.record(_refusal(principal, row.region, decision, rep.job_id, req.worker))
             continue
         if rep.event == "started":
             if row.state == DispatchState.CLAIMED and row.session == req.session:
@@ -445,13 +555,15 @@ def append_log(
         raise InvalidInput("offset must not be negative")
     with ctx.read_sessions() as session:
         row = session.get(Dispatch, job_id)
-        found = row.region if row is not None else None
+        found, holder = (row.region, row.worker) if row is not None else (None, None)
     if found is None:
         raise NotFound(f"job {job_id} not found")
     decision = worker_decision(principal.region, found)
+    if decision.allowed:
+        decision = worker_holds_job(holder, principal.worker)
     if not decision.allowed:
         with unit(ctx) as u:
-            u.record(_refusal(principal, found, decision, job_id))
+            u.record(_refusal(principal, found, decision, job_id, principal.worker))
         raise NotFound(f"job {job_id} not found")
     path = _log_path(ctx, region, job_id, stream)
     size = path.stat().st_size if path.exists() else 0

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter
 
 from enclave.api.deps import ActorDep, CtxDep
-from enclave.api.schemas import AgencyIn, PasswordIn, ProjectIn, QuotasIn, UserIn, UserPatch
+from enclave.api.schemas import AgencyIn, ClearanceIn, PasswordIn, ProjectIn, QuotasIn, UserIn, UserPatch
 from enclave.services import accounting, tenancy
 
 router = APIRouter(tags=["tenancy"])
@@ -79,3 +79,28 @@ def update_user(name: str, body: UserPatch, ctx: CtxDep, actor: ActorDep) -> dic
 @router.put("/users/{name}/password", status_code=204)
 def set_password(name: str, body: PasswordIn, ctx: CtxDep, actor: ActorDep) -> None:
     tenancy.set_password(ctx, actor, name, body.new_password, body.current_password)
+
+
+@router.post("/users/{name}/clearance", status_code=201)
+def request_clearance(name: str, body: ClearanceIn, ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
+    """Ask for a change of ``name``'s clearance: a lowering applies at once (``applied``); a
+    raise is ``pending`` until an admin other than the requester and the user approves it."""
+    return tenancy.request_clearance(ctx, actor, name, body.clearance)
+
+
+@router.get("/clearance-requests")
+def list_clearance_requests(
+    ctx: CtxDep, actor: ActorDep, state: Literal["pending", "approved", "refused", "applied"] | None = None
+) -> dict[str, Any]:
+    items = tenancy.list_clearance_requests(ctx, actor, state)
+    return {"items": items, "count": len(items)}
+
+
+@router.post("/clearance-requests/{request_id}/approve")
+def approve_clearance(request_id: str, ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
+    return tenancy.approve_clearance(ctx, actor, request_id)
+
+
+@router.post("/clearance-requests/{request_id}/refuse")
+def refuse_clearance(request_id: str, ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
+    return tenancy.refuse_clearance(ctx, actor, request_id)

@@ -1,7 +1,8 @@
 """Region workers: credentials (administrators) and the worker's own sync and log routes.
 
 A worker authenticates with its region credential (``Authorization: Bearer encw_...``), not
-a user token; which region it may act for comes from that credential, on the server.
+a user token; which region it may act for, and which worker name it acts as, come from that
+credential, on the server.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ WorkerDep = Annotated[WorkerPrincipal, Depends(current_worker)]
 
 @router.post("/worker-credentials", status_code=201)
 def create_credential(body: WorkerCredentialIn, ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
-    view, secret = workers.create_credential(ctx, actor, body.region)
+    view, secret = workers.create_credential(ctx, actor, body.region, body.worker)
     return {**view, "secret": secret}
 
 

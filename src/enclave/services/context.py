@@ -12,6 +12,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from enclave.audit.deferred import DeferredAudit
 from enclave.audit.log import AuditLog, load_or_create_key
 from enclave.blobs import BlobStore, load_or_create_master_key
 from enclave.fleet import Fleet, load_fleet
@@ -77,9 +78,12 @@ class Context:
         self.jobs_changed = threading.Event()  # wakes the live loop on submit/cancel
         self.endpoints_changed = threading.Event()  # wakes the endpoint supervisor
         self.router = Router()  # healthy replicas per endpoint, for the gateway
+        # Denials that answer like a miss, recorded off the request path (services.unit)
+        self.denials = DeferredAudit(self.sessions, self.audit, lambda: self.now())
 
     def notify_jobs(self) -> None:
         self.jobs_changed.set()
 
     def close(self) -> None:
+        self.denials.close()
         self.engine.dispose()

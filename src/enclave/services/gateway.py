@@ -294,7 +294,7 @@ class Gateway:
         res = endpoints.resource_of(self.ctx, ep, actor.subject.agency)
         decision = decide(actor.subject, Action.INVOKE, res)
         if not decision.allowed:
-            self._refuse(actor, res, ep.id, decision.rule, decision.reason)
+            self._refuse(actor, res, ep.id, decision.rule, decision.reason, visible=decision.visible)
             if not decision.visible:
                 raise NotFound(f"model {name} not found")
             raise Forbidden(decision.reason)
@@ -415,20 +415,24 @@ class Gateway:
         )
         return Call(actor.agency_id, key[2], label, entry, prompt_tokens, completion_tokens, energy_j)
 
-    def _refuse(self, actor: Actor, res: Resource, endpoint_id: str, rule: str, reason: str) -> None:
+    def _refuse(
+        self, actor: Actor, res: Resource, endpoint_id: str, rule: str, reason: str, visible: bool = True
+    ) -> None:
+        """Audit a refusal: committed before the answer when the answer says it (403, 429,
+        400), off the request path when it answers like a miss (services.unit says why)."""
+        entry = entry_for(
+            actor,
+            AuditEvent.GATEWAY_REFUSED if rule in ("marking", "rate", "budget") else AuditEvent.ACCESS_DENIED,
+            res,
+            endpoint_id,
+            outcome=Outcome.DENY,
+            details={"action": str(Action.INVOKE), "rule": rule, "reason": reason},
+        )
+        if not visible:
+            self.ctx.denials.submit(entry, self.ctx.now())
+            return
         with unit(self.ctx) as u:
-            u.record(
-                entry_for(
-                    actor,
-                    AuditEvent.GATEWAY_REFUSED
-                    if rule in ("marking", "rate", "budget")
-                    else AuditEvent.ACCESS_DENIED,
-                    res,
-                    endpoint_id,
-                    outcome=Outcome.DENY,
-                    details={"action": str(Action.INVOKE), "rule": rule, "reason": reason},
-                )
-            )
+            u.record(entry)
 
     # -- listing -------------------------------------------------------------------------------
     def models(self, actor: Actor) -> list[dict[str, Any]]:

@@ -1,9 +1,12 @@
 """The unit of work: one transaction, the policy gate, and audit records inside it.
 
 ``with unit(ctx) as u:`` opens a transaction. ``u.require(...)`` asks the policy gate; a
-denial rolls the transaction back, then records ``access.denied`` in a transaction of its
-own (a denial must be audited even though the action is not), and raises NotFound when the
-object is invisible or Forbidden when it is visible. ``u.record(entry)`` appends an audit
+denial rolls the transaction back, records ``access.denied`` (a denial must be audited even
+though the action is not), and raises NotFound when the object is invisible or Forbidden
+when it is visible. A Forbidden denial is committed, with its checkpoint, before the answer
+goes (the answer already says the object exists). A NotFound denial must cost what a miss
+costs, or its time would tell the object exists: it goes to ``ctx.denials``
+(:mod:`enclave.audit.deferred`), committed off the request path within milliseconds. ``u.record(entry)`` appends an audit
 record that commits with the action (all of a unit's records are written, in order, in one
 statement just before the commit). After a commit that wrote records, the signed
 checkpoint is refreshed so that truncating the log is detectable.
@@ -36,9 +39,10 @@ class Actor:
 
 
 class _Denied(Exception):
-    def __init__(self, entry: Entry, public: Exception) -> None:
+    def __init__(self, entry: Entry, public: Exception, visible: bool) -> None:
         self.entry = entry
         self.public = public
+        self.visible = visible
 
 
 class Unit:
@@ -76,7 +80,7 @@ class Unit:
             outcome=Outcome.DENY,
             details={"action": str(action), "rule": decision.rule, "reason": decision.reason},
         )
-        raise _Denied(entry, public)
+        raise _Denied(entry, public, decision.visible)
 
 
 def entry_for(
@@ -115,6 +119,9 @@ def unit(ctx: Context) -> Iterator[Unit]:
                 u.write_records()
             head = ctx.audit.appended_head(session)
     except _Denied as denied:
+        if not denied.visible:  # answered like a miss: recorded off the request path
+            ctx.denials.submit(denied.entry, ctx.now())
+            raise denied.public from None
         with ctx.sessions() as session:
             with session.begin():
                 ctx.audit.append(session, denied.entry, ctx.now())

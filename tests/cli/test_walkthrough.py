@@ -81,7 +81,23 @@ def test_readme_walkthrough(server: Server, tmp_path: Path) -> None:
     # Refused when the content carries a marking above the target.
     dirty = tmp_path / "brief.txt"
     dirty.write_text("TOP SECRET//SI\nsource details\n")
-    server.run("admin", "user", "set", "alice", "--clearance", "TOP SECRET//SI")
+    # A raise is a request that a second admin (here nasa's own, ada) approves.
+    asked = server.run("admin", "user", "clearance", "alice", "TOP SECRET//SI").stdout.split()
+    assert asked[1] == "pending"
+    server.run(
+        "admin",
+        "user",
+        "create",
+        "ada",
+        "--agency",
+        "nasa",
+        "--clearance",
+        "TOP SECRET//SI",
+        "--role",
+        "admin",
+    )
+    ada = server.run("admin", "token", "create", "--user", "ada", "--label", "UNCLASSIFIED").stdout.strip()
+    server.run("admin", "user", "approve-clearance", asked[0], token=ada)
     ts = server.run("admin", "token", "create", "--user", "alice", "--label", "TOP SECRET//SI").stdout.strip()
     dirty_id = server.run("artifact", "put", str(dirty), token=ts).stdout.strip()
     refused = server.run(

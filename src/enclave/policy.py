@@ -57,6 +57,7 @@ class Action(StrEnum):
     MINT_TOKEN = "mint_token"  # a token for oneself at the session label
     USE_URGENT_QOS = "use_urgent_qos"  # submit work that may preempt others
     INVOKE = "invoke"  # call a model endpoint through the gateway
+    READ_METRICS = "read_metrics"  # the deployment's /metrics page (operators)
 
 
 @dataclass(frozen=True)
@@ -305,6 +306,7 @@ RULES: dict[Action, tuple[Rule, ...]] = {
     Action.MINT_TOKEN: (session_within_clearance,),
     Action.USE_URGENT_QOS: (session_within_clearance, _needs_role(Role.OPERATOR, Role.ADMIN)),
     Action.INVOKE: (session_within_clearance, tenancy, simple_security, region_accredited_for_session),
+    Action.READ_METRICS: (session_within_clearance, _needs_role(Role.OPERATOR)),
 }
 
 

@@ -300,8 +300,15 @@ def test_calls_are_metered_and_audited_with_hashes(dep: Deployment) -> None:
     assert emb_call["prompt_tokens"] > 0 and emb_call["energy_j"] > 0 and emb_call["response_label"] == "CUI"
     usage = _ok(api.get("/v1/agencies/alpha/usage"))["gateway"]
     assert usage["requests"] >= len(calls) and usage["prompt_tokens"] > 0 and usage["energy_kwh"] > 0
-    metrics = httpx.get(f"{dep.server.url}/metrics").text
-    assert 'enclave_gateway_requests_total{outcome="ok",route="embeddings"}' in metrics
+    # /metrics is the operator role's, with series only at labels its session may read.
+    assert httpx.get(f"{dep.server.url}/metrics").status_code == 401
+    admin = {"Authorization": f"Bearer {dep.server.admin_token}"}
+    minted = _ok(
+        httpx.post(f"{dep.server.url}/v1/tokens", json={"user": "admin", "label": "CUI"}, headers=admin), 201
+    )
+    metrics = httpx.get(f"{dep.server.url}/metrics", headers={"Authorization": f"Bearer {minted['token']}"}).text
+    assert 'enclave_gateway_requests_total{label="CUI",outcome="ok",route="embeddings"}' in metrics
+    assert 'label="CUI"' not in httpx.get(f"{dep.server.url}/metrics", headers=admin).text  # at UNCLASSIFIED
 
 
 def test_rate_limit_and_budget_answer_429(dep: Deployment) -> None:

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from enclave.api.deps import plain_text
@@ -27,6 +27,7 @@ from enclave.gateway import metrics
 from enclave.gateway.router import Replica
 from enclave.gateway.upstream import Client, UpstreamError
 from enclave.gateway.upstream import Response as Answer
+from enclave.services import metrics as metrics_page
 from enclave.services.gateway import Call, Gateway, Target
 from enclave.services.unit import Actor
 
@@ -104,8 +105,9 @@ OPENAPI_PATHS: dict[str, Any] = {
 
 
 @metrics_router.get("/metrics", include_in_schema=False)
-def prometheus() -> Response:
-    return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+def prometheus(request: Request, actor: ActorDep) -> Response:
+    """The operator role's, with only the series at labels its session may read."""
+    return Response(metrics_page.exposition(request.app.state.ctx, actor), media_type=CONTENT_TYPE_LATEST)
 
 
 # -- one call ------------------------------------------------------------------------------------
@@ -168,7 +170,7 @@ async def _call(request: Request, route: str) -> Response:
         else:
             target, screened = await run_in_threadpool(_gate, gw, actor, route, body)
     except Exception:
-        metrics.requests(route, "refused").inc()
+        metrics.requests(route, "refused", actor.subject.session.marking).inc()
         raise
     _put_texts(route, body, screened)
     stream = bool(body.get("stream")) and route != "embeddings"
@@ -230,7 +232,7 @@ async def _send(
             tried.add(replica.job_id)
             continue
         return response, replica
-    metrics.requests(route, "unavailable").inc()
+    metrics.requests(route, "unavailable", target.response_label.marking).inc()
     raise Unavailable(f"endpoint {target.name} has no ready replica that could take the call; retry shortly")
 
 
@@ -332,7 +334,7 @@ async def _record(
     try:
         await _logged(gw, call)
     finally:
-        _observe(route, status, latency, prompt_t, completion_t, call.energy_j)
+        _observe(route, actor.subject.session.marking, status, latency, prompt_t, completion_t, call.energy_j)
 
 
 async def _logged(gw: Gateway, call: Call) -> None:
@@ -357,13 +359,14 @@ async def _logged(gw: Gateway, call: Call) -> None:
 
 
 def _observe(
-    route: str, status: int, latency: float, prompt_t: int, completion_t: int, energy: float
+    route: str, label: str, status: int, latency: float, prompt_t: int, completion_t: int, energy: float
 ) -> None:
-    metrics.requests(route, "ok" if status < 400 else "error").inc()
-    metrics.latency(route).observe(latency)
-    metrics.PROMPT_TOKENS.inc(prompt_t)
-    metrics.COMPLETION_TOKENS.inc(completion_t)
-    metrics.ENERGY.inc(energy)
+    """Count one call in the metrics, under the session label it was made at."""
+    metrics.requests(route, "ok" if status < 400 else "error", label).inc()
+    metrics.latency(route, label).observe(latency)
+    metrics.tokens("prompt", label).inc(prompt_t)
+    metrics.tokens("completion", label).inc(completion_t)
+    metrics.energy(label).inc(energy)
 
 
 async def _relay(

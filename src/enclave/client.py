@@ -239,8 +239,17 @@ class Client:
             params["event"] = event
         return list(self._json("GET", "/v1/audit", params=params)["items"])
 
-    def audit_verify(self) -> dict[str, Any]:
-        return dict(self._json("GET", "/v1/audit/verify"))
+    def audit_verify(
+        self, pubkey: str | None = None, sink: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        """Verify the chain; ``pubkey`` pins the key, ``sink`` holds the newest checkpoints
+        read from an append-only sink."""
+        if pubkey is None and not sink:
+            return dict(self._json("GET", "/v1/audit/verify"))
+        return dict(self._json("POST", "/v1/audit/verify", json={"pubkey": pubkey, "sink": sink or []}))
+
+    def audit_pubkey(self) -> str:
+        return str(self._json("GET", "/v1/audit/pubkey")["public_key"])
 
     # -- datasets --------------------------------------------------------------------------
     def upload_dataset(

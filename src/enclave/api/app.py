@@ -16,7 +16,7 @@ from fastapi import Depends, FastAPI, Request
 from enclave import __version__
 from enclave.api import problems
 from enclave.api.deps import plain_text
-from enclave.api.limits import BodyLimit
+from enclave.api.limits import BodyLimit, RequestGuard
 from enclave.api.routes import (
     artifacts,
     audit,
@@ -33,6 +33,7 @@ from enclave.api.routes import (
     workers,
 )
 from enclave.scheduler.policies import make_policy
+from enclave.services.auth import AuthFailureRecorder, note_failed_authentication
 from enclave.services.bootstrap import bootstrap
 from enclave.services.context import Context, Settings, default_home
 from enclave.services.endpoints import Supervisor
@@ -100,6 +101,8 @@ def create_app(
             live.start()
         app.state.live = live
         app.state.gateway = Gateway(app.state.ctx)
+        recorder = AuthFailureRecorder(app.state.ctx)
+        recorder.start()
         if freeze_heap:
             gc.collect()  # what start-up left as garbage goes now, not frozen for good
             gc.freeze()
@@ -108,6 +111,7 @@ def create_app(
         if replicas is not None:
             replicas.close()
         app.state.gateway.close()
+        recorder.stop()
         if live is not None:
             live.stop()
         if own:
@@ -149,6 +153,7 @@ def create_app(
         live: LiveLoops | None = getattr(request.app.state, "live", None)
         return {"status": "ok", "version": __version__, "leader": bool(live and live.leadership.leader)}
 
+    app.add_middleware(RequestGuard, on_unauthenticated=_note_unauthenticated)
     app.add_middleware(
         BodyLimit,
         default_bytes=settings.max_json_bytes,
@@ -158,6 +163,14 @@ def create_app(
         },
     )
     return app
+
+
+def _note_unauthenticated(scope: Any) -> None:
+    """A 401 was answered: count it for the per-source, per-minute audit record."""
+    ctx: Context | None = scope["app"].state.ctx
+    if ctx is not None:
+        client = scope.get("client")
+        note_failed_authentication(ctx, client[0] if client else None)
 
 
 # FastAPI's native OpenTelemetry (releases that have it) looks the global providers up on every
@@ -190,6 +203,15 @@ def app_from_env() -> FastAPI:
         fleet=os.environ.get("ENCLAVE_FLEET", "local"),
         policy=os.environ.get("ENCLAVE_POLICY", "priority"),
     )
+    audit_options: dict[str, Any] = {
+        "audit_key_file": _path_env("ENCLAVE_AUDIT_KEY_FILE"),
+        "audit_sink_file": _path_env("ENCLAVE_AUDIT_SINK_FILE"),
+        "audit_syslog": os.environ.get("ENCLAVE_AUDIT_SYSLOG") or None,
+    }
+    settings = dataclasses.replace(settings, **audit_options)
+    pending = _float_env("ENCLAVE_MAX_PENDING_JOBS")
+    if pending is not None:
+        settings = dataclasses.replace(settings, max_pending_jobs=int(pending))
     idle_s = _float_env("ENCLAVE_ENDPOINT_IDLE_S")
     if idle_s is not None:
         settings = dataclasses.replace(settings, endpoint_idle_s=idle_s)
@@ -205,3 +227,8 @@ def _float_env(name: str) -> float | None:
         return float(value)
     except ValueError:
         raise SystemExit(f"{name} must be a number, not {value!r}") from None
+
+
+def _path_env(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value).expanduser() if value else None

@@ -8,7 +8,9 @@ processes, extend one chain instead of forking it.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -29,11 +31,14 @@ from enclave.audit.chain import (
     VerifyResult,
     canonical_json,
     make_checkpoint,
+    public_key_text,
     record_hash,
+    same_key,
     sign,
     verify_chain,
 )
 from enclave.audit.events import AuditEvent, Outcome
+from enclave.audit.sink import Sink, checkpoint_line
 from enclave.store.db import bulk_insert
 from enclave.store.models import AuditHead, AuditRecord
 
@@ -46,6 +51,9 @@ _HEAD_SQL = "SELECT seq, hash FROM audit_head WHERE id = 1"
 _HEAD_FOR_UPDATE_SQL = _HEAD_SQL + " FOR UPDATE"
 _MOVE_HEAD_SQL = "UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1"
 _HEAD_KEY = "enclave.audit.head"  # session.info: (transaction, locked head row)
+KEY_FILE = Path("keys") / "audit-ed25519.pem"  # under ENCLAVE_HOME, unless placed elsewhere
+CREDENTIAL_NAME = "enclave-audit-key"  # systemd LoadCredential= name
+log = logging.getLogger("enclave.audit")
 
 
 @dataclass(frozen=True)
@@ -64,9 +72,27 @@ class Entry:
     details: dict[str, Any] | None = None
 
 
+def key_path(home: Path, configured: Path | None = None) -> Path:
+    """Where the audit signing key is: the configured file; else a systemd credential
+    (``LoadCredential=enclave-audit-key:…`` puts it in ``$CREDENTIALS_DIRECTORY``, readable
+    by the service alone); else ``$ENCLAVE_HOME/keys/audit-ed25519.pem``, beside the store."""
+    if configured is not None:
+        return configured.expanduser()
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    if credentials and (Path(credentials) / CREDENTIAL_NAME).is_file():
+        return Path(credentials) / CREDENTIAL_NAME
+    return home / KEY_FILE
+
+
 def load_or_create_key(path: Path) -> Ed25519PrivateKey:
-    """The server's audit signing key (PEM, mode 0600), created on first use."""
+    """The server's audit signing key (PEM, mode 0600), created on first use.
+
+    A key file that others can read or write is refused: anyone who can read it can sign a
+    checkpoint for a truncated log, anyone who can write it can swap the key."""
     if path.exists():
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise ValueError(f"audit key {path} is accessible to others (mode {mode:o}); chmod 600 it")
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         if not isinstance(key, Ed25519PrivateKey):
             raise ValueError(f"{path} is not an Ed25519 private key")
@@ -83,11 +109,23 @@ def load_or_create_key(path: Path) -> Ed25519PrivateKey:
 
 
 class AuditLog:
-    def __init__(self, key: Ed25519PrivateKey, checkpoint_path: Path) -> None:
+    """Appends, checkpoints and verification of one store's chain.
+
+    Every checkpoint is written to ``checkpoint_path`` and then shipped to each of
+    ``sinks`` (append-only copies the store's attacker cannot rewrite).
+    """
+
+    def __init__(self, key: Ed25519PrivateKey, checkpoint_path: Path, sinks: Sequence[Sink] = ()) -> None:
         self._key = key
         self.public_key: Ed25519PublicKey = key.public_key()
+        self.public_key_text = public_key_text(self.public_key)
         self._checkpoint_path = checkpoint_path
         self._checkpoint_lock = threading.Lock()
+        self._sinks = list(sinks)
+
+    def close(self) -> None:
+        for sink in self._sinks:
+            sink.close()
 
     def _locked_head(self, session: Session) -> AuditHead:
         """The chain head, locked once per transaction and then reused: the lock is held until
@@ -172,19 +210,43 @@ class AuditLog:
         return self.checkpoint(head.seq, head.hash, now)
 
     def checkpoint(self, seq: int, head_hash: str, now: datetime) -> Checkpoint:
-        """Sign a committed head and store it beside the database, unless a newer one is there."""
+        """Sign a committed head, store it beside the database unless a newer one is there
+        (threads of this process and other processes sharing the file: a lock file), then
+        ship it to the sinks, in the same order."""
         cp = make_checkpoint(self._key, seq, head_hash, now.isoformat(timespec="microseconds"))
-        with self._checkpoint_lock:
+        with self._checkpoint_lock, self._file_lock():
             current = self.read_checkpoint()
             if current is not None and current.seq > cp.seq:
                 return current  # another writer checkpointed a newer head already
-            self._checkpoint_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             tmp = self._checkpoint_path.with_suffix(f".{os.getpid()}.tmp")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as fh:
                 fh.write(json.dumps(cp.__dict__))
             os.replace(tmp, self._checkpoint_path)
+            self._ship(cp)
             return cp
+
+    def _ship(self, cp: Checkpoint) -> None:
+        if not self._sinks:
+            return
+        line = checkpoint_line(cp, self.public_key_text)
+        for sink in self._sinks:
+            try:
+                sink.ship(line)
+            except Exception:
+                # The action is committed; a sink that cannot take the line is an operator's
+                # alarm, not a reason to fail the request. The next checkpoint covers it.
+                log.exception("could not ship audit checkpoint %d to %s", cp.seq, type(sink).__name__)
+
+    @contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        self._checkpoint_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self._checkpoint_path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def read_checkpoint(self) -> Checkpoint | None:
         try:
@@ -197,10 +259,24 @@ class AuditLog:
             return Checkpoint(seq=0, hash="", ts="", signature="")
 
     # -- verification ------------------------------------------------------------------
-    def verify(self, session: Session) -> VerifyResult:
+    def verify(
+        self,
+        session: Session,
+        pinned: Ed25519PublicKey | None = None,
+        sink: Sequence[Checkpoint] = (),
+    ) -> VerifyResult:
+        """Check the chain against the local checkpoint and checkpoints from the sink.
+
+        ``pinned`` is the key the operator recorded: records and checkpoints are checked
+        with it rather than with the key this server holds (which the store's attacker may
+        have replaced), and a server holding another key fails even on an intact chain.
+        """
+        public = pinned or self.public_key
         checkpoint = self.read_checkpoint()
-        result = verify_chain(self._rows(session), self.public_key, checkpoint)
-        if result.ok and checkpoint is None and result.records:
+        result = verify_chain(self._rows(session), public, checkpoint, sink)
+        if not result.ok:
+            return result
+        if checkpoint is None and result.records:
             # Every commit that appends records rewrites the checkpoint, so records without
             # one mean it was removed — and without it a truncated tail would pass unseen.
             return VerifyResult(
@@ -208,6 +284,13 @@ class AuditLog:
                 result.records,
                 result.records + 1,
                 f"the signed checkpoint is missing: records after {result.records} may have been removed",
+            )
+        if pinned is not None and not same_key(pinned, self.public_key):
+            return VerifyResult(
+                False,
+                result.records,
+                None,
+                f"the server signs with {self.public_key_text}, not the pinned key {public_key_text(pinned)}",
             )
         return result
 

@@ -12,6 +12,8 @@ from typing import Annotated
 
 import typer
 
+from enclave.audit.chain import public_key_text
+from enclave.audit.log import key_path, load_or_create_key
 from enclave.cli import admin, artifacts, audit, datasets, endpoints, jobs, models, sim, train, transfers
 from enclave.cli.common import (
     SESSION_TOKEN_FILE,
@@ -56,6 +58,16 @@ def up(
     policy: Annotated[
         str, typer.Option(help="Scheduling policy: priority (multifactor EASY), easy or fcfs")
     ] = "priority",
+    audit_key: Annotated[
+        Path | None,
+        typer.Option(help="Audit signing key file (default: $CREDENTIALS_DIRECTORY, else under home)"),
+    ] = None,
+    audit_sink_file: Annotated[
+        Path | None, typer.Option(help="Append every signed audit checkpoint to this file (O_APPEND)")
+    ] = None,
+    audit_syslog: Annotated[
+        str | None, typer.Option(help="Send every audit checkpoint to syslog: /dev/log or host:port (UDP)")
+    ] = None,
 ) -> None:
     """Start the control plane (embedded default: SQLite + local executor, fleet `local`)."""
     import uvicorn
@@ -69,12 +81,42 @@ def up(
     os.environ["ENCLAVE_POLICY"] = policy
     if db:
         os.environ["ENCLAVE_DB_URL"] = db
+    for name, value in (
+        ("ENCLAVE_AUDIT_KEY_FILE", audit_key),
+        ("ENCLAVE_AUDIT_SINK_FILE", audit_sink_file),
+        ("ENCLAVE_AUDIT_SYSLOG", audit_syslog),
+    ):
+        if value is not None:
+            os.environ[name] = str(value)
+    _first_start_audit_key(key_path(enclave_home, audit_key))
     typer.echo(
         f"Enclave on http://{host}:{port}  fleet={fleet}  home={enclave_home}  "
         f"admin token: {enclave_home / 'admin.token'}",
         err=True,
     )
-    uvicorn.run("enclave.api.app:app_from_env", factory=True, host=host, port=port, log_level="warning")
+    uvicorn.run(
+        "enclave.api.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        log_level="warning",
+        http="enclave.api.limits:HeaderTimeoutProtocol",  # a deadline on request headers
+        proxy_headers=False,  # the peer address is the client (per-address throttles)
+    )
+
+
+def _first_start_audit_key(path: Path) -> None:
+    """Create the audit signing key on the first start and print its public half, for the
+    operator to record apart from this machine (`enclave audit verify --pubkey`)."""
+    if path.exists():
+        return
+    public = public_key_text(load_or_create_key(path).public_key())
+    typer.echo(
+        f"audit public key: {public}\n"
+        "  first start: record this key somewhere the store's users cannot write; "
+        "`enclave audit verify --pubkey KEY` refuses a log signed by any other.",
+        err=True,
+    )
 
 
 @app.command()

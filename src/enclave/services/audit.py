@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
 
+from enclave.audit.chain import Checkpoint, parse_public_key
 from enclave.audit.events import AuditEvent
+from enclave.audit.sink import SinkError, read_sink, to_check
 from enclave.errors import InvalidInput
 from enclave.policy import Action, Resource, decide
 from enclave.services.context import Context
@@ -16,6 +19,7 @@ from enclave.store.models import AuditRecord
 
 AUDIT = Resource(kind="audit")
 MAX_LIST = 5000
+MAX_SINK_CHECKPOINTS = 1000
 
 
 def _view(r: AuditRecord) -> dict[str, Any]:
@@ -44,6 +48,7 @@ def list_records(
     if event is not None and event not in {e.value for e in AuditEvent}:
         raise InvalidInput(f"unknown audit event {event!r}")
     s = actor.subject
+    ctx.denials.flush()  # denials recorded off the request path are read as written
     with unit(ctx) as u:
         u.require(actor, Action.READ_AUDIT, AUDIT)
         query = (
@@ -66,19 +71,60 @@ def list_records(
         return out
 
 
-def verify(ctx: Context, actor: Actor) -> dict[str, Any]:
-    """Check the whole chain and the signed checkpoint; the result names the first bad record."""
+def public_key(ctx: Context, actor: Actor) -> dict[str, Any]:
+    """The key this server signs with (what ``--pubkey`` should match)."""
     with unit(ctx) as u:
         u.require(actor, Action.READ_AUDIT, AUDIT)
-        result = ctx.audit.verify(u.session)
+    return {"public_key": ctx.audit.public_key_text}
+
+
+def verify(
+    ctx: Context, actor: Actor, pubkey: str | None = None, sink: Sequence[Checkpoint] = ()
+) -> dict[str, Any]:
+    """Check the whole chain and the signed checkpoints; the result names the first bad record.
+
+    ``pubkey`` pins the verifying key (the one recorded at the first start). ``sink`` holds
+    checkpoints an operator read from an append-only sink (:func:`enclave.audit.sink.to_check`
+    picks them); the server's own sink file, when it has one, is read as well. The chain must
+    match every one of them and reach the newest.
+    """
+    if len(sink) > MAX_SINK_CHECKPOINTS:
+        raise InvalidInput(f"at most {MAX_SINK_CHECKPOINTS} sink checkpoints")
+    try:
+        pinned = parse_public_key(pubkey) if pubkey is not None else None
+    except ValueError as exc:
+        raise InvalidInput(f"pubkey: {exc}") from None
+    ctx.denials.flush()  # the chain checked includes every denial answered so far
+    with unit(ctx) as u:
+        u.require(actor, Action.READ_AUDIT, AUDIT)
+        own, own_problem = _own_sink(ctx)
+        result = ctx.audit.verify(u.session, pinned, list(dict.fromkeys([*sink, *own])))
     outcome = {
-        "ok": result.ok,
+        "ok": result.ok and own_problem is None,
         "records": result.records,
         "first_bad_seq": result.first_bad_seq,
-        "problem": result.problem,
+        "problem": result.problem or own_problem,
     }
-    if result.ok:
+    if outcome["ok"]:
         # Recording a verification on a broken chain would only bury the break further.
+        details: dict[str, Any] = {"records": result.records}
+        if pinned is not None:
+            details["pinned"] = True
+        if sink or own:
+            details["sink_seq"] = max(cp.seq for cp in [*sink, *own])
         with unit(ctx) as u:
-            u.record(entry_for(actor, AuditEvent.AUDIT_VERIFIED, AUDIT, details={"records": result.records}))
+            u.record(entry_for(actor, AuditEvent.AUDIT_VERIFIED, AUDIT, details=details))
     return outcome
+
+
+def _own_sink(ctx: Context) -> tuple[list[Checkpoint], str | None]:
+    """The checkpoints to check from the server's own sink file (if it has one and can read it)."""
+    path = ctx.settings.audit_sink_file
+    if path is None or not path.exists():
+        return [], None
+    try:
+        return to_check(read_sink(path), MAX_SINK_CHECKPOINTS), None
+    except SinkError as exc:
+        return [], f"the audit sink {path} is damaged: {exc}"
+    except OSError:
+        return [], None  # write-only to this server (the operator's choice): --sink reads it

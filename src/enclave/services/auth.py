@@ -4,14 +4,25 @@ Tokens are 256-bit random strings; only their SHA-256 is stored (a high-entropy 
 needs no slow hash) and lookups compare digests with ``hmac.compare_digest``. Passwords are
 hashed with Argon2id, a memory-hard function. Failed logins are counted per user *name*,
 whether or not the user exists, so the throttle cannot be used to probe for names.
+
+Unauthenticated load stays cheap: password attempts are also bounded per client address
+(in memory, before any database work), at most ``HASH_CONCURRENCY`` Argon2 computations run
+at once (a request finding no free slot is answered 429 at once rather than holding a
+worker thread), and failed bearer authentications are audited as one ``auth.failures``
+record per source and minute with a count, written by :class:`AuthFailureRecorder`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
+import threading
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
@@ -20,31 +31,50 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from enclave.audit.events import AuditEvent, Outcome
+from enclave.audit.log import Entry
 from enclave.errors import Forbidden, InvalidInput, NotAuthenticated, NotFound, RateLimited
 from enclave.labels import Label
 from enclave.policy import Action, Resource, Role, Subject, may_hold_session
 from enclave.services.context import LOGIN_LOCKOUT_S, LOGIN_MAX_FAILURES, LOGIN_WINDOW_S, Context
+from enclave.services.throttle import Tallied, source_of
 from enclave.services.unit import Actor, Unit, entry_for, unit
 from enclave.store.models import Agency, LoginThrottle, Token, User
 
 TOKEN_PREFIX = "enc_"
 MIN_PASSWORD_CHARS = 12
+HASH_CONCURRENCY = 2  # Argon2 computations at once in this process (64 MiB and ~50 ms of CPU each)
+log = logging.getLogger("enclave.auth")
 _hasher = PasswordHasher()  # argon2id, library defaults (64 MiB, t=3, p=4)
 # A fixed hash to verify against when the user does not exist, so timing reveals nothing.
 _DUMMY_HASH = _hasher.hash("not-a-real-password-" + secrets.token_hex(8))
+_hash_slots = threading.BoundedSemaphore(HASH_CONCURRENCY)
+
+
+@contextmanager
+def _hash_slot() -> Iterator[None]:
+    """One of the HASH_CONCURRENCY slots, or 429 at once: a caller never waits for one,
+    so a flood of logins cannot hold the worker threads authenticated requests need."""
+    if not _hash_slots.acquire(blocking=False):
+        raise RateLimited("too many password checks at once; retry in a moment", retry_after_s=1)
+    try:
+        yield
+    finally:
+        _hash_slots.release()
 
 
 def hash_password(password: str) -> str:
     if len(password) < MIN_PASSWORD_CHARS:
         raise InvalidInput(f"password must be at least {MIN_PASSWORD_CHARS} characters")
-    return _hasher.hash(password)
+    with _hash_slot():
+        return _hasher.hash(password)
 
 
 def password_ok(stored: str | None, password: str) -> bool:
-    try:
-        return _hasher.verify(stored or _DUMMY_HASH, password) and stored is not None
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
-        return False
+    with _hash_slot():
+        try:
+            return _hasher.verify(stored or _DUMMY_HASH, password) and stored is not None
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
 
 
 def token_digest(token: str) -> str:
@@ -138,9 +168,15 @@ def _mint(
 
 
 def login(ctx: Context, user_name: str, password: str, marking: str, client: str = "") -> tuple[Token, str]:
-    """Password login for one session label; throttled per user name."""
+    """Password login for one session label; throttled per client address, then per user name."""
     label = ctx.scheme.parse(marking)
     now = ctx.now()
+    source = source_of(client)
+    wait = ctx.login_throttle.begin(source, time.monotonic())
+    if wait:
+        # Not one record per refused try (that would flood the log): counted per minute.
+        ctx.auth_failures.note(source, "login_throttled", now)
+        raise RateLimited("too many failed logins from this address; try again later", retry_after_s=wait)
     with unit(ctx) as u:
         throttle = u.session.get(LoginThrottle, user_name, with_for_update=True)
         if throttle and throttle.locked_until and throttle.locked_until > now:
@@ -175,6 +211,7 @@ def login(ctx: Context, user_name: str, password: str, marking: str, client: str
                 )
             )
         raise Forbidden(f"label {label} is above your clearance")
+    ctx.login_throttle.succeeded(source)
     with unit(ctx) as u:
         throttle = u.session.get(LoginThrottle, user_name)
         if throttle is not None:
@@ -247,3 +284,63 @@ def revoke_token(ctx: Context, actor: Actor, token_id: str) -> None:
         if tok.revoked_at is None:
             tok.revoked_at = ctx.now()
             u.record(entry_for(actor, AuditEvent.TOKEN_REVOKED, Resource(kind="token"), token_id))
+
+
+# -- failed bearer authentication ---------------------------------------------------------------
+def note_failed_authentication(ctx: Context, client: str | None, kind: str = "bearer") -> None:
+    """Count one failed authentication of ``client``: recorded with the others of its source
+    and minute by :func:`record_auth_failures`."""
+    ctx.auth_failures.note(source_of(client), kind, ctx.now())
+
+
+def record_auth_failures(ctx: Context, everything: bool = False) -> int:
+    """Write one ``auth.failures`` record per (source, minute, kind) of the minutes that have
+    ended (every minute with ``everything``), in one transaction; returns how many."""
+    items = ctx.auth_failures.drain(ctx.now(), everything)
+    if not items:
+        return 0
+    try:
+        with unit(ctx) as u:
+            for t in items:
+                u.record(_failures_entry(t))
+    except Exception:
+        ctx.auth_failures.put_back(items)  # tried again at the next minute
+        raise
+    return len(items)
+
+
+def _failures_entry(t: Tallied) -> Entry:
+    return entry_for(
+        None,
+        AuditEvent.AUTH_FAILURES,
+        outcome=Outcome.DENY,
+        details={"source": t.source, "minute": t.minute, "kind": t.kind, "count": t.count},
+    )
+
+
+class AuthFailureRecorder:
+    """A thread writing the failed-authentication counts of each minute once it has ended
+    (and everything left when stopped)."""
+
+    AFTER_MINUTE_S = 1.0  # how long after a minute ends its counts are written
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="enclave-auth-failures", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+        record_auth_failures(self.ctx, everything=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(60.0 - time.time() % 60.0 + self.AFTER_MINUTE_S):
+            try:
+                record_auth_failures(self.ctx)
+            except Exception:
+                log.exception("could not record failed authentications")

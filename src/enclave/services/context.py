@@ -13,12 +13,14 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from enclave.audit.deferred import DeferredAudit
-from enclave.audit.log import AuditLog, load_or_create_key
+from enclave.audit.log import AuditLog, key_path, load_or_create_key
+from enclave.audit.sink import open_sinks
 from enclave.blobs import BlobStore, load_or_create_master_key
 from enclave.fleet import Fleet, load_fleet
 from enclave.gateway.router import Router
 from enclave.guard_scan import ExtraPattern
 from enclave.labels import LabelScheme
+from enclave.services.throttle import AddressThrottle, FailedAuthTally
 from enclave.store.db import make_engine, migrate, session_factory, sqlite_url
 
 DEFAULT_HOME = Path("~/.enclave")
@@ -29,6 +31,7 @@ ADMIN_TOKEN_TTL_S = 365 * 24 * 3600
 LOGIN_MAX_FAILURES = 5  # within LOGIN_WINDOW_S, then locked for LOGIN_LOCKOUT_S
 LOGIN_WINDOW_S = 15 * 60
 LOGIN_LOCKOUT_S = 15 * 60
+MAX_PENDING_JOBS = 10_000  # per agency and label: jobs submitted and not yet started
 
 
 def default_home() -> Path:
@@ -45,6 +48,10 @@ class Settings:
     max_json_bytes: int = MAX_JSON_BYTES
     token_ttl_s: int = TOKEN_TTL_S
     endpoint_idle_s: float = 60.0  # a quiet endpoint gives back a replica (down to its min) after this
+    max_pending_jobs: int = MAX_PENDING_JOBS
+    audit_key_file: Path | None = None  # default: enclave.audit.log.key_path
+    audit_sink_file: Path | None = None  # append-only copy of every audit checkpoint
+    audit_syslog: str | None = None  # "/dev/log" or "host:port" (UDP): checkpoints to syslog too
 
     @property
     def database_url(self) -> str:
@@ -71,7 +78,9 @@ class Context:
         self.sessions: sessionmaker[Session] = session_factory(self.engine)
         self.read_sessions: sessionmaker[Session] = session_factory(self.engine, read_only=True)
         self.audit = AuditLog(
-            load_or_create_key(home / "keys" / "audit-ed25519.pem"), home / "audit" / "checkpoint.json"
+            load_or_create_key(key_path(home, settings.audit_key_file)),
+            home / "audit" / "checkpoint.json",
+            open_sinks(settings.audit_sink_file, settings.audit_syslog),
         )
         self.blobs = BlobStore(home / "blobs", load_or_create_master_key(home / "keys" / "master.key"))
         self.now = clock
@@ -80,6 +89,8 @@ class Context:
         self.router = Router()  # healthy replicas per endpoint, for the gateway
         # Denials that answer like a miss, recorded off the request path (services.unit)
         self.denials = DeferredAudit(self.sessions, self.audit, lambda: self.now())
+        self.auth_failures = FailedAuthTally()  # recorded once a minute (services.auth)
+        self.login_throttle = AddressThrottle()  # password attempts per client address
 
     def notify_jobs(self) -> None:
         self.jobs_changed.set()
@@ -87,3 +98,4 @@ class Context:
     def close(self) -> None:
         self.denials.close()
         self.engine.dispose()
+        self.audit.close()

@@ -1,33 +1,34 @@
-"""Generate text from a trained charlm model directory (model.pt + vocab.json + model.json).
+"""Generate text from a trained charlm model directory (model.safetensors + vocab.json + model.json).
 
     python examples/charlm/sample.py --prompt "HAMLET." --length 400   # default dir: a local train.py run
     python examples/charlm/sample.py path/to/model_dir --temperature 0.6 --top-k 10
 
-This is what a serving runtime does with the artifact: encode the prompt with vocab.json, feed at
-most block_size ids to the TorchScript module, sample the next id from the last position's logits.
+This is what a serving runtime does with the artifact, with the runtime's own loader: build the
+network from model.json's architecture, load the safetensors weights into it (no code from the
+file runs), encode the prompt with vocab.json, feed at most block_size ids, sample the next id
+from the last position's logits.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import warnings
 from pathlib import Path
 
 import torch
 
+from enclave.serving.rt_charlm import CharTransformer, architecture, load_weights, read_vocab
 
-def load(model_dir: Path) -> tuple[torch.jit.ScriptModule, list[str], int]:
-    with warnings.catch_warnings():  # torch 2.13 marks torch.jit deprecated; the contract is TorchScript
-        warnings.simplefilter("ignore", DeprecationWarning)
-        model = torch.jit.load(str(model_dir / "model.pt"), map_location="cpu")
-    chars = json.loads((model_dir / "vocab.json").read_text())["chars"]
-    block_size = json.loads((model_dir / "model.json").read_text())["block_size"]
-    return model.eval(), chars, block_size
+
+def load(model_dir: Path) -> tuple[CharTransformer, list[str], int]:
+    meta = json.loads((model_dir / "model.json").read_text())
+    chars = read_vocab(model_dir)
+    model = load_weights(model_dir / "model.safetensors", len(chars), architecture(meta))
+    return model, chars, meta["block_size"]
 
 
 @torch.no_grad()
-def generate(model: torch.jit.ScriptModule, chars: list[str], block_size: int, prompt: str, length: int,
+def generate(model: CharTransformer, chars: list[str], block_size: int, prompt: str, length: int,
              temperature: float = 0.8, top_k: int = 0, seed: int = 0) -> str:
     lookup = {c: i for i, c in enumerate(chars)}
     unknown = sorted({c for c in prompt if c not in lookup})

@@ -9,6 +9,11 @@ Text comes from the job's first dataset, else --data, else data/shakespeare.txt 
 script. The last `val_fraction` of the text is held out. Checkpoints (model, optimiser, step,
 RNG states) go to ENCLAVE_CHECKPOINT_DIR every `ckpt_every` steps and on SIGTERM (then exit
 143); a restarted job resumes from the step it saved and continues the exact same run.
+
+The model is written as safetensors (weights only) plus the architecture in model.json: loading
+it runs no code from the file, unlike torch.save / TorchScript (pickles). The `pytorch` serving
+runtime builds the same CharTransformer (enclave/serving/rt_charlm.py) and loads the weights in.
+Checkpoints are safetensors too (tensors, with step, vocabulary and optimiser settings as JSON).
 """
 
 from __future__ import annotations
@@ -20,10 +25,11 @@ import os
 import signal
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 from torch.nn import functional as F
 
@@ -94,7 +100,7 @@ def hparams(cli_overrides: list[str]) -> dict:
     return hp
 
 
-# --- model: a GPT-style decoder, written to be torch.jit.script-able ------------------------
+# --- model: a GPT-style decoder; the serving runtime has the same modules and names ----------
 
 class Block(nn.Module):
     def __init__(self, n_embd: int, n_head: int, dropout: float) -> None:
@@ -200,7 +206,7 @@ class Run:
 
     def __init__(self, path: Path, chars: list[str], hp: dict) -> None:
         self.path, self.chars = path, chars
-        saved = torch.load(path, weights_only=False) if path.exists() else None  # our own file
+        saved = load_checkpoint(path) if path.exists() else None
         if saved and saved["chars"] != chars:
             sys.exit("checkpoint was trained on a different vocabulary; refusing to resume")
         self.arch = saved["arch"] if saved else {k: hp[k] for k in ARCH_KEYS}  # a resumed run keeps its shape
@@ -221,8 +227,37 @@ class Run:
                  "optimizer": self.opt.state_dict(), "sampler_rng": self.sampler.get_state(),
                  "torch_rng": torch.get_rng_state()}
         tmp = self.path.with_suffix(".tmp")
-        torch.save(state, tmp)
+        save_checkpoint(state, tmp)
         os.replace(tmp, self.path)  # atomic: a kill mid-write leaves the previous checkpoint intact
+
+
+# A checkpoint as safetensors: every tensor by a dotted name, everything else as JSON metadata.
+def save_checkpoint(state: dict, path: Path) -> None:
+    opt = state["optimizer"]
+    tensors = {f"model.{k}": v for k, v in state["model"].items()}
+    for index, values in opt["state"].items():
+        for key, value in values.items():
+            tensors[f"opt.{index}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    tensors["rng.sampler"], tensors["rng.torch"] = state["sampler_rng"], state["torch_rng"]
+    meta = {"step": state["step"], "arch": state["arch"], "chars": state["chars"],
+            "param_groups": opt["param_groups"]}
+    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(path),
+              metadata={"run": json.dumps(meta)})
+
+
+def load_checkpoint(path: Path) -> dict:
+    with safe_open(str(path), framework="pt") as fh:
+        meta = json.loads(fh.metadata()["run"])
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open has no iterator)
+    opt_state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        if name.startswith("opt."):
+            _, index, key = name.split(".", 2)
+            opt_state.setdefault(int(index), {})[key] = value
+    model = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+    return {"step": meta["step"], "arch": meta["arch"], "chars": meta["chars"], "model": model,
+            "optimizer": {"state": opt_state, "param_groups": meta["param_groups"]},
+            "sampler_rng": tensors["rng.sampler"], "torch_rng": tensors["rng.torch"]}
 
 
 def train_steps(run: Run, train: torch.Tensor, val: torch.Tensor, hp: dict, contract: Contract) -> bool:
@@ -278,11 +313,8 @@ def final_metrics(run: Run, train: torch.Tensor, val: torch.Tensor) -> dict[str,
 
 def export(out: Path, model: CharTransformer, chars: list[str], arch: dict, metrics: dict, hp: dict) -> None:
     model.eval()
-    # TorchScript is what the serving contract loads; torch 2.13 flags the whole torch.jit API
-    # as deprecated, which is not actionable here.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.save(torch.jit.script(model), str(out / "model.pt"))
+    # Weights only, by parameter name; the network itself is the code the runtime ships.
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(out / "model.safetensors"))
     (out / "vocab.json").write_text(json.dumps({"chars": chars}) + "\n")
     card = {
         "format": "enclave-model/1",
@@ -291,7 +323,7 @@ def export(out: Path, model: CharTransformer, chars: list[str], arch: dict, metr
         "task": "text-generation",
         "block_size": arch["block_size"],
         "vocab_size": len(chars),
-        "architecture": arch,
+        "architecture": {"type": "char-transformer", **arch},
         "metrics": metrics,
         "hparams": hp,
     }
@@ -318,7 +350,7 @@ def main() -> int:
     train, val = split(ids, hp["val_fraction"])
     print(f"{path}: {len(text):,} chars, vocab {len(chars)}, train {len(train):,} / val {len(val):,}", flush=True)
 
-    run = Run(contract.checkpoints / "charlm.pt", chars, hp)
+    run = Run(contract.checkpoints / "charlm.safetensors", chars, hp)
     if run.step:
         print(f"resumed from {run.path} at step {run.step}", flush=True)
     n_params = sum(p.numel() for p in run.model.parameters())

@@ -1,7 +1,9 @@
-"""examples/charlm: ships real text, learns better than counting, exports TorchScript, resumes exactly."""
+"""examples/charlm: ships real text, learns better than counting, exports safetensors that the pytorch
+runtime serves with the same network, resumes exactly."""
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import signal
@@ -10,13 +12,14 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
+from safetensors.torch import load_file
 
+from enclave import archive
 from tests.examples.conftest import EXAMPLES, Job, assert_metrics_well_formed, load_example
-
-# torch 2.13 marks all of torch.jit deprecated; TorchScript is still the serving contract.
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+from tests.serving.conftest import start_replica
 
 TEXT = EXAMPLES / "charlm" / "data" / "shakespeare.txt"
 # Small enough to run a few hundred steps in seconds; too small to learn much (not the point there).
@@ -70,7 +73,7 @@ def held_out_nll(model_dir: Path, windows: int = 24) -> tuple[float, float]:
     return nll, unigram
 
 
-def test_smoke_run_beats_the_unigram_baseline_and_exports_torchscript(job_factory, text_dataset) -> None:
+def test_smoke_run_beats_the_unigram_baseline_and_exports_safetensors(job_factory, text_dataset) -> None:
     job = job_factory(text_dataset, {"preset": "smoke"})
     rc, out = job.run("charlm/train.py")
     assert rc == 0, out
@@ -92,7 +95,8 @@ def test_smoke_run_beats_the_unigram_baseline_and_exports_torchscript(job_factor
     assert steps == sorted(steps) and steps[-1] == 300
     assert rows[-1]["final_val_loss"] == pytest.approx(m["val_loss"])
 
-    # The artefact as serving sees it: TorchScript forward [B, T] ids -> [B, T, V] logits, T <= block_size.
+    # The artefact as serving sees it: weights + architecture, forward [B, T] ids -> [B, T, V], T <= block_size.
+    assert sorted(p.name for p in job.output.iterdir()) == ["model.json", "model.safetensors", "vocab.json"]
     model, chars, block = sample.load(job.output)
     assert len(chars) == card["vocab_size"] and all(len(c) == 1 for c in chars)
     for t in (1, 5, block):
@@ -143,7 +147,8 @@ def test_sigterm_checkpoints_and_the_requeued_job_continues_the_same_run(job_fac
     job = job_factory(text_dataset, TINY, name="preempted")
     rc, out = interrupt(job, after_step=20)
     assert rc == 143, out
-    assert (job.checkpoints / "charlm.pt").exists() and not (job.output / "model.json").exists()
+    assert (job.checkpoints / "charlm.safetensors").exists() and not (job.output / "model.json").exists()
+    assert [p.name for p in job.checkpoints.iterdir()] == ["charlm.safetensors"]  # no pickle anywhere
     saved = int(out.split("checkpoint saved at step ")[1].split(";")[0])
     first_run = [r["step"] for r in job.metrics()]
     assert 20 <= max(first_run) <= saved < TINY["steps"]
@@ -160,3 +165,39 @@ def test_sigterm_checkpoints_and_the_requeued_job_continues_the_same_run(job_fac
     assert whole.run("charlm/train.py")[0] == 0
     resumed, direct = job.model_card()["metrics"], whole.model_card()["metrics"]
     assert resumed["val_loss"] == pytest.approx(direct["val_loss"], abs=1e-6)
+
+
+def test_the_trained_model_is_served_end_to_end_by_the_pytorch_runtime(job_factory, text_dataset, tmp_path) -> None:
+    """train.py's output, packed and checked as an upload is, served by a real replica: its greedy
+    text is what the training script's own network (train.CharTransformer) predicts from the same
+    weights, so the runtime's architecture is the example's, name for name."""
+    job = job_factory(text_dataset, {**TINY, "steps": 20})
+    assert job.run("charlm/train.py")[0] == 0
+    packed = tmp_path / "model.tar.gz"
+    with packed.open("wb") as fh:
+        archive.pack(job.output, fh)
+    found = archive.inspect([packed.read_bytes()])
+    assert found.pickles == () and found.manifest["architecture"]["type"] == "char-transformer"
+    model_dir = tmp_path / "model"
+    archive.unpack([packed.read_bytes()], model_dir)
+
+    train = load_example("charlm/train.py", "charlm_train")
+    card, chars = job.model_card(), json.loads((job.output / "vocab.json").read_text())["chars"]
+    arch = {k: card["architecture"][k] for k in train.ARCH_KEYS}
+    net = train.CharTransformer(len(chars), **arch)
+    net.load_state_dict(load_file(str(job.output / "model.safetensors")))
+    net.eval()
+    ids = [chars.index(c) for c in "ROMEO."]
+    with torch.no_grad():
+        for _ in range(12):
+            ids.append(int(net(torch.tensor([ids[-arch["block_size"] :]]))[0, -1].argmax()))
+    expected = "".join(chars[i] for i in ids[6:])
+
+    replica = start_replica(tmp_path / "run", "--runtime", "pytorch", "--model-dir", str(model_dir))
+    try:
+        body = {"prompt": "ROMEO.", "max_tokens": 12, "temperature": 0}
+        r = httpx.post(f"{replica.url}/v1/completions", json=body, timeout=60)
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["text"] == expected
+    finally:
+        assert replica.stop() == 0, replica.stderr

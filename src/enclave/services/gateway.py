@@ -23,7 +23,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -346,10 +346,15 @@ class Gateway:
                 self._used_today[key] = 0 if row is None else row.prompt_tokens + row.completion_tokens
         return self._used_today[key]
 
-    def screen(self, actor: Actor, target: Target, texts: list[str]) -> list[str]:
-        """Refuse markings above the endpoint's label; mask personal data if asked."""
+    def screen(
+        self, actor: Actor, target: Target, texts: list[str], everything: Iterable[str] | None = None
+    ) -> list[str]:
+        """Refuse markings above the endpoint's label in ``everything`` the call carries (every
+        string of its body: tools, tool calls, function arguments ...; ``texts`` if not given);
+        mask personal data in ``texts`` if asked."""
+        screened = texts if everything is None else everything
         found = guardrails.markings_above(
-            self.ctx.scheme, texts, target.label, tuple(self.ctx.guard_patterns)
+            self.ctx.scheme, screened, target.label, tuple(self.ctx.guard_patterns)
         )
         if found:
             marks = ", ".join(sorted({f.text for f in found}))
@@ -361,14 +366,19 @@ class Gateway:
             return [guardrails.mask_pii(t)[0] for t in texts]
         return texts
 
-    def screen_answer(self, target: Target, text: str) -> tuple[str, list[str]]:
-        """The answer masked as the prompt was; and any markings above the endpoint's label."""
+    def screen_payload(self, target: Target, payload: object) -> list[str]:
+        """Markings above the endpoint's label in any string of an answer's JSON (its choices,
+        or an error body): the reasons to withhold it."""
         found = guardrails.markings_above(
-            self.ctx.scheme, [text], target.label, tuple(self.ctx.guard_patterns)
+            self.ctx.scheme, guardrails.strings(payload), target.label, tuple(self.ctx.guard_patterns)
         )
-        if target.pii == "mask":
-            text = guardrails.mask_pii(text)[0]
-        return text, sorted({f.text for f in found})
+        return sorted({f.text for f in found})
+
+    def stream_screen(self, target: Target) -> guardrails.StreamScreen:
+        """The screen of one streamed answer (markings above the endpoint's label; PII masked
+        if the endpoint says so)."""
+        marks = guardrails.scanner(self.ctx.scheme, tuple(self.ctx.guard_patterns))
+        return guardrails.StreamScreen(marks, target.label, mask=target.pii == "mask")
 
     # -- the record ----------------------------------------------------------------------------
     def call(

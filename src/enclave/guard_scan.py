@@ -151,7 +151,8 @@ class MarkingScanner:
         known = rf"(?:{_alternation(scheme.compartments)}){_END}" if scheme.compartments else r"(?!)"
         known_loose, known_tight = rf"{known}(?:[ \t]*/[ \t]*{known})*", rf"{known}(?:/{known})*"
         # Full level names: banner and portion forms in any case, compartments parsed later.
-        self._add(rf"(?<![A-Z]){full}[ \t]*//[ \t]*{loose}", re.IGNORECASE, word)
+        # The banner needs no word boundary before it ("TOPSECRET//SI", "xSECRET//SI").
+        self._add(rf"{full}[ \t]*//[ \t]*{loose}", re.IGNORECASE, word)
         self._add(rf"\([ \t]*{full}(?:[ \t]*//?[ \t]*{loose})?[ \t]*\)", re.IGNORECASE, word)
         # '/'-separated: the scheme's compartments in any case, any compartment in capitals.
         self._add(rf"(?<![A-Z]){full}[ \t]*/(?!/)[ \t]*{known_loose}", re.IGNORECASE, word)

@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from enclave.api.deps import plain_text
 from enclave.errors import InvalidInput, NotAuthenticated, Unavailable
-from enclave.gateway import metrics
+from enclave.gateway import guardrails, metrics
 from enclave.gateway.router import Replica
 from enclave.gateway.upstream import Client, UpstreamError
 from enclave.gateway.upstream import Response as Answer
@@ -195,10 +195,12 @@ async def _call(request: Request, route: str) -> Response:
 
 
 def _gate(gw: Gateway, actor: Actor, route: str, body: dict[str, Any]) -> tuple[Target, list[str]]:
-    """Policy, budget, rate and prompt guardrails (store reads: off the event loop)."""
+    """Policy, budget, rate and prompt guardrails (store reads: off the event loop). Every
+    string of the body is screened for markings (tools, tool calls, function arguments, names
+    too); the prompt texts are the ones masked."""
     target = gw.authorize(actor, body.get("model"))  # type: ignore[arg-type]
     gw.admit(actor, target)
-    return target, gw.screen(actor, target, _texts(route, body))
+    return target, gw.screen(actor, target, _texts(route, body), everything=guardrails.strings(body))
 
 
 def _client(request: Request) -> Client:
@@ -239,20 +241,12 @@ async def _send(
 def _answer_text(route: str, data: dict[str, Any]) -> str:
     choices = data.get("choices") or []
     if route == "chat/completions":
-        return "".join(str((c.get("message") or {}).get("content") or "") for c in choices)
+        return "".join(
+            str((c.get("message") or {}).get("content") or "") for c in choices if isinstance(c, dict)
+        )
     if route == "completions":
-        return "".join(str(c.get("text") or "") for c in choices)
+        return "".join(str(c.get("text") or "") for c in choices if isinstance(c, dict))
     return ""
-
-
-def _mask_answer(route: str, data: dict[str, Any], masked: str, original: str) -> None:
-    if masked == original:
-        return
-    choices = data.get("choices") or []
-    if route == "chat/completions" and len(choices) == 1:
-        choices[0]["message"]["content"] = masked
-    elif route == "completions" and len(choices) == 1:
-        choices[0]["text"] = masked
 
 
 async def _answer(
@@ -274,9 +268,10 @@ async def _answer(
         status = 502
     if not isinstance(data, dict):
         data, status = {"error": {"message": "unexpected replica answer", "type": "upstream"}}, 502
-    text = _answer_text(route, data) if status == 200 else ""
-    masked, marks = gw.screen_answer(target, text) if text else (text, [])
-    if marks:
+    # What is screened: every string of every choice (content, tool calls, function arguments,
+    # refusals, log-probabilities) of an answer; every string of an error body.
+    screened: Any = data if status != 200 else data.get("choices") if route != "embeddings" else None
+    if screened is not None and gw.screen_payload(target, screened):
         data = {
             "error": {
                 "message": "the answer carried a classification marking above the endpoint's label; withheld",
@@ -285,9 +280,16 @@ async def _answer(
             }
         }
         status = 502
-    else:
-        _mask_answer(route, data, masked, text)
-    answer = masked if status == 200 and route != "embeddings" else raw.decode("utf-8", "replace")
+    elif screened is not None and target.pii == "mask":
+        if status == 200:
+            data["choices"] = guardrails.mask_strings(screened)
+        else:
+            data = guardrails.mask_strings(data)
+    answer = (
+        _answer_text(route, data)
+        if status == 200 and route != "embeddings"
+        else raw.decode("utf-8", "replace")
+    )
     # No answer leaves unaudited: Unavailable (503) if its record cannot be committed.
     await _record(gw, actor, target, route, status, prompt, answer, data.get("usage") or {}, started)
     marking = target.response_label.marking
@@ -381,11 +383,19 @@ async def _relay(
     wants_usage: bool,
     started: float,
 ) -> AsyncIterator[bytes]:
-    """Pass a stream through chunk by chunk, masking and metering it; an interrupted stream
-    ends with an explicit error event, never a silent cut."""
+    """Pass a stream through event by event, screening, masking and metering it; an
+    interrupted stream ends with an explicit error event, never a silent cut.
+
+    Text is screened across chunks (:class:`~enclave.gateway.guardrails.StreamScreen`): each
+    choice's text and each tool call's arguments are held back by the longest marking's
+    length and released as what follows them is scanned; a choice's rest goes out with its
+    ``finish_reason``, anything still held before ``[DONE]``. A marking seen in any of it ends
+    the stream with an error event; what was held is never sent."""
+    screen = gw.stream_screen(target)
     pieces: list[str] = []
     usage: dict[str, Any] = {}
     status = 200
+    last: dict[str, Any] = {}
     try:
         async for line in response.aiter_lines():
             if not line.startswith("data:"):
@@ -397,22 +407,25 @@ async def _relay(
                 chunk = json.loads(data)
             except json.JSONDecodeError:
                 continue
+            if not isinstance(chunk, dict):
+                continue
             if chunk.get("usage"):
                 usage = chunk["usage"]
                 if not wants_usage and not chunk.get("choices"):
                     continue
+            last = chunk
             for choice in chunk.get("choices") or []:
-                delta = choice.get("delta") if route == "chat/completions" else choice
-                key = "content" if route == "chat/completions" else "text"
-                piece = (delta or {}).get(key)
-                if piece:
-                    masked, marks = gw.screen_answer(target, str(piece))
-                    if marks:
-                        raise _Withheld()
-                    pieces.append(str(piece))
-                    delta[key] = masked
+                if isinstance(choice, dict):
+                    _screen_choice(screen, route, choice, pieces)
+            if screen.found:
+                raise _Withheld()
             chunk.setdefault("enclave", {"label": target.response_label.marking})
             yield f"data: {json.dumps(chunk)}\n\n".encode()
+        rest = _held_rest(screen, route, last)
+        if screen.found:
+            raise _Withheld()
+        if rest is not None:
+            yield f"data: {json.dumps(rest)}\n\n".encode()
         yield b"data: [DONE]\n\n"
     except _Withheld:
         status = 502
@@ -426,6 +439,78 @@ async def _relay(
         # The stream is already out: a failure to record it is logged by the call log.
         with contextlib.suppress(Unavailable):
             await _record(gw, actor, target, route, status, prompt, "".join(pieces), usage, started)
+
+
+def _screen_choice(
+    screen: guardrails.StreamScreen, route: str, choice: dict[str, Any], pieces: list[str]
+) -> None:
+    """One streamed choice: its text and tool-call arguments through the screen (what may go
+    now replaces them), every other string of it screened too; a finished choice's rest
+    released into it."""
+    index = choice.get("index", 0)
+    delta = choice.get("delta") if route == "chat/completions" else choice
+    if not isinstance(delta, dict):
+        delta = {}
+    key = "content" if route == "chat/completions" else "text"
+    piece = delta.get(key)
+    if isinstance(piece, str) and piece:
+        pieces.append(piece)
+        delta[key] = screen.push((index, key), piece)
+    calls = delta.get("tool_calls")
+    for call in calls if isinstance(calls, list) else []:
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+            function["arguments"] = screen.push((index, "tool", call.get("index", 0)), function["arguments"])
+    # Everything else (names, ids, refusals, log-probabilities): screened, released as it is.
+    others = {k: v for k, v in choice.items() if k not in ("delta", "text")}
+    others["delta"] = {k: v for k, v in delta.items() if k not in (key, "tool_calls")}
+    others["tool_calls"] = [
+        {k: v for k, v in c.items() if k != "function"}
+        | {"name": (c.get("function") or {}).get("name") if isinstance(c.get("function"), dict) else None}
+        for c in (calls if isinstance(calls, list) else [])
+        if isinstance(c, dict)
+    ]
+    screen.push((index, "other"), "\n".join(guardrails.strings(others)) + "\n")
+    if choice.get("finish_reason") is not None:
+        _release_rest(screen, route, index, delta)
+        if route == "chat/completions":
+            choice["delta"] = delta
+
+
+def _release_rest(screen: guardrails.StreamScreen, route: str, index: Any, delta: dict[str, Any]) -> None:
+    """Put what is still held for choice ``index`` into ``delta`` (the choice has ended)."""
+    key = "content" if route == "chat/completions" else "text"
+    for channel in screen.open_channels():
+        if channel[0] != index:
+            continue
+        rest = screen.end(channel)
+        if channel[1] == key:
+            delta[key] = (delta.get(key) or "") + rest
+        elif channel[1] == "tool" and rest:
+            calls = delta.setdefault("tool_calls", [])
+            call = next((c for c in calls if c.get("index", 0) == channel[2]), None)
+            if call is None:
+                call = {"index": channel[2], "function": {"arguments": ""}}
+                calls.append(call)
+            function = call.setdefault("function", {})
+            function["arguments"] = (function.get("arguments") or "") + rest
+
+
+def _held_rest(screen: guardrails.StreamScreen, route: str, last: dict[str, Any]) -> dict[str, Any] | None:
+    """A last chunk with what is still held of choices that never sent a ``finish_reason``."""
+    held = sorted({ch[0] for ch in screen.open_channels() if ch[1] != "other"}, key=str)
+    if not held:
+        return None
+    choices = []
+    for index in held:
+        delta: dict[str, Any] = {}
+        _release_rest(screen, route, index, delta)
+        choices.append(
+            {"index": index, "delta": delta} if route == "chat/completions" else {"index": index, **delta}
+        )
+    chunk = {k: last[k] for k in ("id", "object", "created", "model") if k in last}
+    chunk["choices"] = choices
+    return chunk
 
 
 class _Withheld(Exception):

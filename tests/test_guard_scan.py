@@ -290,3 +290,60 @@ def test_bad_extra_regex_is_invalid_input(pattern: str) -> None:
 def test_extra_pattern_with_a_bad_marking_is_invalid_input() -> None:
     with pytest.raises(InvalidInput, match="unknown"):
         MarkingScanner(S, [ExtraPattern("x", "CONFIDENTIAL")])
+
+
+# -- disguised markings (issue 12) -------------------------------------------------------
+@pytest.mark.parametrize(
+    ("content", "label"),
+    [
+        ("secret//si", "SECRET//SI"),
+        ("Top Secret//tk", "TOP SECRET//TK"),
+        ("ts//si", "TOP SECRET//SI"),
+        ("s // tk", "SECRET//TK"),
+        ("(secret)", "SECRET"),
+        ("(s//si)", "SECRET//SI"),
+        ("SECRET/SI", "SECRET//SI"),
+        ("secret/si/tk", "SECRET//SI/TK"),
+        ("TOP SECRET/NOFORN", "TOP SECRET//NOFORN"),
+        ("TS/SI", "TOP SECRET//SI"),
+        ("This is classified SECRET.", "SECRET"),
+        ("classification level: top secret", "TOP SECRET"),
+        ("marked as secret", "SECRET"),
+        ("ЅЕСRЕТ//SI", "SECRET//SI"),  # Cyrillic look-alikes
+        ("ΤΟΡ SECRET//SI", "TOP SECRET//SI"),  # Greek look-alikes
+        ("SE\u200bCR\u200dET//\u2060SI", "SECRET//SI"),  # zero-width characters
+        ("SECRET\u00a0//\u202fSI", "SECRET//SI"),  # no-break spaces
+        ("ＳＥＣＲＥＴ／／ＳＩ", "SECRET//SI"),  # full-width forms
+        ("S\u0308ECRET//SI", "SECRET//SI"),  # a combining mark
+        ("S\x00E\x00C\x00R\x00E\x00T\x00/\x00/\x00S\x00I\x00", "SECRET//SI"),  # UTF-16 read as bytes
+        ("TOPSECRET//SI", "SECRET//SI"),
+    ],
+)
+def test_disguised_markings_are_found(content: str, label: str) -> None:
+    assert label in labels(content.encode())
+    assert scan(S, content.encode(), L("CUI"))
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"x = s//2; y = ts // n",  # floor division in lower case
+        b"(S/MIME) mail; the file(s); S/N 1234",
+        b"the secret/public key pair; Secret/Private",
+        b"the mail was classified as spam",
+        b"UNCLASSIFIED//FOUO and unclassified secret recipes",
+        b"declassified SECRETS",
+    ],
+)
+def test_disguise_rules_leave_ordinary_text_alone(content: bytes) -> None:
+    assert scan(S, content, S.bottom) == []
+
+
+@given(st.sampled_from(["SECRET//SI", "TOP SECRET//TK", "(S//SI)", "TS//SI", "SECRET/SI"]), st.data())
+def test_any_case_and_invisible_characters_never_hide_a_marking(marking: str, data: st.DataObject) -> None:
+    text = "".join(
+        data.draw(st.sampled_from([c.lower(), c.upper()]))
+        + data.draw(st.sampled_from(["", "", "\u200b", "\u00ad", "\ufeff"]))
+        for c in marking
+    )
+    assert scan(S, f"see {text} annex".encode(), L("CUI")), text

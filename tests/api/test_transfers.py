@@ -329,3 +329,20 @@ def test_deleted_source_is_never_released(world: World) -> None:
     )
     assert blob_files(ctx) == blobs
     assert listed_ids(client, "/v1/artifacts", world.dave_u) == set()
+
+
+def test_override_is_only_for_unreadable_content_and_its_body_is_checked(world: World) -> None:
+    client, ctx = world.client, world.ctx
+    art = upload(client, world.alice_s, CLEAN)
+    tid = request_transfer(client, world.alice_s, art["id"], "UNCLASSIFIED")["id"]
+    with unchanged(ctx):  # readable and pending: nothing to vouch for
+        r = client.post(f"/v1/transfers/{tid}/override", json={"reason": "fine"}, headers=world.bob_s)
+        assert_problem(r, 409, "can be overridden")
+    body = {"reason": "checked offline"}
+    check_json_rejections(client, ctx, "POST", f"/v1/transfers/{tid}/override", body, world.bob_s)
+    assert_refused_as_input(
+        client, ctx, "POST", f"/v1/transfers/{tid}/override", json={"reason": "ok\x00"}, headers=world.bob_s
+    )
+    with unchanged(ctx, audit=None):
+        assert_invisible(client, "POST", "/v1/transfers/{id}/override", tid, world.dave_u, json=body)
+    assert ok(client.get(f"/v1/transfers/{tid}", headers=world.alice_s))["reviews"] == []

@@ -85,4 +85,4 @@ class _Filtered:
 
 def exposition(may_read: Callable[[str], bool]) -> bytes:
     """The metrics page in Prometheus' text format, only series whose label ``may_read``."""
-    return generate_latest(_Filtered(may_read))  # type: ignore[arg-type]
+    return generate_latest(_Filtered(may_read))

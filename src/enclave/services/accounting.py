@@ -47,13 +47,21 @@ def agency_usage(ctx: Context, actor: Actor, agency_name: str) -> dict[str, Any]
             .where(Job.agency_id == agency.id)
             .group_by(Job.label)
         ):
-            row = jobs[label]
-            row.update(jobs=count, cpu_s=cpu_s, energy_kwh=kwh, kgco2e=kgco2e, cost=cost)
+            sums = (count, cpu_s, kwh, kgco2e, cost)  # coalesced in SQL: never None
+            jobs[label].update(
+                zip(
+                    ("jobs", "cpu_s", "energy_kwh", "kgco2e", "cost"),
+                    (float(v or 0) for v in sums),
+                    strict=True,
+                )
+            )
         for label, nodes, gpus, started, ended in u.session.execute(
             select(Job.label, Job.nodes, Job.gpus_per_node, Job.started_at, Job.ended_at).where(
                 Job.agency_id == agency.id, Job.gpus_per_node > 0, Job.started_at.isnot(None)
             )
         ):
+            if started is None:  # excluded by the query; keeps the types honest
+                continue
             end = ended or ctx.now()
             jobs[label]["gpu_s"] += nodes * gpus * max(0.0, (end - started).total_seconds())
         states: dict[str, dict[str, int]] = defaultdict(dict)

@@ -183,12 +183,14 @@ _NO_NATIVE_TELEMETRY: dict[str, Any] = (
 
 
 def _document(app: FastAPI, paths: dict[str, Any]) -> None:
-    """Add the OpenAPI entries of routes that FastAPI does not describe (plain Starlette ones)."""
+    """Add the OpenAPI entries of routes that FastAPI does not describe (plain Starlette ones),
+    and every operation's problem+json error answers (:func:`problems.document`)."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             generate()["paths"].update(paths)
+            problems.document(app.openapi_schema)  # type: ignore[arg-type]
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -35,6 +35,92 @@ def problem(status: int, title: str, detail: str, instance: str, **extra: Any) -
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
 
 
+# -- the OpenAPI description of these answers ------------------------------------------------
+# Every operation may answer each of these with a problem (a client error of the request, or
+# an error of a dependency); all are declared, as application/problem+json, on every route.
+PROBLEM_STATUSES: dict[int, str] = {
+    400: "Bad request: a body that cannot be read (malformed or too deeply nested JSON)",
+    401: "Not authenticated: no valid bearer token or worker credential",
+    403: "Forbidden: visible to the session, but not allowed",
+    404: "Not found: absent, or invisible to the session (the two are not told apart)",
+    409: "Conflict with the object's current state",
+    413: "A body or upload over its size limit, or a quota exceeded",
+    422: "Invalid input",
+    429: "Too many requests: wait for Retry-After seconds",
+    500: "Internal error: nothing was changed by the request",
+    503: "Unavailable: a dependency is down",
+}
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "An RFC 9457 problem details object.",
+    "type": "object",
+    "required": ["type", "title", "status", "detail", "instance"],
+    "properties": {
+        "type": {
+            "type": "string",
+            "description": "A URI reference naming the problem type.",
+            "default": "about:blank",
+        },
+        "title": {"type": "string", "description": "A short summary of the problem type."},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599, "description": "The HTTP status code."},
+        "detail": {"type": "string", "description": "What went wrong with this request."},
+        "instance": {"type": "string", "description": "The path of the request."},
+        "errors": {
+            "type": "array",
+            "description": "Invalid input: each field refused, and why.",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "loc": {"type": "array", "items": {"type": "string"}},
+                    "msg": {"type": "string"},
+                    "type": {"type": "string"},
+                },
+            },
+        },
+        "error": {
+            "type": "object",
+            "description": "The same problem in OpenAI's shape (on the OpenAI-compatible paths).",
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "code": {"type": "integer"},
+            },
+        },
+    },
+    "additionalProperties": True,
+}
+_REF = {"$ref": "#/components/schemas/Problem"}
+_HEADERS: dict[int, dict[str, Any]] = {
+    401: {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}},
+    429: {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
+}
+_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+
+
+def document(schema: dict[str, Any]) -> dict[str, Any]:
+    """Declare every operation's error answers as ``application/problem+json`` with the
+    Problem schema, replacing FastAPI's default 422 (``application/json``), which the app
+    never sends; FastAPI's validation-error schemas go with it."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components["Problem"] = PROBLEM_SCHEMA
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    for item in schema.get("paths", {}).values():
+        for method, operation in item.items():
+            if method not in _METHODS:
+                continue
+            responses = operation.setdefault("responses", {})
+            for status, description in PROBLEM_STATUSES.items():
+                answer: dict[str, Any] = {
+                    "description": description,
+                    "content": {PROBLEM_JSON: {"schema": _REF}},
+                }
+                if status in _HEADERS:
+                    answer["headers"] = _HEADERS[status]
+                responses[str(status)] = answer
+    return schema
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(EnclaveError)
     async def _domain(request: Request, exc: EnclaveError) -> JSONResponse:

@@ -167,7 +167,9 @@ def test_sigterm_checkpoints_and_the_requeued_job_continues_the_same_run(job_fac
     assert resumed["val_loss"] == pytest.approx(direct["val_loss"], abs=1e-6)
 
 
-def test_the_trained_model_is_served_end_to_end_by_the_pytorch_runtime(job_factory, text_dataset, tmp_path) -> None:
+def test_the_trained_model_is_served_end_to_end_by_the_pytorch_runtime(
+    job_factory, text_dataset, tmp_path
+) -> None:
     """train.py's output, packed and checked as an upload is, served by a real replica: its greedy
     text is what the training script's own network (train.CharTransformer) predicts from the same
     weights, so the runtime's architecture is the example's, name for name."""

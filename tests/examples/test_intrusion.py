@@ -134,7 +134,9 @@ def test_hparams_are_coerced_and_unknown_ones_ignored(monkeypatch: pytest.Monkey
     assert "bogus" not in hp
 
 
-def test_the_trained_model_is_served_end_to_end_without_pickle(job_factory, flows: Path, tmp_path: Path) -> None:
+def test_the_trained_model_is_served_end_to_end_without_pickle(
+    job_factory, flows: Path, tmp_path: Path
+) -> None:
     """train.py's output, packed and checked as an upload is, then served by a real replica that
     loads it with skops; its answers are the forest's own predictions."""
     job = job_factory({"flows.csv": flows}, {"n_estimators": 25, "trees_per_stage": 25})

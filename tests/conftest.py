@@ -29,6 +29,25 @@ from enclave.services.context import Context, Settings
 PG_ENV = "ENCLAVE_TEST_PG_URL"
 
 
+def scratch_fleet(tmp_path: Path, scratch: Path) -> Path:
+    """The built-in ``local`` fleet with a scratch file system in every region: confined jobs
+    see nothing of the host but their sandbox and ``$ENCLAVE_SCRATCH`` (per label and agency),
+    so that is where a test's jobs leave what the test checks afterwards."""
+    from importlib import resources
+
+    text = resources.files("enclave.fleets").joinpath("local.toml").read_text(encoding="utf-8")
+    fleet = tmp_path / "scratch-fleet.toml"
+    fleet.write_text(text.replace('backend = { type = "local" }', f'backend = {{ type = "local", scratch = "{scratch}" }}'))
+    return fleet
+
+
+def scratch_file(scratch: Path, name: str) -> Path:
+    """A file jobs of any label and agency left in ``scratch`` (tests run one label each)."""
+    found = list(scratch.glob(f"*/*/{name}"))
+    assert len(found) <= 1, found
+    return found[0] if found else scratch / "none" / "none" / name
+
+
 def pg_url() -> str:
     url = os.environ.get(PG_ENV)
     if not url:
@@ -85,10 +104,10 @@ def client(ctx: Context) -> Iterator[TestClient]:
 
 
 # -- waiting on real processes -----------------------------------------------------------------
-def wait_for(path: Path, timeout_s: float = 30.0) -> None:
-    """Until a file a job writes appears."""
+def wait_for(path: Path | Callable[[], bool], timeout_s: float = 30.0) -> None:
+    """Until a file a job writes appears (or ``path()`` holds)."""
     deadline = time.monotonic() + timeout_s
-    while not path.exists():
+    while not (path() if callable(path) else path.exists()):
         if time.monotonic() > deadline:
             raise AssertionError(f"{path} never appeared")
         time.sleep(0.01)

@@ -60,6 +60,14 @@ class Backend(_Strict):
     # resources free, instead of waiting for Enclave to see an end and submit again; Enclave
     # then no longer chooses the start order of what it handed over. Slurm and Ray only.
     queue_depth: Annotated[float, Field(ge=1.0, le=16.0)] = 1.0
+    # What network a confined process (job, training job, model replica) gets: "none" — a
+    # namespace with only a loopback of its own — or "host", this machine's network, granted
+    # by the operator for regions whose jobs must reach something (an upstream model server).
+    network: Literal["none", "host"] = "none"
+    # A scratch file system (an absolute path) shared by the region's jobs of one label and
+    # agency — never across labels or agencies: a job sees only ``<scratch>/<label>/<agency>``
+    # as $ENCLAVE_SCRATCH, where a workflow's later jobs find what earlier ones left.
+    scratch: Annotated[str, Field(pattern=r"^/[^\x00]*$")] | None = None
 
 
 class Region(_Strict):

@@ -130,7 +130,9 @@ class RegionWorker:
             self.reports = sent + self.reports  # resent next time: reports are idempotent
             raise
         if self.executor is None:
-            self.executor = make_engine_executor(Region.model_validate(answer["region"]), self.sandbox_root)
+            self.executor = make_engine_executor(
+                Region.model_validate(answer["region"]), self.sandbox_root, hidden=(self.sandbox_root.parent,)
+            )
             self._health_at = float("-inf")
         self._acknowledged(answer["acked"])
         for item in answer["adopt"]:

@@ -77,27 +77,28 @@ def test_sandbox_permissions_and_label_separation(ex: LocalExecutor) -> None:
     wait_done(ex, b)
     dir_a, dir_b = Path(a["dir"]), Path(b["dir"])
     assert dir_a.parent != dir_b.parent  # different labels never share a directory
-    for d in (dir_a, dir_a.parent, dir_b):
+    for d in (dir_a, dir_a.parent, dir_a.parent.parent, dir_b):
         assert d.stat().st_mode & 0o777 == 0o700
-    for f in ("data.txt", "stdout", "stderr"):
-        assert (dir_a / f).stat().st_mode & 0o777 == 0o600
+    # Nothing for others; the group is the job's own (or its label and agency's scratch group).
+    assert (dir_a / "data.txt").stat().st_mode & 0o007 == 0
+    for f in ("stdout", "stderr"):  # the control plane's, beside the sandbox
+        assert (Path(a["folder"]) / f).stat().st_mode & 0o777 == 0o600
 
 
-def test_cancel_sends_grace_signal(ex: LocalExecutor, tmp_path: Path) -> None:
-    marker, ready = tmp_path / "got-term", tmp_path / "ready"
-    script = f"trap 'echo term > {marker}; exit 0' TERM; touch {ready}; sleep 30 & wait"
+def test_cancel_sends_grace_signal(ex: LocalExecutor) -> None:
+    script = "trap 'echo term > got-term; exit 0' TERM; touch ready; sleep 30 & wait"
     handle = ex.start(spec("j1", ["sh", "-c", script]))
-    wait_for(ready)
+    marker = Path(handle["dir"]) / "got-term"  # the job sees only its sandbox
+    wait_for(Path(handle["dir"]) / "ready")
     ex.cancel(handle, grace_s=5)
     status = wait_done(ex, handle)
     assert marker.read_text() == "term\n"  # the job saw SIGTERM and could clean up
     assert status.exit_code == 0
 
 
-def test_kill_after_grace_when_term_is_ignored(ex: LocalExecutor, tmp_path: Path) -> None:
-    ready = tmp_path / "ready"
-    handle = ex.start(spec("j1", ["sh", "-c", f"trap '' TERM; touch {ready}; sleep 30"]))
-    wait_for(ready)
+def test_kill_after_grace_when_term_is_ignored(ex: LocalExecutor) -> None:
+    handle = ex.start(spec("j1", ["sh", "-c", "trap '' TERM; touch ready; sleep 30"]))
+    wait_for(Path(handle["dir"]) / "ready")
     ex.cancel(handle, grace_s=0.1)
     time.sleep(0.5)
     assert ex.poll(handle).state is RunState.RUNNING  # still alive: it ignored SIGTERM

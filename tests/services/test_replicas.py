@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Server, pg_url, reset_pg
+from tests.conftest import Server, pg_url, reset_pg, scratch_file, scratch_fleet
 
 JOBS = 40
 
@@ -28,10 +28,11 @@ def test_replicas_never_double_start_and_survive_the_leader(
     url = pg_url()
     reset_pg(url)
     home = tmp_path / "home"  # replicas share keys and sandboxes, as on one host or shared storage
-    first = live_server(home, "--db", url)
-    second = live_server(home, "--db", url)
+    scratch = tmp_path / "scratch"  # where the confined jobs leave their mark
+    fleet = str(scratch_fleet(tmp_path, scratch))
+    first = live_server(home, "--db", url, "--fleet", fleet)
+    second = live_server(home, "--db", url, "--fleet", fleet)
     assert [_leader(first), _leader(second)] == [True, False]
-    starts = tmp_path / "starts.log"
     ids: list[str] = []
     clients = [
         httpx.Client(base_url=s.url, headers={"Authorization": f"Bearer {first.admin_token}"})
@@ -41,7 +42,7 @@ def test_replicas_never_double_start_and_survive_the_leader(
         for i in range(JOBS):
             body = {
                 "name": f"j{i}",
-                "command": ["sh", "-c", f'echo "$ENCLAVE_JOB_ID" >> {starts}; sleep 0.3'],
+                "command": ["sh", "-c", 'echo "$ENCLAVE_JOB_ID" >> "$ENCLAVE_SCRATCH/starts.log"; sleep 0.3'],
                 "walltime_s": 60,
             }
             alive = clients[i % 2] if i <= JOBS // 2 else clients[1]
@@ -63,7 +64,7 @@ def test_replicas_never_double_start_and_survive_the_leader(
                 break
             assert time.monotonic() < deadline, {s: states.count(s) for s in set(states)}
             time.sleep(0.5)
-        started = starts.read_text().split()
+        started = scratch_file(scratch, "starts.log").read_text().split()
         assert sorted(started) == sorted(ids)  # every job ran, and ran exactly once
         verdict = survivor.get("/v1/audit/verify").json()
         assert verdict["ok"], verdict

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import Server
+from tests.conftest import Server, scratch_file, scratch_fleet
 
 N_JOBS = 8
 
@@ -38,12 +38,12 @@ def test_restart_reconciles_running_and_queued_jobs(
     live_server: Callable[..., Server], tmp_path: Path
 ) -> None:
     home = tmp_path / "home"
-    ledger = tmp_path / "ledger"
-    server = live_server(home)
+    scratch = tmp_path / "scratch"  # where the confined jobs leave their mark
+    server = live_server(home, "--fleet", str(scratch_fleet(tmp_path, scratch)))
     # Whole-node jobs (2 CPUs): three run at once (one per region), the rest queue.
     spec = {
         "name": "restart",
-        "command": ["sh", "-c", f'echo "$ENCLAVE_JOB_ID" >> {ledger}; sleep 2; echo finished'],
+        "command": ["sh", "-c", 'echo "$ENCLAVE_JOB_ID" >> "$ENCLAVE_SCRATCH/ledger"; sleep 2; echo finished'],
         "resources": {"nodes": 1, "cpus_per_node": 2, "memory_mb": 256},
         "walltime_s": 120,
     }
@@ -66,5 +66,5 @@ def test_restart_reconciles_running_and_queued_jobs(
         listed = {j["id"] for j in client.get("/v1/jobs", params={"limit": 100}).json()["items"]}
     assert listed == set(ids)  # nothing lost, nothing duplicated
     assert all(j["exit_code"] == 0 for j in jobs.values())
-    started = ledger.read_text().split()
+    started = scratch_file(scratch, "ledger").read_text().split()
     assert sorted(started) == sorted(ids)  # each job's process ran exactly once

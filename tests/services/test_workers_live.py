@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import CLI, Server, wait_for, wait_state
+from tests.conftest import CLI, Server, scratch_file, wait_for, wait_state
 
 REPO = Path(__file__).resolve().parents[2]
 FLEET = REPO / "examples" / "fleets" / "region-workers.toml"
@@ -64,7 +64,13 @@ class Site:
 
 @pytest.fixture
 def site(live_server: Callable[..., Server], tmp_path: Path) -> Iterator[Site]:
-    server = live_server(tmp_path / "control", "--fleet", str(FLEET))
+    # Confined jobs see only their sandbox and the region's scratch space: the tests' jobs
+    # leave their marks there.
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(
+        FLEET.read_text().replace("worker = true }", f'worker = true, scratch = "{tmp_path / "scratch"}" }}')
+    )
+    server = live_server(tmp_path / "control", "--fleet", str(fleet))
     secret = server.run(
         "admin", "worker-credential", "create", "ts-east", token=server.admin_token
     ).stdout.strip()
@@ -138,9 +144,8 @@ def test_jobs_run_fail_cancel_and_time_out_through_the_regions_worker(site: Site
     claimed = [j for r in audit(server, "worker.claimed") for j in r["details"]["jobs"]]
     assert ok in claimed and bad in claimed and here not in claimed
 
-    ready = tmp_path / "started"
-    long = submit(api, "long", ["sh", "-c", f"echo begun; touch {ready}; exec sleep 60"])
-    wait_for(ready)
+    long = submit(api, "long", ["sh", "-c", 'echo begun; touch "$ENCLAVE_SCRATCH/started"; exec sleep 60'])
+    wait_for(lambda: scratch_file(tmp_path / "scratch", "started").exists())
     assert wait_state(api, long, {"running"})["state"] == "running"
     deadline = time.monotonic() + 10
     while logs(api, long) != "begun\n":  # output streams while the job runs
@@ -163,11 +168,10 @@ def test_jobs_run_fail_cancel_and_time_out_through_the_regions_worker(site: Site
 
 def test_worker_and_control_plane_restarts_lose_and_repeat_nothing(site: Site, tmp_path: Path) -> None:
     api, server, worker = site.api, site.server, site.worker
-    runs = tmp_path / "runs"
-    begun = tmp_path / "begun"
-    script = f"echo x >> {runs}; touch {begun}; sleep 2; echo one; sleep 1; echo two"
+    script = 'echo x >> "$ENCLAVE_SCRATCH/runs"; touch "$ENCLAVE_SCRATCH/begun"; sleep 2; echo one; sleep 1; echo two'
     job = submit(api, "survivor", ["sh", "-c", script])
-    wait_for(begun)
+    wait_for(lambda: scratch_file(tmp_path / "scratch", "begun").exists())
+    runs, begun = scratch_file(tmp_path / "scratch", "runs"), scratch_file(tmp_path / "scratch", "begun")
     worker.stop(kill=True)  # SIGKILL: the job's process lives on without its worker
     time.sleep(0.5)
     worker.start()  # the same worker, a new process: adopts the running job
@@ -225,5 +229,5 @@ def test_a_worker_with_another_regions_credential_is_refused_and_audited(site: S
     assert not (tmp_path / "rogue" / "worker-sandboxes").exists()
     regions = json.loads(server.run("regions", "--json", token=server.admin_token).stdout)
     ts = next(r for r in regions if r["name"] == "ts-east")
-    assert ts["backend"] == {"type": "local", "worker": True} and ts["healthy"] is True
+    assert ts["backend"]["type"] == "local" and ts["backend"]["worker"] is True and ts["healthy"] is True
     assert ts["health"].startswith("worker edge-1")

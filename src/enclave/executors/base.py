@@ -16,6 +16,15 @@ Handle = dict[str, Any]
 
 
 @dataclass(frozen=True)
+class Mount:
+    """A host path a confined job sees, at the same path: its staged inputs (read-only) or
+    the outputs the control plane takes from it afterwards (writable)."""
+
+    path: Path
+    writable: bool = False
+
+
+@dataclass(frozen=True)
 class ExecSpec:
     job_id: str
     label_key: str  # a digest of the label: sandboxes of different labels never share a directory
@@ -30,6 +39,8 @@ class ExecSpec:
     pool: str
     extra: dict[str, Any] = field(default_factory=dict)
     label: str | None = None  # the marking, for back ends that check it again (region workers)
+    mounts: tuple[Mount, ...] = ()  # beside its sandbox; only the local executor shows them yet
+    agency: str = ""  # whose job it is: scratch space is per label and agency
 
 
 class RunState(StrEnum):

@@ -1,17 +1,27 @@
-"""The embedded default executor: each job is a real process on this machine.
+"""The embedded default executor: each job is a real, confined process on this machine.
 
-Every job gets its own sandbox directory ``<root>/<label digest>/<job id>`` (mode 0700; the
-job runs with umask 077, so its files are 0600), so directories of different labels are
-never shared. The command runs under a small ``sh`` wrapper that
+Every job gets its own folder ``<root>/<label digest>/<job id>/`` (mode 0700, the control
+plane's), so folders of different labels are never shared. In it:
 
-* records its pid, applies the memory (``ulimit -v``) and CPU-time (``ulimit -t``) limits,
+* ``work/`` — the job's sandbox: its working directory and HOME, owned by the job's own uid;
+  the only writable place it sees (see :mod:`enclave.executors.confine`);
+* ``stdout``, ``stderr`` — opened by the control plane and handed to the job as descriptors,
+  out of the job's reach (it can neither read them back nor swap them for a link).
+
+The command runs confined under a small ``sh`` wrapper, the PID namespace's init, that
+
+* sets umask 007 — files for the job's uid and group only (the group is the job's own, or,
+  where the region has scratch space, the one its label and agency's jobs share there),
+* applies the memory (``ulimit -v``), CPU-time (``ulimit -t``), process-count (``ulimit -p``)
+  and file-size (``ulimit -f``: the per-job output cap) limits,
 * forwards SIGTERM to the job (the grace signal) and waits for it to really end,
-* writes the exit status to ``.exit`` — so a control plane restarted while the job ran still
-  learns how it ended.
+* writes the exit status to ``work/.exit`` — so a control plane restarted while the job ran
+  still learns how it ended (the job could write that file too: it only ever describes the
+  job's own outcome, and it is read without following links, size-capped).
 
-The wrapper leads its own session, so SIGKILL to the process group ends everything it
-started. Processes are spawned with ``posix_spawn`` and reaped with ``wait4``, which also
-yields the CPU time the job used.
+Killing the wrapper ends every process of the job (its PID namespace goes with it), whatever
+they did to their session or process group. Processes are spawned with ``posix_spawn`` and
+reaped with ``wait4``, which also yields the CPU time the job used.
 """
 
 from __future__ import annotations
@@ -22,15 +32,19 @@ import shutil
 import signal
 from pathlib import Path
 
-from enclave.executors.base import ExecSpec, Handle, Health, RunState, Status
+from enclave.errors import Unavailable
+from enclave.executors import confine, outputs
+from enclave.executors.base import ExecSpec, Handle, Health, Mount, RunState, Status
 
 WRAPPER = r"""
 cd "$1" || exit 126
 shift
-umask 077
-echo $$ > .pid
+umask 007
 ulimit -v "$ENCLAVE_LIMIT_MEM_KB" 2>/dev/null
 ulimit -t "$ENCLAVE_LIMIT_CPU_S" 2>/dev/null
+ulimit -p "$ENCLAVE_LIMIT_PROCS" 2>/dev/null
+ulimit -f "$ENCLAVE_LIMIT_FILE_BLOCKS" 2>/dev/null
+unset ENCLAVE_LIMIT_MEM_KB ENCLAVE_LIMIT_CPU_S ENCLAVE_LIMIT_PROCS ENCLAVE_LIMIT_FILE_BLOCKS
 "$@" </dev/null &
 child=$!
 signalled=0
@@ -39,46 +53,81 @@ wait "$child"
 rc=$?
 # A trap interrupts `wait`; wait again for the job's real status (the shell keeps it).
 while [ "$signalled" = 1 ]; do signalled=0; wait "$child"; rc=$?; done
-echo "$rc" > .exit.tmp && mv .exit.tmp .exit
+echo "$rc" > .exit.tmp && mv -f .exit.tmp .exit
 exit "$rc"
 """
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+MAX_PROCESSES = 4096  # per job (its uid is its own): a fork bomb stops there
+MAX_OUTPUT_BYTES = 1 << 30  # per file a job writes, stdout and stderr included
 
 
 class LocalExecutor:
     type = "local"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self, root: Path, network: bool = False, hidden: tuple[Path, ...] = (), scratch: Path | None = None
+    ) -> None:
         self.root = root
+        self.network = network  # the region grants its jobs the host's network
+        self.scratch = scratch  # the region's scratch file system, split by label and agency
+        # Never visible to a job even where a system mount would show it (ENCLAVE_HOME).
+        self.hidden = (*hidden, root)
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
 
-    def sandbox(self, spec: ExecSpec) -> Path:
+    def folder(self, spec: ExecSpec) -> Path:
         return self.root / spec.label_key / spec.job_id
 
+    def sandbox(self, spec: ExecSpec) -> Path:
+        return self.folder(spec) / "work"
+
     def start(self, spec: ExecSpec) -> Handle:
-        workdir = self.sandbox(spec)
-        workdir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        workdir.mkdir(mode=0o700, exist_ok=True)
+        why = confine.unavailable()
+        if why is not None:
+            raise Unavailable(f"jobs cannot be confined on this machine: {why}")
+        folder, workdir = self.folder(spec), self.sandbox(spec)
+        folder.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # A fresh folder for every attempt: nothing an earlier attempt left (a link planted
+        # where the control plane writes) is ever opened by it.
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(mode=0o700)
+        workdir.mkdir(mode=0o700)
+        uid = confine.job_uid(spec.job_id)
+        confine.give([workdir, *(m.path for m in spec.mounts)], uid)
+        mounts, gid, extra_env = spec.mounts, uid, {}
+        if self.scratch is not None:
+            share = confine.scratch(self.scratch, spec.label_key, spec.agency)
+            gid = share.stat().st_gid  # jobs of one label and agency share its group
+            mounts = (*mounts, Mount(share, writable=True))
+            extra_env = {"ENCLAVE_SCRATCH": str(share)}
         env = {
             "PATH": SAFE_PATH,
             "HOME": str(workdir),
             "TMPDIR": str(workdir),
             "LANG": "C.UTF-8",
+            "USER": "enclave",
+            "LOGNAME": "enclave",
             **spec.env,
+            **extra_env,
             "ENCLAVE_JOB_ID": spec.job_id,
             "ENCLAVE_REGION": spec.region,
             "ENCLAVE_CPUS": str(spec.cpus_per_node),
             "ENCLAVE_LIMIT_MEM_KB": str(spec.memory_mb * 1024),
             "ENCLAVE_LIMIT_CPU_S": str(spec.walltime_s * spec.cpus_per_node + 5),
+            "ENCLAVE_LIMIT_PROCS": str(MAX_PROCESSES),
+            "ENCLAVE_LIMIT_FILE_BLOCKS": str(MAX_OUTPUT_BYTES // 512),
         }
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
         actions = [
-            (os.POSIX_SPAWN_OPEN, 1, str(workdir / "stdout"), flags, 0o600),
-            (os.POSIX_SPAWN_OPEN, 2, str(workdir / "stderr"), flags, 0o600),
+            (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, str(folder / "stdout"), flags, 0o600),
+            (os.POSIX_SPAWN_OPEN, 2, str(folder / "stderr"), flags, 0o600),
         ]
-        argv = ["sh", "-c", WRAPPER, "enclave-job", str(workdir), *spec.command]
-        pid = os.posix_spawn("/bin/sh", argv, env, file_actions=actions, setsid=True)
-        return {"pid": pid, "dir": str(workdir), "start_ticks": _start_ticks(pid)}
+        jail = confine.Confinement(uid, workdir, mounts, network=self.network, hidden=self.hidden, gid=gid)
+        command = ["sh", "-c", WRAPPER, "enclave-job", str(workdir), *spec.command]
+        argv = confine.argv(jail, command)
+        bwrap = shutil.which("bwrap") or "bwrap"
+        pid = os.posix_spawn(bwrap, argv, env, file_actions=actions, setsid=True)
+        return {"pid": pid, "dir": str(workdir), "folder": str(folder), "start_ticks": _start_ticks(pid)}
 
     def poll(self, handle: Handle) -> Status:
         pid = int(handle["pid"])
@@ -97,41 +146,66 @@ class LocalExecutor:
 
     def _poll_adopted(self, handle: Handle) -> Status:
         """A job started by an earlier server process: read the wrapper's record."""
-        exit_file = Path(handle["dir"]) / ".exit"
-        if exit_file.exists():
-            code = int(exit_file.read_text().strip() or "1")
-            return Status(RunState.EXITED, exit_code=code, signal=code - 128 if code > 128 else None)
         if self._alive(handle):
             return Status(RunState.RUNNING)
+        record = outputs.read_small(Path(handle["dir"]) / ".exit")
+        if record is not None:
+            code = _exit_code(record)
+            return Status(RunState.EXITED, exit_code=code, signal=code - 128 if code > 128 else None)
         return Status(RunState.LOST)
 
     def _alive(self, handle: Handle) -> bool:
         recorded = handle.get("start_ticks")
         return recorded is not None and _start_ticks(int(handle["pid"])) == recorded
 
+    def _init(self, handle: Handle) -> int | None:
+        """The host pid of the job's wrapper: the only child of bubblewrap, and the init of
+        the job's PID namespace."""
+        pid = int(handle["pid"])
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            return None
+        return int(children[0]) if children else None
+
     def cancel(self, handle: Handle, grace_s: float) -> None:
         """SIGTERM to the wrapper, which forwards it to the job; ``kill`` follows after the grace."""
         if self._alive(handle):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(handle["pid"]), signal.SIGTERM)
+            init = self._init(handle)
+            if init is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(init, signal.SIGTERM)
 
     def kill(self, handle: Handle) -> None:
+        """SIGKILL to the namespace's init takes every process of the job with it."""
         if self._alive(handle):
+            init = self._init(handle)
             with contextlib.suppress(ProcessLookupError):
+                if init is not None:
+                    os.kill(init, signal.SIGKILL)
                 os.killpg(int(handle["pid"]), signal.SIGKILL)
 
     def log_paths(self, handle: Handle) -> dict[str, Path]:
-        workdir = Path(handle["dir"])
-        return {"stdout": workdir / "stdout", "stderr": workdir / "stderr"}
+        folder = Path(handle.get("folder") or Path(handle["dir"]).parent)
+        return {"stdout": folder / "stdout", "stderr": folder / "stderr"}
 
     def cleanup(self, handle: Handle) -> None:
-        shutil.rmtree(handle["dir"], ignore_errors=True)
+        shutil.rmtree(handle.get("folder") or handle["dir"], ignore_errors=True)
 
     def health(self) -> Health:
-        """Jobs run as processes of this machine: healthy while the sandbox root is writable."""
+        """Healthy while jobs can be confined and the sandbox root is writable."""
+        why = confine.unavailable()
+        if why is not None:
+            return Health(False, f"cannot confine jobs: {why}")
         if os.access(self.root, os.W_OK | os.X_OK):
-            return Health(True, "local processes")
+            return Health(True, "local processes, confined")
         return Health(False, f"sandbox root {self.root} is not writable")
+
+
+def _exit_code(record: bytes) -> int:
+    """The wrapper's exit record; anything but a small number reads as a failure."""
+    text = record.strip()
+    return int(text) if text.isdigit() and len(text) <= 3 else 1
 
 
 def _start_ticks(pid: int) -> int | None:

@@ -14,11 +14,15 @@ from enclave.executors.local import LocalExecutor
 from enclave.fleet import Region
 
 
-def make_engine_executor(region: Region, sandbox_root: Path) -> Executor:
-    """The executor that drives the region's engine itself (local processes, Slurm, Ray)."""
+def make_engine_executor(region: Region, sandbox_root: Path, hidden: tuple[Path, ...] = ()) -> Executor:
+    """The executor that drives the region's engine itself (local processes, Slurm, Ray).
+    ``hidden``: what no job may see even where a system mount would show it (ENCLAVE_HOME)."""
     backend = region.backend.type
     if backend == "local":
-        return LocalExecutor(sandbox_root)
+        scratch = Path(region.backend.scratch) if region.backend.scratch else None
+        return LocalExecutor(
+            sandbox_root, network=region.backend.network == "host", hidden=hidden, scratch=scratch
+        )
     if backend == "slurm":
         from enclave.executors.slurm import SlurmExecutor
 
@@ -44,4 +48,4 @@ def make_executor(
         from enclave.executors.dispatch import DispatchExecutor
 
         return DispatchExecutor(region, store, reads, sandbox_root.parent / "worker-logs", clock)
-    return make_engine_executor(region, sandbox_root)
+    return make_engine_executor(region, sandbox_root, hidden=(sandbox_root.parent,))

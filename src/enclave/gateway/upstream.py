@@ -19,7 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator, Callable
+import contextlib
+import os
+import socket
+import struct
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -284,12 +289,29 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
 
-class _Origin:
-    """The connections to one replica (host and port)."""
+@contextlib.contextmanager
+def socket_address(path: Path) -> Iterator[str]:
+    """A short name for a Unix socket at ``path`` while the block runs: a socket address holds
+    at most 107 bytes, and a replica's socket lies deep in the control plane's folders. The
+    folder is held open and the socket named through it (``/proc/self/fd/N/name``)."""
+    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
 
-    def __init__(self, client: Client, host: str, port: int, prefix: bytes) -> None:
+
+
+class _Origin:
+    """The connections to one replica: a host and port, or — for a confined replica — a Unix
+    socket whose peer must be the replica's own uid (``peer_uid``)."""
+
+    def __init__(
+        self, client: Client, host: str, port: int, prefix: bytes, socket_path: str = "", peer_uid: int = -1
+    ) -> None:
         self.loop = client.loop
         self.host, self.port, self.prefix = host, port, prefix
+        self.socket_path, self.peer_uid = socket_path, peer_uid
         self.read_timeout = client.read_timeout
         self.connect_timeout = client.connect_timeout
         self.idle: list[_Connection] = []
@@ -306,14 +328,36 @@ class _Origin:
 
     async def connect(self) -> _Connection:
         try:
-            _transport, conn = await asyncio.wait_for(
-                self.loop.create_connection(lambda: _Connection(self), self.host, self.port),
-                self.connect_timeout,
-            )
+            if self.socket_path:
+                made = self.loop.create_unix_connection(
+                    lambda: _Connection(self), sock=await self._unix_socket()
+                )
+            else:
+                made = self.loop.create_connection(lambda: _Connection(self), self.host, self.port)
+            _transport, conn = await asyncio.wait_for(made, self.connect_timeout)
         except (OSError, TimeoutError) as exc:
-            raise UpstreamError(f"cannot connect to {self.host}:{self.port}: {exc!r}") from exc
+            where = self.socket_path or f"{self.host}:{self.port}"
+            raise UpstreamError(f"cannot connect to {where}: {exc!r}") from exc
         self.open.add(conn)
         return conn
+
+    async def _unix_socket(self) -> socket.socket:
+        """A connected socket whose peer is the replica's uid. The socket file lies in a folder
+        the replica can write to, so the path alone proves nothing (it could be a link to
+        another replica's socket); the kernel's word on the peer's identity does."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            with socket_address(Path(self.socket_path)) as address:
+                await asyncio.wait_for(self.loop.sock_connect(sock, address), self.connect_timeout)
+            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            _pid, uid, _gid = struct.unpack("3i", creds)
+            if uid & 0xFFFFFFFF != self.peer_uid:
+                raise UpstreamError(f"the process behind {self.socket_path} is not the replica")
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     def put_back(self, conn: _Connection) -> None:
         if len(self.idle) < MAX_IDLE:
@@ -351,6 +395,12 @@ class Client:
     def _origin(self, base_url: str) -> _Origin:
         origin = self._origins.get(base_url)
         if origin is None:
+            if base_url.startswith("unix:"):  # unix:<peer uid>:<socket path>
+                uid, _, path = base_url[5:].partition(":")
+                origin = _Origin(self, "localhost", 0, b"", socket_path=path, peer_uid=int(uid))
+                origin.authority = b"localhost"
+                self._origins[base_url] = origin
+                return origin
             parts = urlsplit(base_url)
             if parts.scheme != "http" or not parts.hostname:
                 raise UpstreamError(f"unsupported replica address {base_url!r}")

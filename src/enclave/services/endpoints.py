@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,6 +28,9 @@ from sqlalchemy.orm import Session
 from enclave import archive
 from enclave.audit.events import AuditEvent
 from enclave.errors import Conflict, InvalidInput, NotFound
+from enclave.executors import confine, outputs
+from enclave.executors.base import Mount
+from enclave.gateway.upstream import socket_address
 from enclave.policy import Action, Resource, Subject, decide, may_place
 from enclave.services import jobs, models, workspace
 from enclave.services.auth import subject_for
@@ -315,15 +319,18 @@ def prepare(ctx: Context, job: Job) -> Launch:
         model = u.session.get_one(Model, ep.model_id)
         art = u.session.get(Artifact, model.artifact_id) if model.artifact_id else None
     folder = workspace.make(ctx, job)
-    (folder / "port").unlink(missing_ok=True)
+    sock = folder / "sock"
+    workspace.clear(sock)  # the replica's socket and ready file; fresh for every attempt
+    mounts: list[Mount] = [Mount(sock, writable=True)]
     if model.builtin:
-        model_dir = models.builtin_path(model.builtin)
+        model_dir = models.builtin_path(model.builtin)  # inside the Python installation
     else:
         if art is None or art.deleted_at is not None or model.deleted_at is not None:
             raise InvalidInput(f"model {model.id} was deleted")
         model_dir = folder / "model"
         workspace.clear(model_dir)
         archive.unpack(ctx.blobs.read(art.label, art.blob_key), model_dir)
+        mounts.append(Mount(model_dir))
     command = [
         sys.executable,
         "-m",
@@ -333,14 +340,17 @@ def prepare(ctx: Context, job: Job) -> Launch:
         "--model-dir",
         str(model_dir),
         "--port-file",
-        str(folder / "port"),
+        str(sock / "ready"),
+        "--socket",
+        str(sock / "replica.sock"),
         "--name",
         ep.name,
     ]
     models.check_region(ctx, model, ep.region)  # the fleet file may have changed since deploy
     if models.allows_pickles(ctx, ep.region):
         command.append("--allow-pickle")
-    return Launch(command, {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    return Launch(command, env, tuple(mounts))
 
 
 def finished(ctx: Context, job: Job) -> None:
@@ -417,7 +427,7 @@ class Supervisor:
             if url is None:
                 continue
             try:
-                health = self._http.get(f"{url}/health").json()
+                health = self._health(url)
             except (httpx.HTTPError, ValueError):
                 continue
             ready.append((job.id, url))
@@ -443,12 +453,21 @@ class Supervisor:
                 if row.deleted_at is None:
                     row.state, row.reason, row.updated_at = state, reason, self.ctx.now()
 
+    def _health(self, url: str) -> Any:
+        if not url.startswith("unix:"):
+            return self._http.get(f"{url}/health").json()
+        with socket_address(Path(url.split(":", 2)[2])) as address:
+            transport = httpx.HTTPTransport(uds=address)
+            with httpx.Client(transport=transport, timeout=HEALTH_TIMEOUT_S, trust_env=False) as client:
+                return client.get("http://replica/health").json()
+
     def _url(self, job: Job) -> str | None:
-        try:
-            port = int((workspace.path(self.ctx, job) / "port").read_text().strip())
-        except (OSError, ValueError):
+        """The replica's address once it serves: its socket, answered by its own uid only.
+        Where the socket lies is the control plane's choice, never read from the replica."""
+        sock = workspace.path(self.ctx, job) / "sock"
+        if outputs.read_small(sock / "ready") is None:
             return None
-        return f"http://127.0.0.1:{port}"
+        return f"unix:{confine.job_uid(job.id)}:{sock / 'replica.sock'}"
 
     def _autoscale(self, ep: Endpoint, ready: int, busy: int) -> int:
         """More replicas while calls queue up on the ready ones; fewer after a quiet spell."""

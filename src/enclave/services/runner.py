@@ -499,7 +499,7 @@ class JobRunner:
             executor = self.executors[placement.region]
             self._placements[job.id] = placement
             try:
-                command, env = row.command, row.env
+                command, env, mounts = row.command, row.env, ()
                 if row.kind in KINDS and executor.type == "worker":
                     # Their files are staged in the control plane's work folders, which a
                     # region worker's engine cannot see.
@@ -509,7 +509,7 @@ class JobRunner:
                     )
                 if row.kind in KINDS:
                     launch = KINDS[row.kind][0](self.ctx, row)
-                    command, env = launch.command, {**row.env, **launch.env}
+                    command, env, mounts = launch.command, {**row.env, **launch.env}, launch.mounts
                 spec = ExecSpec(
                     job_id=job.id,
                     label_key=label_key(row.label),
@@ -523,6 +523,8 @@ class JobRunner:
                     region=placement.region,
                     pool=placement.pool,
                     label=row.label,
+                    mounts=mounts,
+                    agency=job.agency,
                 )
                 handle = executor.start(spec)
             except (OSError, EnclaveError) as exc:

@@ -28,6 +28,8 @@ from sqlalchemy import select
 from enclave import archive
 from enclave.audit.events import AuditEvent
 from enclave.errors import InvalidInput
+from enclave.executors import outputs
+from enclave.executors.base import Mount
 from enclave.policy import Resource
 from enclave.scheduler.model import QOS
 from enclave.services import artifacts, jobs, models, workspace
@@ -39,6 +41,8 @@ from enclave.store.models import Artifact, Job, Model, Training
 TRAINABLE = ("sklearn", "pytorch", "sentence-embeddings")
 MAX_HPARAMS_BYTES = 64 * 1024
 MAX_METRIC_POINTS = 10_000
+MAX_METRICS_BYTES = 16 << 20  # what is read of a job's metrics file
+MAX_MODEL_BYTES = 4 << 30  # the per-job output cap of a training job's model folder
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -68,6 +72,7 @@ class Launch:
 
     command: list[str]
     env: dict[str, str]
+    mounts: tuple[Mount, ...] = ()  # what of its work folder the confined job sees
 
 
 def submit(ctx: Context, actor: Actor, spec: TrainingSpec) -> dict[str, Any]:
@@ -184,10 +189,8 @@ def metrics(ctx: Context, actor: Actor, job_id: str, since_step: int = -1) -> di
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """Parse a metrics file leniently: a half-written last line or a stray one is skipped."""
     points: list[dict[str, Any]] = []
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except FileNotFoundError:
-        return points
+    # The job wrote it: read without following links, at most MAX_METRICS_BYTES.
+    lines = b"".join(outputs.chunks(path, MAX_METRICS_BYTES)).decode(errors="replace").splitlines()
     for line in lines[-MAX_METRIC_POINTS:]:
         try:
             point = json.loads(line)
@@ -237,6 +240,11 @@ def prepare(ctx: Context, job: Job) -> Launch:
         base_dirs[model.id] = str(target)
     for sub in (data, script_dir, models_dir):
         sub.chmod(0o500)  # read-only inputs
+    checkpoints, metrics = folder / "checkpoints", folder / "metrics.jsonl"
+    mounts = (
+        *(Mount(sub) for sub in (data, script_dir, models_dir)),
+        *(Mount(sub, writable=True) for sub in (output, checkpoints, metrics)),
+    )
     env = {
         "ENCLAVE_DATA_DIR": str(data),
         "ENCLAVE_DATASETS": json.dumps(staged),
@@ -248,7 +256,7 @@ def prepare(ctx: Context, job: Job) -> Launch:
         "PYTHONUNBUFFERED": "1",
     }
     # The control plane's own interpreter: it has the frameworks the runtimes need.
-    return Launch([sys.executable, str(script_path), *job.command[2:]], env)
+    return Launch([sys.executable, str(script_path), *job.command[2:]], env, mounts)
 
 
 def _artifact(ctx: Context, artifact_id: str | None) -> Artifact:
@@ -283,18 +291,25 @@ def finished(ctx: Context, job: Job) -> None:
     points = read_metrics(folder / "metrics.jsonl")
     model_id: str | None = None
     if job.state == JobState.COMPLETED:
-        packed = folder / "model.tar.gz"
-        with packed.open("wb") as fh:
-            archive.pack(folder / "output", fh)
-        model_id, why = models.register_system(
-            ctx,
-            packed,
-            name=model_name,
-            runtime=runtime,
-            lineage=lineage,
-            agency_id=job.agency_id,
-            owner_id=job.owner_id,
-        )
+        # The job wrote its output: copy what is plainly its own (no links, FIFOs or devices;
+        # nothing followed out of the folder) into the control plane's hands first.
+        packed, kept = folder / "model.tar.gz", folder / "model"
+        try:
+            outputs.copy_tree(folder / "output", kept, MAX_MODEL_BYTES)
+        except InvalidInput as exc:
+            model_id, why = None, str(exc)
+        else:
+            with packed.open("wb") as fh:
+                archive.pack(kept, fh)
+            model_id, why = models.register_system(
+                ctx,
+                packed,
+                name=model_name,
+                runtime=runtime,
+                lineage=lineage,
+                agency_id=job.agency_id,
+                owner_id=job.owner_id,
+            )
     else:
         why = f"the job ended {job.state}: no model registered"
     with unit(ctx) as u:

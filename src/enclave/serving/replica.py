@@ -1,7 +1,7 @@
 """The replica process: load one model, serve it, report the port once ready, drain on SIGTERM.
 
     python -m enclave.serving.replica --runtime RUNTIME [--model-dir DIR] --port-file FILE
-        [--host 127.0.0.1] [--name NAME] [--upstream URL] [--allow-pickle]
+        [--host 127.0.0.1 | --socket PATH] [--name NAME] [--upstream URL] [--allow-pickle]
 
 The port is ephemeral (``host:0``); it is written to FILE atomically (temp file + rename) only
 once the model is loaded and the socket accepts requests, so "FILE exists" means "ready".
@@ -44,6 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--port-file", type=Path, required=True, help="where to write the port once ready")
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument(
+        "--socket", type=Path, help="serve on this Unix socket instead of a TCP port (the port file then says 0)"
+    )
     parser.add_argument("--name", default="model", help="the model id /v1/models reports")
     parser.add_argument("--upstream", help="openai-upstream: the upstream base URL, e.g. http://host:8001/v1")
     parser.add_argument(
@@ -133,9 +136,21 @@ async def serve(args: argparse.Namespace) -> int:
     if runtime is None:
         sys.stderr.flush()
         os._exit(0)  # asked to stop while loading: leave without waiting for the loader thread
-    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((args.host, 0))
+    if args.socket is not None:
+        # A confined replica: reachable only through this socket, in a folder of the control
+        # plane's (the gateway checks the peer's uid on every connection).
+        args.socket.unlink(missing_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        folder = os.open(args.socket.parent, os.O_PATH | os.O_DIRECTORY)
+        try:  # a socket address holds 107 bytes: name the socket through its folder
+            sock.bind(f"/proc/self/fd/{folder}/{args.socket.name}")
+        finally:
+            os.close(folder)
+        os.chmod(args.socket, 0o600)
+    else:
+        sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((args.host, 0))
     sock.listen(2048)
     sock.set_inheritable(True)
     config = uvicorn.Config(
@@ -146,7 +161,8 @@ async def serve(args: argparse.Namespace) -> int:
         ws="none",
         timeout_keep_alive=KEEP_ALIVE_S,
     )
-    server = _Server(config, args.port_file, sock.getsockname()[1])
+    port = 0 if args.socket is not None else sock.getsockname()[1]
+    server = _Server(config, args.port_file, port)
     try:
         await server.serve(sockets=[sock])
     finally:

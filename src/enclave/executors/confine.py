@@ -1,0 +1,217 @@
+"""Confinement: every process Enclave starts runs in a bubblewrap sandbox as an identity of its own.
+
+A job is hostile code. The control plane starts it as
+
+    bwrap <namespaces> <mounts> --as-pid-1 -- setpriv --reuid=UID ... -- <command>
+
+* **Identity**: a uid/gid of its own (``job_uid``: one per job, from a range no account uses),
+  no supplementary groups, no capabilities (bounding set emptied), ``no_new_privs`` — never
+  the control plane's.
+* **Namespaces**: its own PID namespace (it sees only its own processes; ``--as-pid-1`` makes
+  the job's wrapper the namespace's init, so killing it ends every process the job started,
+  whatever they did to their session or group), its own mount, IPC, UTS and cgroup namespace,
+  and its own network namespace with only a loopback of its own unless the region's fleet entry
+  grants the host network (``backend.network = "host"``).
+* **Files**: a fresh tmpfs root holding read-only system directories (``/usr`` and the
+  merged-usr links, a short list of ``/etc`` files), the Python installation the control plane
+  runs from (runtimes and training scripts need its frameworks; code, not secrets), a private
+  ``/tmp`` of bounded size, a minimal ``/dev`` and a ``/proc`` of its own PID namespace — and
+  the mounts it was given: its sandbox (writable) and, for training jobs and model replicas,
+  their staged inputs (read-only) and outputs. Nothing of ``ENCLAVE_HOME`` (keys, database,
+  tokens, blobs, other sandboxes) is visible: a hidden directory that lies under a system
+  mount is covered by an empty tmpfs.
+
+bubblewrap runs as root (the control plane's privilege is needed to switch to the job's uid),
+with no user namespace; ``setpriv`` inside drops to the job's uid before anything of the job
+runs. Without ``bwrap``/``setpriv`` or that privilege Enclave refuses to run jobs (fail closed):
+:func:`unavailable` says why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from enclave.executors.base import Mount
+
+# Job identities: uid = UID_BASE + a slot derived from the job id. A range far above the ones
+# distributions hand to accounts and to subordinate-id ranges (/etc/subuid starts at 100000).
+UID_BASE = 1_900_000_000
+UID_SLOTS = 1 << 24
+TMP_SIZE_BYTES = 256 << 20  # the private /tmp (memory-backed) of one sandbox
+# The sandbox's own /tmp and /dev/shm: empty tmpfs mounts inside its mount namespace, not the
+# host's shared directories (hence ruff's S108 does not apply).
+PRIVATE_TMP = ("/tmp", "/dev/shm")  # noqa: S108
+# /etc entries a job may read: dynamic linking, certificates, time zones, name service
+# configuration (no passwd/shadow, no service configuration or keys such as munge's).
+ETC_FILES = (
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "alternatives",
+    "ssl",
+    "ca-certificates",
+    "localtime",
+    "nsswitch.conf",
+    "host.conf",
+    "mime.types",
+)
+ETC_NETWORK_FILES = ("hosts", "resolv.conf", "gai.conf")
+TOP_LEVEL = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+
+
+@dataclass(frozen=True)
+class Confinement:
+    uid: int
+    sandbox: Path  # writable; the job's working directory and HOME
+    mounts: tuple[Mount, ...] = ()
+    network: bool = False
+    hidden: tuple[Path, ...] = ()  # never visible, even where a system mount covers them
+    gid: int | None = None  # its group: its own (the uid's) unless it shares a scratch space
+
+
+def job_uid(job_id: str) -> int:
+    """The job's own uid: stable across its attempts (its checkpoints stay its own)."""
+    digest = hashlib.sha256(job_id.encode()).digest()
+    return UID_BASE + int.from_bytes(digest[:8], "big") % UID_SLOTS
+
+
+def unavailable() -> str | None:
+    """Why processes cannot be confined here, or None when they can."""
+    if shutil.which("bwrap") is None:
+        return "bubblewrap (bwrap) is not installed"
+    if shutil.which("setpriv") is None:
+        return "setpriv (util-linux) is not installed"
+    if os.geteuid() != 0:
+        return "the control plane must run as root to start jobs under identities of their own"
+    return None
+
+
+def python_paths() -> list[Path]:
+    """The Python installation the control plane runs from, and where ``enclave`` itself lives
+    (an editable install keeps it outside site-packages)."""
+    import enclave
+
+    found = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix)}
+    found.add(Path(enclave.__file__).resolve().parent.parent)
+    found.add(Path(os.path.realpath(sys.executable)).parent)
+    return sorted(p for p in found if p.is_dir())
+
+
+def argv(c: Confinement, command: list[str]) -> list[str]:
+    """The full command line: bubblewrap, then setpriv, then ``command`` as the job's uid."""
+    out = [
+        "bwrap",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--hostname",
+        "enclave-job",
+        "--as-pid-1",
+        "--perms",
+        "0755",
+        "--tmpfs",
+        "/",
+    ]
+    if not c.network:
+        out.append("--unshare-net")
+    system: list[Path] = [Path("/usr")]
+    for name in TOP_LEVEL:
+        host = Path("/") / name
+        if host.is_symlink():
+            out += ["--symlink", os.readlink(host), str(host)]
+        elif host.is_dir():
+            system.append(host)
+    etc = ETC_FILES + (ETC_NETWORK_FILES if c.network else ())
+    out += ["--perms", "0755", "--dir", "/etc"]
+    for name in etc:
+        out += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    system += [p for p in python_paths() if not any(_under(p, s) for s in system)]
+    made = {Path("/"), Path("/etc")}
+    binds: list[Path] = []
+    for path in system:
+        out += _parents(path, made, binds)
+        out += ["--ro-bind", str(path), str(path)]
+        binds.append(path)
+    cpus = Path("/sys/devices/system/cpu")  # CPU topology, read by numeric libraries
+    if cpus.is_dir():
+        out += _parents(cpus, made, binds)
+        out += ["--ro-bind", str(cpus), str(cpus)]
+        binds.append(cpus)
+    for hidden in c.hidden:
+        if any(_under(hidden, s) for s in system):
+            out += ["--perms", "0711", "--tmpfs", str(hidden)]
+            made.add(hidden)
+            binds = [b for b in binds if not _under(hidden, b)]  # what lies below is empty now
+    out += ["--dev", "/dev", "--proc", "/proc"]
+    # /dev/shm: POSIX semaphores and shared memory (multiprocessing, joblib).
+    for tmp in PRIVATE_TMP:
+        out += ["--size", str(TMP_SIZE_BYTES), "--perms", "1777", "--tmpfs", tmp]
+    made |= {Path("/dev"), Path("/proc"), *(Path(t) for t in PRIVATE_TMP)}
+    for mount in (Mount(c.sandbox, writable=True), *c.mounts):
+        out += _parents(mount.path, made, binds)
+        out += ["--bind" if mount.writable else "--ro-bind", str(mount.path), str(mount.path)]
+        binds.append(mount.path)
+    out += [
+        "--",
+        "setpriv",
+        f"--reuid={c.uid}",
+        f"--regid={c.uid if c.gid is None else c.gid}",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--no-new-privs",
+        "--",
+        *command,
+    ]
+    return out
+
+
+def give(paths: Iterable[Path], uid: int) -> None:
+    """Hand staged folders to the job's uid (without following links), so that it can read
+    them — read-only mounts keep them unchanged — and write where it is meant to."""
+    for top in paths:
+        os.lchown(top, uid, uid)
+        if top.is_dir() and not top.is_symlink():
+            for root, dirs, files in os.walk(top):
+                for name in dirs + files:
+                    os.lchown(os.path.join(root, name), uid, uid)
+
+
+def scratch(root: Path, label_key: str, agency: str) -> Path:
+    """The scratch folder of one label and agency (made on first use): owned by root, group
+    of its own (derived like a job's uid), setgid and 2770 — its jobs share it, no one else."""
+    if not agency or "/" in agency or agency in {".", ".."}:
+        raise ValueError(f"not an agency name: {agency!r}")
+    root.mkdir(parents=True, exist_ok=True, mode=0o711)
+    by_label = root / label_key
+    by_label.mkdir(exist_ok=True, mode=0o711)
+    share = by_label / agency
+    gid = job_uid(f"scratch:{label_key}:{agency}")
+    share.mkdir(exist_ok=True, mode=0o770)
+    os.lchown(share, 0, gid)
+    share.chmod(0o2770)
+    return share
+
+
+def _under(path: Path, parent: Path) -> bool:
+    return path == parent or parent in path.parents
+
+
+def _parents(path: Path, made: set[Path], binds: list[Path]) -> list[str]:
+    """Directories leading to a mount point, traversable but not listable by the job (bwrap
+    would otherwise copy the host's modes, and a 0700 parent would lock the job out). Those
+    inside a bind mount made already are the host's own and are left alone."""
+    out: list[str] = []
+    for parent in reversed(path.parents):
+        if parent in made or any(_under(parent, b) for b in binds):
+            continue
+        out += ["--perms", "0711", "--dir", str(parent)]
+        made.add(parent)
+    return out

@@ -1,0 +1,231 @@
+"""Finding 1 of the confinement issue, attacked for real: a job is hostile code.
+
+A real `enclave up` runs real jobs. An UNCLASSIFIED job, written as an attacker would write
+it, tries to read the control plane's keys, token and database, another label's sandbox while
+that job runs, other processes through /proc, to reach the API port and any network, and to
+rewrite the audit log; it reports what it achieved on stdout, which the test reads back
+through the API. Every attempt must fail. A second part plants links where the control plane
+reads a job's output (logs, training output) and checks that nothing outside is ever read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from enclave.executors import outputs
+from enclave.executors.base import ExecSpec, RunState
+from enclave.executors.local import LocalExecutor
+from tests.conftest import Server, wait_state
+
+TERMINAL = {"completed", "failed", "cancelled", "timeout"}
+
+ATTACK = r"""
+import json, os, socket, sys
+home, port, secret_file = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+got = {}
+def try_read(name, path):
+    try:
+        with open(path, "rb") as fh:
+            got[name] = fh.read(64).hex()
+    except OSError as exc:
+        got[name] = None
+for rel in ("keys/master.key", "keys/audit-ed25519.pem", "admin.token", "enclave.db",
+            "audit/checkpoint.json"):
+    try_read(rel, os.path.join(home, rel))
+try_read("secret-sandbox", secret_file)
+try:
+    got["home-listing"] = os.listdir(home)
+except OSError:
+    got["home-listing"] = None
+# write: plant a file in the control plane's home, or open its database for writing
+try:
+    with open(os.path.join(home, "enclave.db"), "r+b"):
+        got["db-writable"] = True
+except OSError:
+    got["db-writable"] = False
+got["pids"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+got["uid"], got["gid"] = os.getuid(), os.getgid()
+got["cap_eff"] = [l.split()[1] for l in open("/proc/self/status") if l.startswith("CapEff")][0]
+got["interfaces"] = sorted(l.split(":")[0].strip() for l in open("/proc/net/dev").readlines()[2:])
+try:
+    socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    got["api"] = True
+except OSError:
+    got["api"] = False
+try:
+    os.kill(1, 0); got["init-visible"] = True
+except OSError:
+    got["init-visible"] = False
+print(json.dumps(got))
+"""
+
+
+@pytest.fixture
+def site(live_server: Callable[..., Server], tmp_path: Path) -> Iterator[tuple[Server, httpx.Client]]:
+    server = live_server(tmp_path / "home")
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {server.admin_token}"}, timeout=30
+    ) as admin:
+        yield server, admin
+
+
+def _token(admin: httpx.Client, label: str) -> str:
+    r = admin.post("/v1/tokens", json={"user": "admin", "label": label})
+    assert r.status_code == 201, r.text
+    return str(r.json()["token"])
+
+
+def _logs(api: httpx.Client, job: str) -> str:
+    r = api.get(f"/v1/jobs/{job}/logs", params={"stream": "stdout"})
+    assert r.status_code == 200, r.text
+    return r.text
+
+
+def test_a_job_reaches_nothing_of_the_control_plane_nor_of_another_label(
+    site: tuple[Server, httpx.Client],
+) -> None:
+    server, admin = site
+    secret = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {_token(admin, 'SECRET')}"})
+    low = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {_token(admin, 'UNCLASSIFIED')}"})
+    with secret, low:
+        # A SECRET job that keeps a file in its sandbox while the attack runs.
+        r = secret.post(
+            "/v1/jobs",
+            json={"name": "keeper", "command": ["sh", "-c", "echo crown-jewels > jewels; sleep 20"], "walltime_s": 60},
+        )
+        assert r.status_code == 201, r.text
+        keeper = r.json()["id"]
+        wait_state(secret, keeper, {"running"})
+        sandboxes = list((server.home / "sandboxes").glob(f"*/{keeper}/work"))
+        deadline = time.monotonic() + 20
+        while not sandboxes or not (sandboxes[0] / "jewels").exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+            sandboxes = list((server.home / "sandboxes").glob(f"*/{keeper}/work"))
+        jewels = sandboxes[0] / "jewels"
+        attack = low.post(
+            "/v1/jobs",
+            json={
+                "name": "attack",
+                "command": ["python3", "-c", ATTACK, str(server.home), str(server.port), str(jewels)],
+                "walltime_s": 60,
+            },
+        )
+        assert attack.status_code == 201, attack.text
+        done = wait_state(low, attack.json()["id"], TERMINAL)
+        assert done["state"] == "completed", done
+        got = json.loads(_logs(low, attack.json()["id"]))
+        secret.post(f"/v1/jobs/{keeper}/cancel")
+    for rel in ("keys/master.key", "keys/audit-ed25519.pem", "admin.token", "enclave.db", "audit/checkpoint.json"):
+        assert got[rel] is None, rel  # nothing of ENCLAVE_HOME is readable
+        assert (server.home / rel).exists()  # ... and it was there to be read
+    assert got["secret-sandbox"] is None  # another label's running sandbox: invisible
+    assert got["home-listing"] is None and got["db-writable"] is False
+    assert got["uid"] != 0 and got["uid"] != os.getuid() and got["gid"] != 0
+    assert int(got["cap_eff"], 16) == 0  # no capabilities
+    assert got["pids"] == [1, 2] or len(got["pids"]) <= 3  # only its own processes
+    assert got["interfaces"] == ["lo"]  # no network but a loopback of its own
+    assert got["api"] is False  # the control plane's port is out of reach
+    # The control plane's files stay its own.
+    for rel in ("keys/master.key", "admin.token"):
+        assert (server.home / rel).stat().st_mode & 0o077 == 0
+
+
+LINKS = r"""
+import os
+os.symlink(os.environ["TARGET"], "stolen")             # a link to a file of the control plane
+os.makedirs("out"); os.symlink("/", "out/root")        # a link to a directory
+os.symlink(os.environ["TARGET"], "out/model.bin")
+open("out/weights.txt", "w").write("mine")
+os.mkfifo("out/fifo")                                   # would block a reader
+"""
+
+
+def test_server_side_reads_never_follow_what_a_job_planted(tmp_path: Path) -> None:
+    secret = tmp_path / "master.key"
+    secret.write_bytes(b"K" * 32)
+    secret.chmod(0o600)
+    ex = LocalExecutor(tmp_path / "sandboxes")
+    spec = ExecSpec(
+        job_id="links",
+        label_key="lk",
+        command=["python3", "-c", LINKS],
+        env={"TARGET": str(secret)},
+        nodes=1,
+        cpus_per_node=1,
+        memory_mb=512,
+        gpus_per_node=0,
+        walltime_s=30,
+        region="r",
+        pool="p",
+    )
+    handle = ex.start(spec)
+    deadline = time.monotonic() + 30
+    while (status := ex.poll(handle)).state is RunState.RUNNING:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert status.exit_code == 0, ex.log_paths(handle)["stderr"].read_text()
+    work = Path(handle["dir"])
+    assert (work / "stolen").is_symlink()  # the job did plant them
+    assert outputs.read_small(work / "stolen") is None
+    assert list(outputs.chunks(work / "stolen", 1 << 20)) == []
+    assert outputs.read_small(work / "out" / "fifo") is None  # refused at once, not blocked
+    kept = tmp_path / "kept"
+    copied = outputs.copy_tree(work / "out", kept, 1 << 20)
+    assert sorted(p.name for p in kept.rglob("*")) == ["weights.txt"]
+    assert copied == 4 and b"K" * 32 not in b"".join(p.read_bytes() for p in kept.rglob("*") if p.is_file())
+    # A link in place of the folder itself is refused as a missing folder.
+    with pytest.raises(Exception, match="no output folder"):
+        outputs.copy_tree(work / "stolen", tmp_path / "k2", 1 << 20)
+
+
+def test_killing_the_job_ends_every_process_it_started(tmp_path: Path) -> None:
+    """A job that escapes its session and process group still dies with its namespace."""
+    ex = LocalExecutor(tmp_path / "sandboxes")
+    script = "setsid sleep 300 & (trap '' TERM HUP; exec sleep 300) & touch ready; wait"
+    spec = ExecSpec(
+        job_id="escape",
+        label_key="lk",
+        command=["sh", "-c", script],
+        env={},
+        nodes=1,
+        cpus_per_node=1,
+        memory_mb=256,
+        gpus_per_node=0,
+        walltime_s=30,
+        region="r",
+        pool="p",
+    )
+    handle = ex.start(spec)
+    deadline = time.monotonic() + 20
+    while not (Path(handle["dir"]) / "ready").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    from enclave.executors.confine import job_uid
+
+    uid = job_uid("escape")
+
+    def processes_of_job() -> list[int]:
+        found = []
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                try:
+                    if os.stat(f"/proc/{pid}").st_uid == uid:
+                        found.append(int(pid))
+                except OSError:
+                    pass
+        return found
+
+    assert len(processes_of_job()) >= 3
+    ex.kill(handle)
+    deadline = time.monotonic() + 10
+    while ex.poll(handle).state is RunState.RUNNING or processes_of_job():
+        assert time.monotonic() < deadline, processes_of_job()
+        time.sleep(0.05)

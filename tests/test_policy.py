@@ -735,3 +735,35 @@ def test_a_job_is_adopted_only_after_its_holders_lease_ran_out() -> None:
     assert policy.worker_may_adopt("w1", "w2", holder_alive=False).allowed
     assert policy.worker_may_adopt("w1", "w1", holder_alive=True).allowed  # its own, after a restart
     assert policy.worker_may_adopt(None, "w2", holder_alive=False).allowed
+
+
+# -- a gateway call reads and writes ---------------------------------------------------------
+@pytest.mark.parametrize(
+    ("session", "endpoint", "rule", "visible"),
+    [
+        ("SECRET", "UNCLASSIFIED", "call_at_endpoint_label", True),  # write-down of the prompt
+        ("SECRET//SI", "SECRET", "call_at_endpoint_label", True),
+        ("SECRET", "TOP SECRET", "simple_security", False),  # read-up: invisible
+        ("SECRET", "SECRET//SI", "simple_security", False),
+    ],
+)
+def test_a_call_needs_the_endpoint_at_the_session_label(
+    session: str, endpoint: str, rule: str, visible: bool
+) -> None:
+    ep = Resource("endpoint", L(endpoint), "doe", accreditation=L("TOP SECRET//SI/TK/HCS/G"))
+    assert_denied(
+        policy.decide(subject(session, "TOP SECRET//SI/TK/HCS/G"), Action.INVOKE, ep), rule, visible=visible
+    )
+
+
+@given(st.sampled_from(["UNCLASSIFIED", "CUI", "SECRET", "SECRET//SI", "TOP SECRET//TK"]))
+def test_a_call_at_the_endpoint_label_is_allowed_where_the_region_is_accredited(marking: str) -> None:
+    ep = Resource("endpoint", L(marking), "doe", accreditation=L("TOP SECRET//SI/TK/HCS/G"))
+    assert policy.decide(subject(marking, "TOP SECRET//SI/TK/HCS/G"), Action.INVOKE, ep).allowed
+    low_region = Resource("endpoint", L(marking), "doe", accreditation=L("UNCLASSIFIED"))
+    if marking != "UNCLASSIFIED":
+        assert_denied(
+            policy.decide(subject(marking, "TOP SECRET//SI/TK/HCS/G"), Action.INVOKE, low_region),
+            "region_accredited_for_session",
+            visible=True,
+        )

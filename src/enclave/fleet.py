@@ -79,6 +79,9 @@ class Region(_Strict):
     price_per_kwh: Annotated[float, Field(ge=0)] = 0.10
     backend: Backend = Backend()
     pools: Annotated[list[NodePool], Field(min_length=1)]
+    # Base URLs (http(s)://host:port/path) that openai-upstream models served here may call;
+    # the operator's list, not the model author's choice. Needs backend.network = "host".
+    upstream_allow: list[Annotated[str, Field(pattern=r"^https?://[^\s]+$")]] = []
     # Serve models saved as pickles (joblib, .pkl, torch .pt/.pth): loading one runs code its
     # author chose. Off: only formats that load without running content (skops, safetensors).
     # On: still loaded only inside the region's confined replica process, never the control plane.

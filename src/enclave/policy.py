@@ -186,6 +186,20 @@ def not_own_request(s: Subject, a: Action, r: Resource) -> Decision | None:
     return None
 
 
+def call_at_endpoint_label(s: Subject, a: Action, r: Resource) -> Decision | None:
+    """A call reads the endpoint (its answers) *and* writes to it (the prompt goes to a process
+    chosen at the endpoint's label): both BLP rules at once, so the labels must be equal. A
+    SECRET prompt never reaches a replica, or an upstream URL, chosen at UNCLASSIFIED."""
+    if r.label is None or r.label == s.session:
+        return None
+    # Reached only after simple_security: the endpoint is readable, so saying why is safe.
+    return _deny(
+        "call_at_endpoint_label",
+        f"an endpoint is called at its own label: use a session at {r.label}",
+        visible=True,
+    )
+
+
 def region_accredited_for_session(s: Subject, a: Action, r: Resource) -> Decision | None:
     """A call carries data at the session label into the serving region: that region's
     accreditation must dominate the session label, not only the model's."""
@@ -305,7 +319,13 @@ RULES: dict[Action, tuple[Rule, ...]] = {
     ),
     Action.MINT_TOKEN: (session_within_clearance,),
     Action.USE_URGENT_QOS: (session_within_clearance, _needs_role(Role.OPERATOR, Role.ADMIN)),
-    Action.INVOKE: (session_within_clearance, tenancy, simple_security, region_accredited_for_session),
+    Action.INVOKE: (
+        session_within_clearance,
+        tenancy,
+        simple_security,
+        call_at_endpoint_label,
+        region_accredited_for_session,
+    ),
     Action.READ_METRICS: (session_within_clearance, _needs_role(Role.OPERATOR)),
 }
 

@@ -257,13 +257,16 @@ def test_secret_model_is_invisible_and_uncallable_below(dep: Deployment) -> None
     assert r.json()["enclave"]["label"] == "SECRET"
 
 
-def test_session_above_the_region_is_refused(dep: Deployment) -> None:
-    """A SECRET session may read the CUI endpoint but its prompt must not go to a CUI region."""
+def test_session_above_the_endpoint_is_refused(dep: Deployment) -> None:
+    """A SECRET session may read the CUI endpoint, but a call also writes: its SECRET prompt
+    must not go to a replica (or upstream) chosen at CUI (write-down through the gateway)."""
     before = len(dep.audit("access.denied"))
     r = dep.http("alice@SECRET").post("/v1/embeddings", json={"model": "emb", "input": "x"})
-    assert r.status_code == 403 and "region is not accredited" in r.json()["detail"]
+    assert r.status_code == 403 and "called at its own label" in r.json()["detail"]
     denied = dep.audit("access.denied")[before:]
-    assert [d["rule"] for d in denied] == ["region_accredited_for_session"]
+    assert [d["rule"] for d in denied] == ["call_at_endpoint_label"]
+    # Not in the SECRET session's model list either: it lists what the session may call.
+    assert "emb" not in [m.id for m in dep.openai("alice@SECRET").models.list().data]
 
 
 def test_marking_in_prompt_is_refused_and_audited(dep: Deployment) -> None:

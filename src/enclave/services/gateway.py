@@ -24,7 +24,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -418,7 +418,7 @@ class Gateway:
         entry = entry_for(
             actor,
             AuditEvent.GATEWAY_CALL,
-            target.resource,
+            replace(target.resource, label=target.response_label),  # at the session label (= lub)
             target.endpoint_id,
             outcome=Outcome.ALLOW if status < 400 else Outcome.DENY,
             details=details,
@@ -429,7 +429,11 @@ class Gateway:
         self, actor: Actor, res: Resource, endpoint_id: str, rule: str, reason: str, visible: bool = True
     ) -> None:
         """Audit a refusal: committed before the answer when the answer says it (403, 429,
-        400), off the request path when it answers like a miss (services.unit says why)."""
+        400), off the request path when it answers like a miss (services.unit says why). The
+        record is labelled lub(session, endpoint): it tells of the session's attempt, so an
+        auditor below the session label never reads it."""
+        if res.label is not None:
+            res = replace(res, label=self.ctx.scheme.lub(actor.subject.session, res.label))
         entry = entry_for(
             actor,
             AuditEvent.GATEWAY_REFUSED if rule in ("marking", "rate", "budget") else AuditEvent.ACCESS_DENIED,
@@ -446,7 +450,7 @@ class Gateway:
 
     # -- listing -------------------------------------------------------------------------------
     def models(self, actor: Actor) -> list[dict[str, Any]]:
-        """OpenAI's model list: the endpoints this session may call, by name."""
+        """OpenAI's model list: the endpoints this session may call (at its own label), by name."""
         out = []
         with self.ctx.read_sessions() as session:
             rows = session.execute(
@@ -458,7 +462,7 @@ class Gateway:
             ).scalars()
             for ep in rows:
                 res = endpoints.resource_of(self.ctx, ep, actor.subject.agency)
-                if decide(actor.subject, Action.READ, res).allowed:
+                if decide(actor.subject, Action.INVOKE, res).allowed:
                     out.append(
                         {
                             "id": ep.name,

@@ -36,6 +36,7 @@ from enclave.services.jobs import visible_job
 from enclave.services.unit import Actor, Unit, entry_for, unit
 from enclave.store.models import Agency, Artifact, Job, Model
 
+UPSTREAM_URL = "upstream_url"  # in an openai-upstream model's metadata: where its calls go
 RUNTIMES = ("sklearn", "pytorch", "sentence-embeddings", "openai-upstream")
 BUILTINS = {"minilm": "sentence-embeddings"}  # builtin name -> runtime
 MAX_INPUTS = 64
@@ -130,10 +131,43 @@ def _pickle_refusal(files: Any) -> str:
 
 
 def check_region(ctx: Context, model: Model, region: str) -> None:
-    """Refuse to serve a model made of pickles in a region that does not allow pickled models."""
+    """Refuse to serve a model made of pickles in a region that does not allow pickled models,
+    or one that calls an upstream the region's operator did not list."""
+    check_upstream(ctx, model, region)
     files = (model.meta or {}).get(PICKLE_FILES)
     if files and not allows_pickles(ctx, region):
         raise InvalidInput(f"{_pickle_refusal(files)}, and region {region} does not")
+
+
+def check_upstream(ctx: Context, model: Model, region: str) -> None:
+    """An ``openai-upstream`` model sends every call (prompts at the endpoint's label) to its
+    URL: only where the operator listed that URL for the region (``upstream_allow`` in the
+    fleet file) and granted the region's replicas the network — never on the model author's
+    word alone."""
+    if model.runtime != "openai-upstream":
+        return
+    url = (model.meta or {}).get(UPSTREAM_URL)
+    where = ctx.fleet.region(region)
+    if not isinstance(url, str) or not any(_within(url, allowed) for allowed in where.upstream_allow):
+        raise InvalidInput(
+            f"the model's upstream {url!r} is not on region {region}'s upstream_allow list in the fleet file"
+        )
+    if where.backend.network != "host":
+        raise InvalidInput(f"region {region} gives its replicas no network (backend.network), so no upstream")
+
+
+def _within(url: str, allowed: str) -> bool:
+    """``url`` is ``allowed`` or below it as a path (``http://h:8001/v1`` covers ``.../v1/x``,
+    not ``http://h:8001/v10`` nor ``http://h:80011``)."""
+    url, allowed = url.rstrip("/"), allowed.rstrip("/")
+    return url == allowed or url.startswith(allowed + "/")
+
+
+def _upstream_url(manifest: dict[str, Any]) -> str:
+    url = manifest.get("upstream_url")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise InvalidInput("an openai-upstream model's model.json needs upstream_url, an http(s) base URL")
+    return url
 
 
 def allows_pickles(ctx: Context, region: str) -> bool:
@@ -241,6 +275,8 @@ async def register(
             raise InvalidInput(f"model.json says runtime {declared!r}, not {runtime!r}")
         again = _label_for(ctx, actor, u, lineage, label)  # inputs may have changed meanwhile
         meta = _pickle_meta(ctx, found, again)
+        if runtime == "openai-upstream":
+            meta[UPSTREAM_URL] = _upstream_url(manifest)
         model = _add(
             u,
             name=name,

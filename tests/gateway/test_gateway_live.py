@@ -341,7 +341,7 @@ def test_rate_limit_and_budget_answer_429(dep: Deployment) -> None:
 
 
 def _replica_pids(home: Path, name: str = ".*") -> list[int]:
-    """Replica processes (not their shell wrappers) of this server's endpoints."""
+    """Replica processes (not their sandbox or shell wrappers) of this server's endpoints."""
     pattern = f"enclave.serving.replica .*--port-file {home}/.*--name {name}$"
     out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
     pids = []
@@ -350,7 +350,7 @@ def _replica_pids(home: Path, name: str = ".*") -> list[int]:
             argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
         except OSError:
             continue
-        if not argv0.endswith(b"sh"):
+        if not argv0.endswith((b"sh", b"bwrap")):
             pids.append(pid)
     return pids
 

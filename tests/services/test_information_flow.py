@@ -62,6 +62,7 @@ from enclave.services.context import Context, Settings
 LEVELS = ("UNCLASSIFIED", "CUI", "SECRET", "TOP SECRET")
 COMPARTMENTS = ("SI", "TK", "HCS", "G")
 AGENCIES = ("alpha", "bravo")
+DATASET_NAMES = ("census", "grid")  # shared by every session: versions must not leak across labels
 
 
 @dataclass(frozen=True)
@@ -231,6 +232,7 @@ class InformationFlow(RuleBasedStateMachine):
         self.inbox: list[Sent] = []
         self.counter = 0
         self.steps = 0
+        self.versions: dict[tuple[str, Lbl, str], int] = {}  # dataset uploads per (agency, label, name)
         self.clearance_changes = 0
 
     def teardown(self) -> None:
@@ -426,6 +428,39 @@ class InformationFlow(RuleBasedStateMachine):
             content=content,
             markings=tuple(lbl for _, lbl in marks),
             tokens=frozenset({view["id"], name, body_tok}),
+        )
+        self.grant(art.id, sess.label, sess.agency)
+        self.arts.append(art)
+        self.flush()
+
+    @rule(data=st.data(), name=st.sampled_from(DATASET_NAMES))
+    def upload_dataset(self, data: st.DataObject, name: str) -> None:
+        """A dataset under a name every session uses: its version must count only the
+        uploads of that name at the session's own label and agency (issue 12, finding 6)."""
+        sess = data.draw(st.sampled_from(self.sessions))
+        body_tok = self.secret(sess)
+        content = (body_tok + "\n").encode()
+        r = self.send(sess, "POST", "/v1/datasets", params={"name": name}, content=content)
+        note(f"dataset {name} by {sess!r} -> {r.status_code}")
+        if not sess.valid:
+            self.expect(r, 404)
+            self.flush()
+            return
+        self.expect(r, 201)
+        view = r.json()
+        key = (sess.agency, sess.label, name)
+        self.versions[key] = self.versions.get(key, 0) + 1
+        assert view["version"] == self.versions[key], (
+            f"LEAK: {sess!r} got version {view['version']} of {name}; it made {self.versions[key]} there"
+        )
+        art = Art(
+            id=view["id"],
+            agency=sess.agency,
+            label=sess.label,
+            name=name,
+            content=content,
+            markings=(),
+            tokens=frozenset({view["id"], body_tok}),
         )
         self.grant(art.id, sess.label, sess.agency)
         self.arts.append(art)

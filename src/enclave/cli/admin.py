@@ -62,16 +62,17 @@ def agency_quotas(
 
 @agency_app.command("usage")
 def agency_usage(name: str, as_json: bool = JsonOpt) -> None:
-    """Energy (kWh), emissions, cost and CPU/GPU-hours of an agency's jobs against its quotas."""
+    """Energy (kWh), emissions, cost and CPU/GPU-hours of an agency's jobs against its quotas:
+    one row per label the session may read, then the total over those rows."""
     with client() as api:
         usage = api.agency_usage(name)
     if as_json:
         print_json(usage)
     else:
-        print_table(
-            [usage],
-            ["agency", "jobs", "cpu_hours", "gpu_hours", "energy_kwh", "emissions_kgco2e", "cost", "quotas"],
-        )
+        columns = ["label", "jobs", "cpu_hours", "gpu_hours", "energy_kwh", "emissions_kgco2e", "cost"]
+        total = {**usage, "label": "total"}
+        print_table([*usage.get("by_label", []), total], columns, title=f"usage of {name}")
+        print_table([usage["quotas"]], list(usage["quotas"]), title="quotas")
 
 
 @project_app.command("create")

@@ -396,6 +396,12 @@ class InformationFlow(RuleBasedStateMachine):
     def change_clearance(self, data: st.DataObject, label: Lbl) -> None:
         user = data.draw(st.sampled_from(self.users))
         r = self.admin("PATCH", f"/v1/users/{user.name}", json={"clearance": label.marking})
+        if not user.clearance.dominates(label):
+            # A raise (or a change adding a compartment) waits for a second admin's approval
+            # (issue 12, item 8); one admin's PATCH changes nothing.
+            self.expect(r, 403)
+            note(f"clearance of {user!r} -> {label!r}: refused, needs a second admin")
+            return
         self.expect(r, 200)
         note(f"clearance of {user!r} -> {label!r}")
         user.clearance = label

@@ -229,3 +229,37 @@ def test_killing_the_job_ends_every_process_it_started(tmp_path: Path) -> None:
     while ex.poll(handle).state is RunState.RUNNING or processes_of_job():
         assert time.monotonic() < deadline, processes_of_job()
         time.sleep(0.05)
+
+
+def test_job_output_counts_against_the_storage_quota_at_its_label(
+    site: tuple[Server, httpx.Client],
+) -> None:
+    """Finding 8: a 20 MB log under a 100 KB quota blocked every upload of the agency. Now a
+    job's output is kept only as far as the quota at its label allows (marked truncated), and
+    uploads at other labels never notice it."""
+    server, admin = site
+    r = admin.put("/v1/agencies/enclave/quotas", json={"storage_bytes": 100_000})
+    assert r.status_code == 200, r.text
+    low = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {_token(admin, 'UNCLASSIFIED')}"})
+    secret = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {_token(admin, 'SECRET')}"})
+    with low, secret:
+        job = low.post(
+            "/v1/jobs",
+            json={"name": "chatty", "command": ["sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' x"], "walltime_s": 60},
+        )
+        assert job.status_code == 201, job.text
+        done = wait_state(low, job.json()["id"], TERMINAL)
+        assert done["state"] == "completed", done
+        deadline = time.monotonic() + 20
+        while "stdout" not in (low.get(f"/v1/jobs/{job.json()['id']}").json().get("logs") or {}):
+            assert time.monotonic() < deadline, "the job's output was never kept"
+            time.sleep(0.1)
+        kept = _logs(low, job.json()["id"])
+        assert 0 < len(kept) <= 100_000 and set(kept) == {"x"}
+        # The label's quota is used up by the job's output: an upload there is refused ...
+        full = low.post("/v1/artifacts", params={"name": "more"}, content=b"y" * 1000)
+        assert full.status_code == 413, full.text
+        # ... and another label never notices.
+        other = secret.post("/v1/artifacts", params={"name": "elsewhere"}, content=b"z" * 50_000)
+        assert other.status_code == 201, other.text
+        assert "100000" not in full.text and "3000000" not in full.text

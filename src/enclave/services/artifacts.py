@@ -9,6 +9,8 @@ policy checks have passed, so a refused upload leaves nothing behind.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -19,13 +21,16 @@ from sqlalchemy.orm import Session
 
 from enclave.audit.events import AuditEvent
 from enclave.errors import Conflict, InvalidInput, NotFound, TooLarge
+from enclave.executors import outputs
 from enclave.policy import Action, Resource, decide
 from enclave.services.context import Context
 from enclave.services.tenancy import agency_by_name, project_id_of
 from enclave.services.unit import Actor, Unit, entry_for, unit
 from enclave.store.models import Agency, Artifact, Share
 
+log = logging.getLogger("enclave.artifacts")
 MAX_NAME_CHARS = 256
+MAX_SYSTEM_FILE_BYTES = 256 << 20  # per job output stream kept as an artifact (the per-job cap)
 
 
 def resource_of(
@@ -302,25 +307,44 @@ def store_system_file(
     owner_id: int,
     meta: dict[str, Any],
     on_commit: Callable[[Unit, Artifact], None] | None = None,
+    max_bytes: int = MAX_SYSTEM_FILE_BYTES,
+    whole: bool = False,
 ) -> str | None:
     """Encrypt a file the system produced (a job's log) as an artifact at ``label``.
 
     No policy check: the system writes at the label of the work that produced the file, never
-    lower. Returns the new id, or None when the file is missing or empty. The caller records
-    the artifact in its own transaction.
+    lower. Job output counts against the agency's storage quota at that label: at most
+    ``max_bytes`` (the per-job output cap) and what the quota leaves are kept; ``meta`` then
+    says ``truncated`` and the file's full size. The file is read without following links
+    (a job may have written it). Returns the new id, or None when the file is missing or
+    empty, or the quota has no room left. The caller records the artifact in its own
+    transaction. ``whole``: keep all of it or nothing (TooLarge) — an archive cut short is no
+    model.
     """
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
+    fd = outputs.open_file(path)
+    if fd is None:
         return None
+    try:
+        size = os.fstat(fd).st_size
+    finally:
+        os.close(fd)
     if size == 0:
         return None
+    parsed_label = ctx.scheme.parse(label).marking
+    with ctx.read_sessions() as session:
+        room = min(max_bytes, storage_left(session, agency_id, parsed_label))
+    if whole and size > room:
+        raise TooLarge(f"{name}: {size} bytes do not fit the agency's storage quota at {parsed_label}")
+    if room <= 0:
+        log.warning("no storage left at %s for agency %s: %s not kept", parsed_label, agency_id, name)
+        return None
+    if size > room:
+        meta = {**meta, "truncated": True, "full_size_bytes": size}
     art_id = str(uuid.uuid4())
-    writer = ctx.blobs.writer(label, art_id, max(size, 1) + (1 << 20))
+    writer = ctx.blobs.writer(label, art_id, min(size, room) + (1 << 20))
     try:
-        with path.open("rb") as fh:
-            while block := fh.read(1 << 20):
-                writer.write(block)
+        for block in outputs.chunks(path, room):
+            writer.write(block)
         writer.commit()
     except BaseException:
         writer.abort()
@@ -344,6 +368,8 @@ def store_system_file(
                 derived_from=[],
                 created_at=ctx.now(),
             )
+            if writer.size > storage_left(u.session, agency_id, parsed.marking):
+                raise TooLarge(f"the agency's storage quota at {parsed.marking} is exceeded")
             u.session.add(art)
             u.record(
                 entry_for(

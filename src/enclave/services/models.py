@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from enclave import archive
 from enclave.audit.events import AuditEvent
-from enclave.errors import InvalidInput, NotFound
+from enclave.errors import InvalidInput, NotFound, TooLarge
 from enclave.labels import Label
 from enclave.policy import Action, Resource, decide, derived_label, may_place
 from enclave.services import artifacts
@@ -372,17 +372,22 @@ def register_system(
         _audit(u, None, model, agency)
         model_id.append(model.id)
 
-    stored = artifacts.store_system_file(
-        ctx,
-        path,
-        name=name,
-        kind="model",
-        label=label.marking,
-        agency_id=agency_id,
-        owner_id=owner_id,
-        meta={"job": lineage.job or ""},
-        on_commit=publish,
-    )
+    try:
+        stored = artifacts.store_system_file(
+            ctx,
+            path,
+            name=name,
+            kind="model",
+            label=label.marking,
+            agency_id=agency_id,
+            owner_id=owner_id,
+            meta={"job": lineage.job or ""},
+            on_commit=publish,
+            max_bytes=1 << 62,  # the training job's output cap applied when it was copied
+            whole=True,
+        )
+    except TooLarge as exc:
+        return None, str(exc)
     if stored is None:
         return None, "the job wrote no output"
     return model_id[0], None

@@ -4,7 +4,10 @@
 * :class:`RequestGuard` bounds how long a body may take to arrive (408: a slow client must
   not hold a connection and its task forever), refuses JSON nested deeper than
   ``MAX_JSON_DEPTH`` on every route (400: parsers and validators recurse; a deep enough
-  document was a 500), and tells the failed-authentication tally about every 401.
+  document was a 500), lets at most ``LOGIN_CONCURRENCY`` password logins in at once (the
+  rest are answered 429 from the event loop, so a login flood never fills the worker
+  threads every other route needs), and tells the failed-authentication tally about every
+  401 and every login turned away.
 * :class:`HeaderTimeoutProtocol` is uvicorn's HTTP protocol with a deadline on the request
   line and headers (408), which uvicorn lacks: a slowloris client trickling one header byte
   at a time otherwise holds its connection for ever. ``enclave up`` runs with it.
@@ -31,6 +34,7 @@ BODY_GRACE_S = 10.0  # then the body must average at least BODY_MIN_BYTES_PER_S
 BODY_MIN_BYTES_PER_S = 1024
 MAX_JSON_DEPTH = 64  # nested arrays/objects; no Enclave or OpenAI request comes near it
 LOGIN_PATH = "/v1/auth/login"  # its failures are audited by the login itself
+LOGIN_CONCURRENCY = 4  # password logins in flight at once; more are answered 429 at once
 
 
 class _TooLarge(Exception):
@@ -159,17 +163,42 @@ class RequestGuard:
     def __init__(
         self,
         app: ASGIApp,
-        on_unauthenticated: Callable[[Scope], None] | None = None,
+        on_unauthenticated: Callable[[Scope, str], None] | None = None,
         max_depth: int = MAX_JSON_DEPTH,
+        login_concurrency: int = LOGIN_CONCURRENCY,
     ) -> None:
         self.app = app
         self.on_unauthenticated = on_unauthenticated
         self.max_depth = max_depth
+        self.login_concurrency = login_concurrency
+        self._logins = 0  # in flight (one event loop: no lock needed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if scope["path"] == LOGIN_PATH:
+            await self._login(scope, receive, send)
+            return
+        await self._guarded(scope, receive, send)
+
+    async def _login(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._logins >= self.login_concurrency:
+            if self.on_unauthenticated is not None:
+                self.on_unauthenticated(scope, "login_busy")
+            response = problem(
+                429, "Too many requests", "too many logins at once; retry in a moment", scope["path"]
+            )
+            response.headers["Retry-After"] = "1"
+            await response(scope, receive, send)
+            return
+        self._logins += 1
+        try:
+            await self._guarded(scope, receive, send)
+        finally:
+            self._logins -= 1
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         tally = self.on_unauthenticated
         started = False
         timed_out = False
@@ -181,7 +210,7 @@ class RequestGuard:
             if message["type"] == "http.response.start":
                 started = True
                 if message["status"] == 401 and tally is not None and scope["path"] != LOGIN_PATH:
-                    tally(scope)
+                    tally(scope, "bearer")
             await send(message)
 
         if scope["method"] in _NO_BODY_METHODS and not _declares_body(scope):

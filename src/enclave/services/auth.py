@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 import secrets
 import threading
 import time
@@ -42,7 +43,9 @@ from enclave.store.models import Agency, LoginThrottle, Token, User
 
 TOKEN_PREFIX = "enc_"
 MIN_PASSWORD_CHARS = 12
-HASH_CONCURRENCY = 2  # Argon2 computations at once in this process (64 MiB and ~50 ms of CPU each)
+# Argon2 computations at once in this process: each takes 64 MiB and four lanes of CPU for
+# ~50 ms (far more on a loaded machine), so about one per four cores.
+HASH_CONCURRENCY = max(1, (os.cpu_count() or 1) // 4)
 log = logging.getLogger("enclave.auth")
 _hasher = PasswordHasher()  # argon2id, library defaults (64 MiB, t=3, p=4)
 # A fixed hash to verify against when the user does not exist, so timing reveals nothing.

@@ -17,12 +17,12 @@ from enum import StrEnum
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from enclave.audit.events import AuditEvent
-from enclave.errors import Conflict, InvalidInput, NotFound
+from enclave.errors import Conflict, InvalidInput, NotFound, RateLimited
 from enclave.labels import Label
 from enclave.policy import Action, Resource, decide, may_place
 from enclave.scheduler.model import QOS
@@ -38,6 +38,7 @@ MAX_ENV = 64
 MAX_WALLTIME_S = 30 * 24 * 3600
 MAX_ARRAY = 10_000
 MAX_BATCH = 10_000
+PENDING_RETRY_S = 30  # Retry-After when the pending-jobs cap refuses a submission
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
@@ -180,8 +181,41 @@ def submit(ctx: Context, actor: Actor, specs: Iterable[JobSpec]) -> list[dict[st
 def _submit(ctx: Context, actor: Actor, specs: list[JobSpec]) -> list[dict[str, Any]]:
     with unit(ctx) as u:
         out = add(u, actor, specs)
+        labels = {spec.label and ctx.scheme.parse(spec.label).marking for spec in specs}
+        _cap_pending(u, actor, {m or actor.subject.session.marking for m in labels})
     ctx.notify_jobs()
     return out
+
+
+WAITING = (JobState.PENDING, JobState.ADMITTED, JobState.PREEMPTED)  # submitted, not started
+
+
+def _cap_pending(u: Unit, actor: Actor, markings: set[str]) -> None:
+    """Refuse (429, the whole submission rolled back) when the agency would hold more than
+    ``max_pending_jobs`` jobs waiting to start at one label: every job of a batch or array
+    counts. Counted per label, not across labels, so that the answer a session gets never
+    depends on jobs at labels it may not read. Jobs asked to cancel do not count. Counted
+    after the insert, in the same transaction: an idempotent re-send adds nothing.
+    (Concurrent submissions on PostgreSQL may overshoot by what they insert at once; the
+    next ones are refused.)"""
+    cap = u.ctx.settings.max_pending_jobs
+    for marking in sorted(markings):
+        waiting = u.session.execute(
+            select(func.count())
+            .select_from(Job)
+            .where(
+                Job.agency_id == actor.agency_id,
+                Job.label == marking,
+                Job.state.in_(WAITING),
+                Job.cancel_requested.is_(False),  # on its way out: the live loop ends it
+            )
+        ).scalar_one()
+        if waiting > cap:
+            raise RateLimited(
+                f"too many pending jobs: agency {actor.subject.agency} may have at most {cap} jobs "
+                f"waiting to start at {marking}; wait for some to start or cancel some",
+                retry_after_s=PENDING_RETRY_S,
+            )
 
 
 def add(u: Unit, actor: Actor, specs: list[JobSpec]) -> list[dict[str, Any]]:

@@ -37,9 +37,11 @@ def source_of(client: str | None) -> str:
         address = ipaddress.ip_address(client)
     except ValueError:
         return client[:64]
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is None:
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
         return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return str(address.ipv4_mapped or address)
+    return str(address)
 
 
 def minute_of(now: datetime) -> str:

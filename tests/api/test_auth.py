@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from enclave.services.context import LOGIN_LOCKOUT_S, LOGIN_MAX_FAILURES, Context
+from enclave.services.throttle import LOGIN_ADDRESS_MAX_ATTEMPTS, LOGIN_ADDRESS_WINDOW_S
 from enclave.store.models import LoginThrottle, Token, User
 
 from .conftest import Clock, World
@@ -334,6 +335,32 @@ def test_login_rate_limit(client: TestClient, ctx: Context, clock: Clock, exists
             assert session.get(LoginThrottle, name) is None
     else:
         assert_unauthenticated(r)
+
+
+def test_login_is_throttled_per_client_address(client: TestClient, ctx: Context) -> None:
+    """Rotating user names does not get round the per-name lock-out: the address runs out
+    first, before any database work or hashing, and its refusals are counted, not logged."""
+    create_user(client, "pat", "enclave", "SECRET", password=PASSWORD)
+    for i in range(LOGIN_ADDRESS_MAX_ATTEMPTS):
+        r = client.post(
+            "/v1/auth/login", json={"user": f"name{i}", "password": "wrong password!", "label": "SECRET"}
+        )
+        assert_unauthenticated(r)
+    for body in ({"user": "name-x", "password": "wrong password!"}, {"user": "pat", "password": PASSWORD}):
+        with unchanged(ctx):
+            r = client.post("/v1/auth/login", json={**body, "label": "SECRET"})
+            assert_problem(r, 429, "from this address")
+        assert 0 < int(r.headers["Retry-After"]) <= LOGIN_ADDRESS_WINDOW_S + 1
+    assert ctx.auth_failures.pending() == 2
+    # Once one attempt leaves the window (here: taken back), the address may try again.
+    ctx.login_throttle.succeeded("testclient")
+    ok(client.post("/v1/auth/login", json={"user": "pat", "password": PASSWORD, "label": "SECRET"}), 201)
+
+
+def test_a_successful_login_does_not_count_against_its_address(client: TestClient, ctx: Context) -> None:
+    create_user(client, "pat", "enclave", "SECRET", password=PASSWORD)
+    for _ in range(LOGIN_ADDRESS_MAX_ATTEMPTS + 5):
+        ok(client.post("/v1/auth/login", json={"user": "pat", "password": PASSWORD, "label": "SECRET"}), 201)
 
 
 def test_nul_characters_are_invalid_input(world: World) -> None:

@@ -118,13 +118,15 @@ def test_submission_output_sandbox_and_slurm_view(ex: SlurmExecutor) -> None:
     assert json.loads(json.dumps(handle)) == handle
     assert wait_done(ex, handle).exit_code == 0
     paths = ex.log_paths(handle)
-    assert paths["stdout"].read_text().splitlines() == ["hi job-out debug", handle["dir"]]
+    assert paths["stdout"].read_text().splitlines() == ["hi job-out debug", f"{handle['dir']}/work"]
     assert paths["stderr"].read_text() == "oops\n"
     workdir = Path(handle["dir"])
     assert workdir == ex.root / "label-a" / "job-out"
     assert workdir.stat().st_mode & 0o777 == 0o700
-    for name in ("stdout", "stderr", "f.txt"):
+    for name in ("stdout", "stderr"):
         assert (workdir / name).stat().st_mode & 0o777 == 0o600
+    assert (workdir / "work" / "f.txt").stat().st_mode & 0o007 == 0  # written confined, in its sandbox
+    assert (workdir / "work" / "f.txt").stat().st_uid != os.getuid()
     assert squeue(handle["slurm_id"]) == "COMPLETED None debug enclave-job-out"
     ex.cleanup(handle)
     assert not workdir.exists()
@@ -150,8 +152,8 @@ def test_environment_is_quoted_and_the_control_plane_env_stays_out(
     assert {k: seen.get(k) for k in nasty} == nasty
     assert "ENCLAVE_TEST_SECRET" not in seen and "SBATCH_PARTITION" not in seen
     assert seen["SLURM_JOB_PARTITION"] == "debug"
-    assert seen["ENCLAVE_JOB_ID"] == "j-env" and seen["HOME"] == handle["dir"]
-    assert not (Path(handle["dir"]) / "pwned").exists()
+    assert seen["ENCLAVE_JOB_ID"] == "j-env" and seen["HOME"] == f"{handle['dir']}/work"
+    assert not (Path(handle["dir"]) / "work" / "pwned").exists()
 
 
 def test_bad_env_name_is_refused(ex: SlurmExecutor) -> None:
@@ -159,31 +161,29 @@ def test_bad_env_name_is_refused(ex: SlurmExecutor) -> None:
         ex.start(spec("j1", ["true"], env={"A B": "x"}))
 
 
-def test_cancel_delivers_sigterm_and_the_job_ends(ex: SlurmExecutor, tmp_path: Path) -> None:
-    marker, ready = tmp_path / "got-term", tmp_path / "ready"
-    script = f"trap 'echo term > {marker}; exit 0' TERM; touch {ready}; sleep 30 & wait"
+def test_cancel_delivers_sigterm_and_the_job_ends(ex: SlurmExecutor) -> None:
+    script = "trap 'echo term > got-term; exit 0' TERM; touch ready; sleep 30 & wait"
     handle = ex.start(spec("j-cancel", ["sh", "-c", script]))
-    wait_for(ready)
+    marker = Path(handle["dir"]) / "work" / "got-term"  # the confined job sees only its sandbox
+    wait_for(Path(handle["dir"]) / "work" / "ready")
     ex.cancel(handle, grace_s=5)
     status = wait_done(ex, handle, timeout_s=10)
     assert marker.read_text() == "term\n"  # the job saw SIGTERM and could clean up
     assert (status.state, status.exit_code) == (RunState.EXITED, 0)
 
 
-def test_job_dying_of_the_grace_signal_reports_it(ex: SlurmExecutor, tmp_path: Path) -> None:
-    ready = tmp_path / "ready"
-    handle = ex.start(spec("j-term", ["sh", "-c", f"touch {ready}; exec sleep 30"]))
-    wait_for(ready)
+def test_job_dying_of_the_grace_signal_reports_it(ex: SlurmExecutor) -> None:
+    handle = ex.start(spec("j-term", ["sh", "-c", "touch ready; exec sleep 30"]))
+    wait_for(Path(handle["dir"]) / "work" / "ready")
     ex.cancel(handle, grace_s=5)
     status = wait_done(ex, handle, timeout_s=10)
     assert (status.exit_code, status.signal) == (143, 15)
 
 
-def test_walltime_style_cancel_then_kill(ex: SlurmExecutor, tmp_path: Path) -> None:
+def test_walltime_style_cancel_then_kill(ex: SlurmExecutor) -> None:
     """What the live loop does at a walltime: SIGTERM, the grace, then kill."""
-    ready = tmp_path / "ready"
-    handle = ex.start(spec("j-stubborn", ["sh", "-c", f"trap '' TERM; touch {ready}; sleep 60"]))
-    wait_for(ready)
+    handle = ex.start(spec("j-stubborn", ["sh", "-c", "trap '' TERM; touch ready; sleep 60"]))
+    wait_for(Path(handle["dir"]) / "work" / "ready")
     ex.cancel(handle, grace_s=0.2)
     time.sleep(1.0)
     assert ex.poll(handle).state is RunState.RUNNING  # still there: it ignores SIGTERM
@@ -193,10 +193,9 @@ def test_walltime_style_cancel_then_kill(ex: SlurmExecutor, tmp_path: Path) -> N
     assert squeue(handle["slurm_id"]).split()[0] == "FAILED"  # Slurm: ExitCode 0:9
 
 
-def test_kill_is_immediate_and_frees_the_node(ex: SlurmExecutor, tmp_path: Path) -> None:
-    ready = tmp_path / "ready"
-    handle = ex.start(spec("j-kill", ["sh", "-c", f"trap '' TERM; touch {ready}; sleep 60"]))
-    wait_for(ready)
+def test_kill_is_immediate_and_frees_the_node(ex: SlurmExecutor) -> None:
+    handle = ex.start(spec("j-kill", ["sh", "-c", "trap '' TERM; touch ready; sleep 60"]))
+    wait_for(Path(handle["dir"]) / "work" / "ready")
     ex.kill(handle)
     status = wait_done(ex, handle, timeout_s=10)
     assert (status.exit_code, status.signal) == (137, 9)
@@ -211,7 +210,8 @@ def test_gang_job_wider_than_the_cluster_stays_pending(ex: SlurmExecutor) -> Non
     """sbatch accepts a 2-node job on this 1-node partition (EnforcePartLimits is off); it waits."""
     handle = ex.start(spec("j-gang", ["true"], nodes=2))
     script = (Path(handle["dir"]) / "job.sh").read_text()
-    assert "srun --nodes=2 --ntasks=2 --ntasks-per-node=1 --export=ALL true" in script
+    assert "srun --nodes=2 --ntasks=2 --ntasks-per-node=1 --export=ALL sh -c" in script
+    assert "--no-new-privs -- sh -c" in script and script.rstrip().count(" true") >= 1  # confined on each node
     time.sleep(1.0)
     assert ex.poll(handle).state is RunState.QUEUED  # held in Slurm's queue, not lost
     state, reason = squeue(handle["slurm_id"]).split()[:2]
@@ -430,12 +430,17 @@ def slurm_job(name: str) -> str:
     return out.stdout.strip()
 
 
+def _in_sandbox(server: Server, job: str, name: str) -> Callable[[], bool]:
+    """Whether the confined job left ``name`` in its sandbox (all it can write)."""
+    return lambda: any((server.home / "sandboxes").glob(f"*/{job}/work/{name}"))
+
+
 def test_end_to_end_secret_job_runs_on_slurm(secret_api: tuple[Server, httpx.Client], tmp_path: Path) -> None:
     server, client = secret_api
     ok = submit(client, "hello", ["sh", "-c", "echo hello from $SLURM_JOB_PARTITION; echo warn >&2"])
     bad = submit(client, "broken", ["sh", "-c", "echo failing; exit 4"])
-    ready = tmp_path / "started"
-    long = submit(client, "long", ["sh", "-c", f"touch {ready}; exec sleep 60"])
+    long = submit(client, "long", ["sh", "-c", "touch started; exec sleep 60"])
+    ready = _in_sandbox(server, long, "started")
 
     done = wait_state(client, ok, TERMINAL)
     assert (done["state"], done["exit_code"], done["region"]) == ("completed", 0, "secret-west")
@@ -457,9 +462,8 @@ def test_end_to_end_secret_job_runs_on_slurm(secret_api: tuple[Server, httpx.Cli
     assert slurm_job(f"enclave-{long}").split()[0] in {"FAILED", "CANCELLED", "COMPLETED"}
 
     # The control plane dies (SIGKILL) while a job runs on Slurm; restarted, it adopts the job.
-    begun = tmp_path / "begun"
-    survivor = submit(client, "survivor", ["sh", "-c", f"touch {begun}; sleep 3; echo survived"])
-    wait_for(begun)
+    survivor = submit(client, "survivor", ["sh", "-c", "touch begun; sleep 3; echo survived"])
+    wait_for(_in_sandbox(server, survivor, "begun"))
     server.stop(kill=True)
     assert slurm_job(f"enclave-{survivor}") == "RUNNING debug"  # Slurm's, not the server's
     server.start()
@@ -496,6 +500,7 @@ def test_a_region_worker_runs_the_regions_jobs_on_slurm(
             assert slurm_job(f"enclave-{ok}") == "COMPLETED debug"
             out = client.get(f"/v1/jobs/{ok}/logs").text
             assert out.startswith(f"on debug in {tmp_path / 'edge' / 'worker-sandboxes'}"), out
+            assert out.rstrip().endswith(f"{ok}/work"), out  # in its sandbox, confined
             failed = wait_state(client, bad, TERMINAL)
             assert (failed["state"], failed["exit_code"]) == ("failed", 5)
             assert slurm_job(f"enclave-{bad}") == "FAILED debug"

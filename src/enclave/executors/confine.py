@@ -37,7 +37,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from enclave.executors.base import Mount
+from enclave.executors.base import ExecSpec, Mount
 
 # Job identities: uid = UID_BASE + a slot derived from the job id. A range far above the ones
 # distributions hand to accounts and to subordinate-id ranges (/etc/subuid starts at 100000).
@@ -61,6 +61,33 @@ ETC_FILES = (
     "host.conf",
     "mime.types",
 )
+MAX_PROCESSES = 4096  # per job (its uid is its own): a fork bomb stops there
+MAX_OUTPUT_BYTES = 1 << 30  # per file a job writes, stdout and stderr included
+# The job's wrapper, the init of its PID namespace, as the job's uid: limits, then the command;
+# it forwards SIGTERM (the grace signal: an init gets no signal it has no handler for) and waits
+# for the command to really end, and writes its exit status to ``.exit`` in the sandbox, so a
+# control plane restarted meanwhile still learns how it ended (the job could write that file
+# too: it only ever describes the job's own outcome, and is read without following links).
+WRAPPER = r"""
+cd "$1" || exit 126
+shift
+umask 007
+ulimit -v "$ENCLAVE_LIMIT_MEM_KB" 2>/dev/null
+ulimit -t "$ENCLAVE_LIMIT_CPU_S" 2>/dev/null
+ulimit -p "$ENCLAVE_LIMIT_PROCS" 2>/dev/null
+ulimit -f "$ENCLAVE_LIMIT_FILE_BLOCKS" 2>/dev/null
+unset ENCLAVE_LIMIT_MEM_KB ENCLAVE_LIMIT_CPU_S ENCLAVE_LIMIT_PROCS ENCLAVE_LIMIT_FILE_BLOCKS
+"$@" </dev/null &
+child=$!
+signalled=0
+trap 'signalled=1; kill -TERM "$child" 2>/dev/null' TERM
+wait "$child"
+rc=$?
+# A trap interrupts `wait`; wait again for the job's real status (the shell keeps it).
+while [ "$signalled" = 1 ]; do signalled=0; wait "$child"; rc=$?; done
+echo "$rc" > .exit.tmp && mv -f .exit.tmp .exit
+exit "$rc"
+"""
 ETC_NETWORK_FILES = ("hosts", "resolv.conf", "gai.conf")
 TOP_LEVEL = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 
@@ -79,6 +106,22 @@ def job_uid(job_id: str) -> int:
     """The job's own uid: stable across its attempts (its checkpoints stay its own)."""
     digest = hashlib.sha256(job_id.encode()).digest()
     return UID_BASE + int.from_bytes(digest[:8], "big") % UID_SLOTS
+
+
+def limits(spec: ExecSpec) -> dict[str, str]:
+    """The wrapper's limits (environment it reads and removes): address space, CPU time,
+    processes, file size (the per-job output cap)."""
+    return {
+        "ENCLAVE_LIMIT_MEM_KB": str(spec.memory_mb * 1024),
+        "ENCLAVE_LIMIT_CPU_S": str(spec.walltime_s * spec.cpus_per_node + 5),
+        "ENCLAVE_LIMIT_PROCS": str(MAX_PROCESSES),
+        "ENCLAVE_LIMIT_FILE_BLOCKS": str(MAX_OUTPUT_BYTES // 512),
+    }
+
+
+def wrapped(sandbox: Path, command: list[str]) -> list[str]:
+    """``command`` under the wrapper, run in ``sandbox``."""
+    return ["sh", "-c", WRAPPER, "enclave-job", str(sandbox), *command]
 
 
 def unavailable() -> str | None:

@@ -36,29 +36,7 @@ from enclave.errors import Unavailable
 from enclave.executors import confine, outputs
 from enclave.executors.base import ExecSpec, Handle, Health, Mount, RunState, Status
 
-WRAPPER = r"""
-cd "$1" || exit 126
-shift
-umask 007
-ulimit -v "$ENCLAVE_LIMIT_MEM_KB" 2>/dev/null
-ulimit -t "$ENCLAVE_LIMIT_CPU_S" 2>/dev/null
-ulimit -p "$ENCLAVE_LIMIT_PROCS" 2>/dev/null
-ulimit -f "$ENCLAVE_LIMIT_FILE_BLOCKS" 2>/dev/null
-unset ENCLAVE_LIMIT_MEM_KB ENCLAVE_LIMIT_CPU_S ENCLAVE_LIMIT_PROCS ENCLAVE_LIMIT_FILE_BLOCKS
-"$@" </dev/null &
-child=$!
-signalled=0
-trap 'signalled=1; kill -TERM "$child" 2>/dev/null' TERM
-wait "$child"
-rc=$?
-# A trap interrupts `wait`; wait again for the job's real status (the shell keeps it).
-while [ "$signalled" = 1 ]; do signalled=0; wait "$child"; rc=$?; done
-echo "$rc" > .exit.tmp && mv -f .exit.tmp .exit
-exit "$rc"
-"""
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
-MAX_PROCESSES = 4096  # per job (its uid is its own): a fork bomb stops there
-MAX_OUTPUT_BYTES = 1 << 30  # per file a job writes, stdout and stderr included
 
 
 class LocalExecutor:
@@ -111,10 +89,7 @@ class LocalExecutor:
             "ENCLAVE_JOB_ID": spec.job_id,
             "ENCLAVE_REGION": spec.region,
             "ENCLAVE_CPUS": str(spec.cpus_per_node),
-            "ENCLAVE_LIMIT_MEM_KB": str(spec.memory_mb * 1024),
-            "ENCLAVE_LIMIT_CPU_S": str(spec.walltime_s * spec.cpus_per_node + 5),
-            "ENCLAVE_LIMIT_PROCS": str(MAX_PROCESSES),
-            "ENCLAVE_LIMIT_FILE_BLOCKS": str(MAX_OUTPUT_BYTES // 512),
+            **confine.limits(spec),
         }
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
         actions = [
@@ -123,7 +98,7 @@ class LocalExecutor:
             (os.POSIX_SPAWN_OPEN, 2, str(folder / "stderr"), flags, 0o600),
         ]
         jail = confine.Confinement(uid, workdir, mounts, network=self.network, hidden=self.hidden, gid=gid)
-        command = ["sh", "-c", WRAPPER, "enclave-job", str(workdir), *spec.command]
+        command = confine.wrapped(workdir, spec.command)
         argv = confine.argv(jail, command)
         bwrap = shutil.which("bwrap") or "bwrap"
         pid = os.posix_spawn(bwrap, argv, env, file_actions=actions, setsid=True)

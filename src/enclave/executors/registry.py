@@ -26,7 +26,7 @@ def make_engine_executor(region: Region, sandbox_root: Path, hidden: tuple[Path,
     if backend == "slurm":
         from enclave.executors.slurm import SlurmExecutor
 
-        return SlurmExecutor(sandbox_root, region.backend)
+        return SlurmExecutor(sandbox_root, region.backend, hidden=hidden)
     if backend == "ray":
         from enclave.executors.ray_exec import RayExecutor
 

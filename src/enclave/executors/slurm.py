@@ -13,10 +13,18 @@ Security
     so none can override the region's settings. A region's Slurm therefore only ever receives
     that region's jobs. The partition must be one plain name (a comma would make it a list).
 
+Confinement
+    Slurm starts the script as the submitting user (the control plane's); the script then runs
+    the command confined exactly as the local executor does (bubblewrap, the job's own uid, its
+    own namespaces, only its sandbox visible: :mod:`enclave.executors.confine`), so no job code
+    runs with the control plane's authority. The nodes need bubblewrap and util-linux's
+    ``setpriv``, and the script root's privilege to switch uid: where they lack it the command
+    fails at once (fail closed) instead of running unconfined.
+
 Submission
-    Each job gets a sandbox ``<root>/<label digest>/<job id>`` (0700; the job runs with
-    umask 077), which must be on a file system the Slurm nodes share with the control plane,
-    as HPC scratch is. ``start`` writes ``job.sh`` there and submits it with ``sbatch
+    Each job gets a folder ``<root>/<label digest>/<job id>`` (0700, the control plane's)
+    holding the script, its output and its records, and the job's sandbox ``work/`` (its own
+    uid's), on a file system the Slurm nodes share with the control plane, as HPC scratch is. ``start`` writes ``job.sh`` there and submits it with ``sbatch
     --parsable``: one allocation of ``--nodes`` N with one task of ``--cpus-per-task`` C per
     node, ``--mem`` per node, ``--gres=<gres>:G`` when G > 0, ``--time`` = the walltime rounded
     up to minutes plus one (Enclave enforces the exact walltime itself; Slurm's limit is a
@@ -94,6 +102,7 @@ from pathlib import Path
 from typing import Any
 
 from enclave.errors import InvalidInput, Unavailable
+from enclave.executors import confine
 from enclave.executors.base import ExecSpec, Handle, Health, RunState, Status
 
 log = logging.getLogger("enclave.executors.slurm")
@@ -130,7 +139,7 @@ SCRIPT = """#!/bin/sh
 {exports}
 # srun steps take this environment.
 export SLURM_EXPORT_ENV=ALL
-cd {workdir} || exit 126
+cd {folder} || exit 126
 umask 077
 rm -f .exit .exit.tmp .times .times.tmp
 {launch} </dev/null &
@@ -138,7 +147,11 @@ child=$!
 # Slurm signals the script and all it started (scancel --full): the command gets the signal
 # itself; the script only waits on, so that it can record how the command ended.
 signalled=0
-trap 'signalled=1' TERM INT HUP USR1 USR2
+# Enclave's grace signal reaches this script alone (scancel --batch): it is relayed to the
+# command, which relays it into the sandbox (bubblewrap itself must not get it: it would die
+# of it and lose the command's exit status). Other signals only make the script wait on.
+trap 'signalled=1; kill -TERM "$child" 2>/dev/null' TERM
+trap 'signalled=1' INT HUP USR1 USR2
 wait "$child"
 rc=$?
 while [ "$signalled" = 1 ]; do signalled=0; wait "$child"; rc=$?; done
@@ -146,13 +159,26 @@ times > .times.tmp && mv .times.tmp .times
 echo "$rc" > .exit.tmp && mv .exit.tmp .exit
 exit "$rc"
 """
+# Runs bubblewrap ("$@") and relays SIGTERM to the sandbox's init (the job's wrapper, the only
+# child of bubblewrap), which forwards it to the command.
+RELAY = r"""
+"$@" &
+box=$!
+trap 'kill -TERM $(cat /proc/$box/task/$box/children 2>/dev/null) 2>/dev/null' TERM
+wait "$box"
+rc=$?
+while kill -0 "$box" 2>/dev/null; do wait "$box"; rc=$?; done
+exit "$rc"
+"""
 
 
 class SlurmExecutor:
     type = "slurm"
 
-    def __init__(self, root: Path, backend: Any = None) -> None:
+    def __init__(self, root: Path, backend: Any = None, hidden: tuple[Path, ...] = ()) -> None:
         settings = _settings(backend)
+        self.hidden = (*hidden, root)  # never visible to a job (ENCLAVE_HOME)
+        self.network = settings.get("network") == "host"
         partition = settings.get("partition")
         if not isinstance(partition, str) or not NAME.match(partition):
             raise InvalidInput(
@@ -188,13 +214,19 @@ class SlurmExecutor:
         for key in spec.env:
             if not ENV_KEY.match(key):
                 raise InvalidInput(f"job {spec.job_id}: environment variable name {key!r} is not valid")
+        why = confine.unavailable()
+        if why is not None:
+            raise Unavailable(f"jobs cannot be confined on this machine: {why}")
         workdir = self.sandbox(spec)
         workdir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        workdir.mkdir(mode=0o700, exist_ok=True)
-        for stale in (".exit", ".times", ".killed"):  # a requeued job reuses its sandbox
-            (workdir / stale).unlink(missing_ok=True)
+        # A fresh folder for every attempt (nothing a job left is reused), the job's sandbox
+        # inside it, the script, its output and records beside it, out of the job's reach.
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(mode=0o700)
+        (workdir / "work").mkdir(mode=0o700)
+        confine.give([workdir / "work"], confine.job_uid(spec.job_id))
         script = workdir / "job.sh"
-        fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)
+        fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o700)
         with os.fdopen(fd, "w") as f:
             f.write(self.script(spec, workdir))
         out = subprocess.run(
@@ -246,19 +278,29 @@ class SlurmExecutor:
         return args
 
     def script(self, spec: ExecSpec, workdir: Path) -> str:
+        sandbox = workdir / "work"
         env = {
             "PATH": SAFE_PATH,
-            "HOME": str(workdir),
-            "TMPDIR": str(workdir),
+            "HOME": str(sandbox),
+            "TMPDIR": str(sandbox),
             "LANG": "C.UTF-8",
+            "USER": "enclave",
+            "LOGNAME": "enclave",
             **spec.env,
             "ENCLAVE_JOB_ID": spec.job_id,
             "ENCLAVE_REGION": spec.region,
             "ENCLAVE_CPUS": str(spec.cpus_per_node),
             "ENCLAVE_NODES": str(spec.nodes),
+            **confine.limits(spec),
         }
         exports = "\n".join(f"export {key}={shlex.quote(value)}" for key, value in env.items())
-        command = shlex.join(spec.command)
+        # The command runs confined on the node, as on the local executor: bubblewrap, the
+        # job's own uid, only its sandbox visible (see enclave.executors.confine).
+        jail = confine.Confinement(
+            confine.job_uid(spec.job_id), sandbox, network=self.network, hidden=self.hidden
+        )
+        confined = confine.argv(jail, confine.wrapped(sandbox, spec.command))
+        command = shlex.join(["sh", "-c", RELAY, "enclave-relay", *confined])
         if spec.nodes > 1:  # one allocation, the command once per node
             launch = (
                 f"srun --nodes={spec.nodes} --ntasks={spec.nodes} --ntasks-per-node=1 --export=ALL {command}"
@@ -270,7 +312,7 @@ class SlurmExecutor:
             region=_comment(spec.region),
             pool=_comment(spec.pool),
             exports=exports,
-            workdir=shlex.quote(str(workdir)),
+            folder=shlex.quote(str(workdir)),
             launch=launch,
         )
 
@@ -402,7 +444,7 @@ class SlurmExecutor:
 
     # -- cancel, kill, logs -------------------------------------------------------------------
     def cancel(self, handle: Handle, grace_s: float) -> None:
-        """SIGTERM to the script and all it started; Enclave's loop calls ``kill`` after the grace."""
+        """SIGTERM to the script, relayed into the sandbox; Enclave's loop calls ``kill`` after the grace."""
         sid = str(handle["slurm_id"])
         if sid in self._ended:
             return
@@ -416,7 +458,7 @@ class SlurmExecutor:
             # ("Job can not be altered now") for over a minute. Cancel it outright.
             self._run("scancel", [sid])
         elif state is not None:
-            self._run("scancel", ["--signal=TERM", "--full", sid])
+            self._run("scancel", ["--signal=TERM", "--batch", sid])  # the script relays it
 
     def kill(self, handle: Handle) -> None:
         sid = str(handle["slurm_id"])

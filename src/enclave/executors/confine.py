@@ -79,6 +79,9 @@ ulimit -f "$ENCLAVE_LIMIT_FILE_BLOCKS" 2>/dev/null
 unset ENCLAVE_LIMIT_MEM_KB ENCLAVE_LIMIT_CPU_S ENCLAVE_LIMIT_PROCS ENCLAVE_LIMIT_FILE_BLOCKS
 "$@" </dev/null &
 child=$!
+# The command keeps its own descriptors; the wrapper's stderr goes quiet so that the shell's
+# "Killed"/"Terminated" notes never reach the job's output.
+exec 2>/dev/null
 signalled=0
 trap 'signalled=1; kill -TERM "$child" 2>/dev/null' TERM
 wait "$child"
@@ -175,12 +178,13 @@ def argv(c: Confinement, command: list[str]) -> list[str]:
     out += ["--perms", "0755", "--dir", "/etc"]
     for name in etc:
         out += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
-    system += [p for p in python_paths() if not any(_under(p, s) for s in system)]
+    python = [p for p in python_paths() if not any(_under(p, s) for s in system)]
     made = {Path("/"), Path("/etc")}
     binds: list[Path] = []
-    for path in system:
+    for path in system + python:
         out += _parents(path, made, binds)
-        out += ["--ro-bind", str(path), str(path)]
+        # The Python installation may lie elsewhere on an engine's node: bound where present.
+        out += ["--ro-bind-try" if path in python else "--ro-bind", str(path), str(path)]
         binds.append(path)
     cpus = Path("/sys/devices/system/cpu")  # CPU topology, read by numeric libraries
     if cpus.is_dir():
@@ -188,7 +192,7 @@ def argv(c: Confinement, command: list[str]) -> list[str]:
         out += ["--ro-bind", str(cpus), str(cpus)]
         binds.append(cpus)
     for hidden in c.hidden:
-        if any(_under(hidden, s) for s in system):
+        if any(_under(hidden, s) for s in system + python):
             out += ["--perms", "0711", "--tmpfs", str(hidden)]
             made.add(hidden)
             binds = [b for b in binds if not _under(hidden, b)]  # what lies below is empty now

@@ -73,6 +73,7 @@ from typing import Any
 import httpx
 
 from enclave.errors import InvalidInput, Unavailable
+from enclave.executors import confine
 from enclave.executors.base import NOT_ENDED, ExecSpec, Handle, Health, RunState, Status
 
 log = logging.getLogger("enclave.executors.ray")
@@ -89,22 +90,34 @@ SIGTERM, SIGKILL = 15, 9
 # The entrypoint: `sh -c` runs it on a Ray node (as a child of the job supervisor). It is
 # filled in per job: {nonce}, {exports} (shell-quoted assignments) and {command}.
 ENTRYPOINT = (
-    "n={nonce}; s=0; trap 's=1' TERM; "
+    # The grace signal: Ray's stop signals every process of the job, bubblewrap included,
+    # which dies of it; the sandbox's init (the job's wrapper) forwards it to the command and
+    # records the command's status in the sandbox's .exit. So the status is taken from there
+    # once the sandbox's init is gone (nothing of the job runs any more: no race), read only
+    # if it is a plain file holding a number — the job could have written it, and it only
+    # ever describes the job's own outcome.
+    "n={nonce}; s=0; i=; trap 's=1; kill -TERM $i 2>/dev/null' TERM; "
     "ENCLAVE_RAY_PY=$(readlink /proc/$PPID/exe 2>/dev/null || command -v python3); "
-    'd=$(mktemp -d "${{TMPDIR:-/tmp}}/enclave-job.XXXXXXXX") && cd "$d" || exit 126; '
+    "d={sandbox}; mkdir -m 0700 \"$d\" && chown {uid}:{uid} \"$d\" && cd \"$d\" || exit 126; "
     'export HOME="$d" TMPDIR="$d" ENCLAVE_RAY_PY {exports}; umask 077; '
     'printf "@%s begin\\n" "$n"; '
     # The job has its own copies of the descriptors; the wrapper's stderr goes quiet so that
     # its shell's "Killed"/"Terminated" notes never reach the job's output.
     "{command} </dev/null & c=$!; exec 2>/dev/null; "
+    # The sandbox's init: bubblewrap's only child, there within milliseconds.
+    'k=0; while [ -z "$i" ] && [ $k -lt 500 ] && kill -0 $c 2>/dev/null; do '
+    'i=$(cat /proc/$c/task/$c/children 2>/dev/null); k=$((k+1)); [ -n "$i" ] || sleep 0.01; done; '
+
     'wait "$c"; rc=$?; while [ "$s" = 1 ]; do s=0; wait "$c"; rc=$?; done; '
+    'if [ -n "$i" ]; then while kill -0 $i 2>/dev/null; do sleep 0.05; done; e="$d/.exit"; '
+    'if [ -f "$e" ] && [ ! -h "$e" ]; then v=$(head -c 8 "$e"); case "$v" in ""|*[!0-9]*) ;; *) rc=$v;; esac; fi; fi; '
     'cd / && rm -rf "$d"; printf "\\n@%s exit %s\\n" "$n" "$rc"; exit "$rc" #{nonce}'
 )
 
 # The gang driver (nodes > 1), run by the Ray cluster's own Python: a placement group of one
 # bundle per node (STRICT_SPREAD: all or nothing), then one rank process per bundle.
 GANG_DRIVER = r"""
-import ctypes, json, os, signal, socket, subprocess, sys, tempfile, threading
+import ctypes, json, os, signal, socket, subprocess, sys, threading
 # The ranks' output comes back through this driver: each line as is, prefixed "(rankN pid=...)".
 os.environ.update(RAY_DEDUP_LOGS="0", RAY_COLOR_PREFIX="0")
 import ray
@@ -148,18 +161,29 @@ class Rank:
         return ray.util.get_node_ip_address()
 
     def run(self, env):
-        work = tempfile.mkdtemp(prefix="enclave-rank.")
+        # The rank's sandbox: made here, handed to the job's uid; the command runs confined in it.
+        work = spec["sandbox"].replace("@RANK@", str(self.rank))
+        os.mkdir(work, 0o700)
+        os.chown(work, spec["uid"], spec["uid"])
         env = {**os.environ, **env, "HOME": work, "TMPDIR": work}
-        self.proc = subprocess.Popen(argv, env=env, cwd=work, stdin=subprocess.DEVNULL,
+        rank_argv = [a.replace("@RANK@", str(self.rank)) for a in argv]
+        self.proc = subprocess.Popen(rank_argv, env=env, cwd="/", stdin=subprocess.DEVNULL,
                                      start_new_session=True, preexec_fn=_die_with_parent)
         rc = self.proc.wait()
         subprocess.run(["rm", "-rf", work], check=False)
         return 128 - rc if rc < 0 else rc
 
     def signal(self, sig):
+        # To the sandbox's init (the job's wrapper, bubblewrap's only child), which forwards it.
         proc = getattr(self, "proc", None)
         if proc is not None and proc.poll() is None:
-            os.killpg(proc.pid, sig)
+            try:
+                with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as fh:
+                    kids = [int(k) for k in fh.read().split()]
+            except OSError:
+                kids = []
+            for kid in kids:
+                os.kill(kid, sig)
 
 
 opts = {"num_cpus": bundle.get("CPU", 0), "num_gpus": bundle.get("GPU", 0), "memory": bundle.get("memory")}
@@ -195,9 +219,11 @@ class _Known:
 class RayExecutor:
     type = "ray"
 
-    def __init__(self, root: Path, backend: Any = None) -> None:
+    def __init__(self, root: Path, backend: Any = None, hidden: tuple[Path, ...] = ()) -> None:
         conf: dict[str, Any] = dict(backend.model_dump() if hasattr(backend, "model_dump") else backend or {})
         self.root = root
+        self.hidden = (*hidden, root)  # never visible to a job (ENCLAVE_HOME)
+        self.network = conf.get("network") == "host"
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.address = str(conf.get("address") or DEFAULT_ADDRESS)
         host = self.address.removeprefix("ray://").rsplit(":", 1)[0] or "127.0.0.1"
@@ -251,6 +277,13 @@ class RayExecutor:
             "ENCLAVE_CPUS": str(spec.cpus_per_node),
         }
         memory = spec.memory_mb * 1024 * 1024
+        uid = confine.job_uid(spec.job_id)
+        # The sandbox on the Ray node, made by the entrypoint (or, for a gang, each rank),
+        # owned by the job's uid; the command runs confined in it (enclave.executors.confine).
+        sandbox = Path(f"/tmp/enclave-job.{nonce}" + (".@RANK@" if spec.nodes > 1 else ""))  # noqa: S108
+        env |= confine.limits(spec)
+        jail = confine.Confinement(uid, sandbox, network=self.network, hidden=self.hidden)
+        confined = confine.argv(jail, confine.wrapped(sandbox, spec.command))
         body: dict[str, Any] = {
             "submission_id": submission_id,
             "metadata": {"enclave_job": spec.job_id, "enclave_region": spec.region},
@@ -264,19 +297,27 @@ class RayExecutor:
                 "gpus": spec.gpus_per_node,
                 "memory": memory,
                 "env": env,
+                "uid": uid,
+                "sandbox": str(sandbox),
             }
             command = ['"$ENCLAVE_RAY_PY"', "-c", shlex.quote(GANG_DRIVER), shlex.quote(json.dumps(gang))]
-            command += [shlex.quote(a) for a in spec.command]
+            command += [shlex.quote(a) for a in confined]  # each rank in a session of its own
             body |= {"entrypoint_num_cpus": 0, "entrypoint_num_gpus": 0}
         else:
-            command = [shlex.quote(a) for a in spec.command]
+            command = ["setsid", *(shlex.quote(a) for a in confined)]
             body |= {
                 "entrypoint_num_cpus": spec.cpus_per_node,
                 "entrypoint_num_gpus": spec.gpus_per_node,
                 "entrypoint_memory": memory,
             }
         exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-        body["entrypoint"] = ENTRYPOINT.format(nonce=nonce, exports=exports, command=" ".join(command))
+        body["entrypoint"] = ENTRYPOINT.format(
+            nonce=nonce,
+            exports=exports,
+            command=" ".join(command),
+            sandbox=shlex.quote(str(sandbox).replace(".@RANK@", ".driver")),
+            uid=uid,
+        )
         workdir = self.sandbox(spec)
         workdir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         workdir.mkdir(mode=0o700, exist_ok=True)

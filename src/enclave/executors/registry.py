@@ -30,7 +30,7 @@ def make_engine_executor(region: Region, sandbox_root: Path, hidden: tuple[Path,
     if backend == "ray":
         from enclave.executors.ray_exec import RayExecutor
 
-        return RayExecutor(sandbox_root, region.backend)
+        return RayExecutor(sandbox_root, region.backend, hidden=hidden)
     raise InvalidInput(f"region {region.name}: back end {backend!r} is not available in this build")
 
 

@@ -649,7 +649,12 @@ def _dependencies(row: JobRow, states: dict[str, str]) -> str:
 
 
 class _QuotaBook:
-    """Agency quotas at admission: GPU-hours (used + running + asked) and kWh used."""
+    """Agency quotas at admission: GPU-hours (used + running + asked) and kWh used.
+
+    Like storage, each quota holds per label on its own: usage at one label is counted
+    against that label only, and the pending reason names that label's figures only. A
+    shared pool would let a job at one label learn, from its reason or from when it is
+    admitted, how much work ran at a label it may not read."""
 
     def __init__(self, u: Unit) -> None:
         self.u = u
@@ -659,10 +664,11 @@ class _QuotaBook:
                 select(Agency).where((Agency.quota_gpu_hours.isnot(None)) | (Agency.quota_kwh.isnot(None)))
             ).scalars()
         }
-        self.used: dict[int, tuple[float, float]] = {}
+        self.used: dict[tuple[int, str], tuple[float, float]] = {}
 
-    def _usage(self, agency_id: int) -> tuple[float, float]:
-        if agency_id not in self.used:
+    def _usage(self, agency_id: int, label: str) -> tuple[float, float]:
+        key = (agency_id, label)
+        if key not in self.used:
             self.u.session.flush()  # admission runs without autoflush: count this pass's changes
             rows = self.u.session.execute(
                 select(
@@ -670,6 +676,7 @@ class _QuotaBook:
                     func.coalesce(func.sum(JobRow.energy_kwh), 0),
                 ).where(
                     JobRow.agency_id == agency_id,
+                    JobRow.label == label,
                     JobRow.state.in_(
                         [
                             JobState.ADMITTED,
@@ -682,19 +689,20 @@ class _QuotaBook:
                     ),
                 )
             ).one()
-            self.used[agency_id] = (float(rows[0]) / 3600.0, float(rows[1]))
-        return self.used[agency_id]
+            self.used[key] = (float(rows[0]) / 3600.0, float(rows[1]))
+        return self.used[key]
 
     def check(self, row: JobRow) -> str | None:
         limits = self.limits.get(row.agency_id)
         if limits is None:
             return None
         gpu_limit, kwh_limit = limits
-        gpu_used, kwh_used = self._usage(row.agency_id)
+        gpu_used, kwh_used = self._usage(row.agency_id, row.label)
         asked = row.nodes * row.gpus_per_node * row.walltime_s / 3600.0
+        at = f"at {row.label}"
         if gpu_limit is not None and gpu_used + asked > gpu_limit:
-            return f"quota: agency GPU-hours {gpu_used:.1f} used/reserved + {asked:.1f} asked > quota {gpu_limit:.1f}"
+            return f"quota: agency GPU-hours {at} {gpu_used:.1f} used/reserved + {asked:.1f} asked > quota {gpu_limit:.1f}"
         if kwh_limit is not None and kwh_used >= kwh_limit:
-            return f"quota: agency energy {kwh_used:.3f} kWh used >= quota {kwh_limit:.3f} kWh"
-        self.used[row.agency_id] = (gpu_used + asked, kwh_used)
+            return f"quota: agency energy {at} {kwh_used:.3f} kWh used >= quota {kwh_limit:.3f} kWh"
+        self.used[(row.agency_id, row.label)] = (gpu_used + asked, kwh_used)
         return None

@@ -17,8 +17,9 @@ The upstreams are deliberately cheap, so that what is measured is the hop, not t
   several ms per call, so the gateway's share of the latency is smaller there).
 
 Both are deployed as Enclave endpoints (one replica each, started by the supervisor), and the
-"direct" and "litellm" targets call *those very replica processes* (their ports are read from the
-port files the replicas write under the server's home), so the three targets share one upstream.
+"direct" and "litellm" targets call a twin of each replica: the same program, runtime and model
+folder, unconfined, on a loopback TCP port (the endpoint's own replica is confined and listens
+only on a Unix socket the gateway reaches, checking its peer's uid, as in production).
 The gateway runs with everything on: token authentication, the label/region policy check,
 guardrail screening of the prompt, rate/budget admission, and per-call metering and a signed
 audit record.
@@ -203,7 +204,7 @@ def retire(server: Server, token: str) -> None:
 
 
 def replicas(home: Path) -> dict[int, list[str]]:
-    """Replica processes (not their shell wrappers) of this server: pid -> argv."""
+    """Replica processes (not their sandboxes or shell wrappers) of this server: pid -> argv."""
     found = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -214,20 +215,48 @@ def replicas(home: Path) -> dict[int, list[str]]:
             continue
         if (
             "enclave.serving.replica" in argv
-            and not argv[0].endswith("sh")
+            and not argv[0].endswith(("sh", "bwrap"))
             and any(a.startswith(str(home)) for a in argv)
         ):
             found[int(proc.name)] = argv
     return found
 
 
-def replica_port(home: Path, name: str) -> tuple[int, int]:
-    """(pid, port) of the endpoint's replica, from the port file it wrote once serving."""
-    for pid, argv in replicas(home).items():
-        if argv[argv.index("--name") + 1] == name:
-            port_file = Path(argv[argv.index("--port-file") + 1])
-            return pid, int(port_file.read_text().strip())
-    raise RuntimeError(f"no replica process found for endpoint {name}")
+@contextlib.contextmanager
+def direct_replica(home: Path, name: str, tmp: Path):  # type: ignore[no-untyped-def]
+    """(pid, port) of a twin of the endpoint's replica for the "direct" and "litellm" targets.
+
+    The endpoint's own replica is confined: it listens only on a Unix socket that the gateway
+    reaches (and checks by its peer's uid), out of reach of a load generator on TCP. The twin
+    is the same program with the same runtime and model folder, unconfined, on a TCP port of
+    loopback: the replica alone, as a client would see it without the gateway."""
+    argv = next((a for a in replicas(home).values() if a[a.index("--name") + 1] == name), None)
+    if argv is None:
+        raise RuntimeError(f"no replica process found for endpoint {name}")
+    keep = []
+    for flag in ("--runtime", "--model-dir", "--name"):
+        if flag in argv:
+            keep += [flag, argv[argv.index(flag) + 1]]
+    if "--allow-pickle" in argv:
+        keep.append("--allow-pickle")
+    port_file = tmp / f"direct-{name}.port"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "enclave.serving.replica", *keep, "--port-file", str(port_file)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not port_file.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the direct twin of replica {name} did not start")
+            time.sleep(0.1)
+        yield proc.pid, int(port_file.read_text().strip())
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=30)
 
 
 # -- LiteLLM -----------------------------------------------------------------------------------
@@ -527,10 +556,11 @@ def main() -> int:
                 token = deploy(server, tmp)
                 print(f"Endpoints ready in {time.monotonic() - t0:.1f} s", flush=True)
                 ports = {}
+                twins = contextlib.ExitStack()
                 for name in ("clf", "emb"):
-                    pid, port = replica_port(server.home, name)
+                    pid, port = twins.enter_context(direct_replica(server.home, name, tmp))
                     ports[name] = port
-                    print(f"  replica {name}: pid {pid}, port {port} (from its port file)", flush=True)
+                    print(f"  replica {name}: direct twin pid {pid}, port {port}", flush=True)
                 targets = {
                     "chat/completions": [Target("direct", f"http://{LOOPBACK}:{ports['clf']}/v1")],
                     "embeddings": [Target("direct", f"http://{LOOPBACK}:{ports['emb']}/v1")],
@@ -544,7 +574,7 @@ def main() -> int:
                             server.proc.pid,
                         )
                     )
-                with contextlib.ExitStack() as stack:
+                with twins, contextlib.ExitStack() as stack:
                     if not args.skip_litellm:
                         if not Path(args.litellm_bin).exists():
                             notes.append(f"LiteLLM skipped: {args.litellm_bin} not found")

@@ -93,12 +93,18 @@ def test_a_job_reaches_nothing_of_the_control_plane_nor_of_another_label(
 ) -> None:
     server, admin = site
     secret = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {_token(admin, 'SECRET')}"})
-    low = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {_token(admin, 'UNCLASSIFIED')}"})
+    low = httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {_token(admin, 'UNCLASSIFIED')}"}
+    )
     with secret, low:
         # A SECRET job that keeps a file in its sandbox while the attack runs.
         r = secret.post(
             "/v1/jobs",
-            json={"name": "keeper", "command": ["sh", "-c", "echo crown-jewels > jewels; sleep 20"], "walltime_s": 60},
+            json={
+                "name": "keeper",
+                "command": ["sh", "-c", "echo crown-jewels > jewels; sleep 20"],
+                "walltime_s": 60,
+            },
         )
         assert r.status_code == 201, r.text
         keeper = r.json()["id"]
@@ -123,7 +129,13 @@ def test_a_job_reaches_nothing_of_the_control_plane_nor_of_another_label(
         assert done["state"] == "completed", done
         got = json.loads(_logs(low, attack.json()["id"]))
         secret.post(f"/v1/jobs/{keeper}/cancel")
-    for rel in ("keys/master.key", "keys/audit-ed25519.pem", "admin.token", "enclave.db", "audit/checkpoint.json"):
+    for rel in (
+        "keys/master.key",
+        "keys/audit-ed25519.pem",
+        "admin.token",
+        "enclave.db",
+        "audit/checkpoint.json",
+    ):
         assert got[rel] is None, rel  # nothing of ENCLAVE_HOME is readable
         assert (server.home / rel).exists()  # ... and it was there to be read
     assert got["secret-sandbox"] is None  # another label's running sandbox: invisible
@@ -136,6 +148,22 @@ def test_a_job_reaches_nothing_of_the_control_plane_nor_of_another_label(
     # The control plane's files stay its own.
     for rel in ("keys/master.key", "admin.token"):
         assert (server.home / rel).stat().st_mode & 0o077 == 0
+
+
+def _spec(job_id: str, command: list[str], env: dict[str, str] | None = None) -> ExecSpec:
+    return ExecSpec(
+        job_id=job_id,
+        label_key="lk",
+        command=command,
+        env=env or {},
+        nodes=1,
+        cpus_per_node=1,
+        memory_mb=512,
+        gpus_per_node=0,
+        walltime_s=30,
+        region="r",
+        pool="p",
+    )
 
 
 LINKS = r"""
@@ -153,20 +181,7 @@ def test_server_side_reads_never_follow_what_a_job_planted(tmp_path: Path) -> No
     secret.write_bytes(b"K" * 32)
     secret.chmod(0o600)
     ex = LocalExecutor(tmp_path / "sandboxes")
-    spec = ExecSpec(
-        job_id="links",
-        label_key="lk",
-        command=["python3", "-c", LINKS],
-        env={"TARGET": str(secret)},
-        nodes=1,
-        cpus_per_node=1,
-        memory_mb=512,
-        gpus_per_node=0,
-        walltime_s=30,
-        region="r",
-        pool="p",
-    )
-    handle = ex.start(spec)
+    handle = ex.start(_spec("links", ["python3", "-c", LINKS], {"TARGET": str(secret)}))
     deadline = time.monotonic() + 30
     while (status := ex.poll(handle)).state is RunState.RUNNING:
         assert time.monotonic() < deadline
@@ -190,20 +205,7 @@ def test_killing_the_job_ends_every_process_it_started(tmp_path: Path) -> None:
     """A job that escapes its session and process group still dies with its namespace."""
     ex = LocalExecutor(tmp_path / "sandboxes")
     script = "setsid sleep 300 & (trap '' TERM HUP; exec sleep 300) & touch ready; wait"
-    spec = ExecSpec(
-        job_id="escape",
-        label_key="lk",
-        command=["sh", "-c", script],
-        env={},
-        nodes=1,
-        cpus_per_node=1,
-        memory_mb=256,
-        gpus_per_node=0,
-        walltime_s=30,
-        region="r",
-        pool="p",
-    )
-    handle = ex.start(spec)
+    handle = ex.start(_spec("escape", ["sh", "-c", script]))
     deadline = time.monotonic() + 20
     while not (Path(handle["dir"]) / "ready").exists():
         assert time.monotonic() < deadline
@@ -240,12 +242,18 @@ def test_job_output_counts_against_the_storage_quota_at_its_label(
     server, admin = site
     r = admin.put("/v1/agencies/enclave/quotas", json={"storage_bytes": 100_000})
     assert r.status_code == 200, r.text
-    low = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {_token(admin, 'UNCLASSIFIED')}"})
+    low = httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {_token(admin, 'UNCLASSIFIED')}"}
+    )
     secret = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {_token(admin, 'SECRET')}"})
     with low, secret:
         job = low.post(
             "/v1/jobs",
-            json={"name": "chatty", "command": ["sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' x"], "walltime_s": 60},
+            json={
+                "name": "chatty",
+                "command": ["sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' x"],
+                "walltime_s": 60,
+            },
         )
         assert job.status_code == 201, job.text
         done = wait_state(low, job.json()["id"], TERMINAL)

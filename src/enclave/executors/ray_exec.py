@@ -98,7 +98,7 @@ ENTRYPOINT = (
     # ever describes the job's own outcome.
     "n={nonce}; s=0; i=; trap 's=1; kill -TERM $i 2>/dev/null' TERM; "
     "ENCLAVE_RAY_PY=$(readlink /proc/$PPID/exe 2>/dev/null || command -v python3); "
-    "d={sandbox}; mkdir -m 0700 \"$d\" && chown {uid}:{uid} \"$d\" && cd \"$d\" || exit 126; "
+    'd={sandbox}; mkdir -m 0700 "$d" && chown {uid}:{uid} "$d" && cd "$d" || exit 126; '
     'export HOME="$d" TMPDIR="$d" ENCLAVE_RAY_PY {exports}; umask 077; '
     'printf "@%s begin\\n" "$n"; '
     # The job has its own copies of the descriptors; the wrapper's stderr goes quiet so that
@@ -107,7 +107,6 @@ ENTRYPOINT = (
     # The sandbox's init: bubblewrap's only child, there within milliseconds.
     'k=0; while [ -z "$i" ] && [ $k -lt 500 ] && kill -0 $c 2>/dev/null; do '
     'i=$(cat /proc/$c/task/$c/children 2>/dev/null); k=$((k+1)); [ -n "$i" ] || sleep 0.01; done; '
-
     'wait "$c"; rc=$?; while [ "$s" = 1 ]; do s=0; wait "$c"; rc=$?; done; '
     'if [ -n "$i" ]; then while kill -0 $i 2>/dev/null; do sleep 0.05; done; e="$d/.exit"; '
     'if [ -f "$e" ] && [ ! -h "$e" ]; then v=$(head -c 8 "$e"); case "$v" in ""|*[!0-9]*) ;; *) rc=$v;; esac; fi; fi; '

@@ -238,20 +238,9 @@ def review(
                 )
             )
         else:
-            approvals = _count_approvals(u, ctx, t)
-            u.record(
-                entry_for(
-                    actor,
-                    AuditEvent.TRANSFER_APPROVED,
-                    res,
-                    transfer_id,
-                    details={"approvals": approvals, "comment": comment},
-                )
-            )
+            _record_approval(u, ctx, actor, t, res, comment)
         state = t.state
-    if state == TransferState.APPROVED:
-        return release(ctx, actor, transfer_id)
-    return show(ctx, actor, transfer_id)
+    return _release_or_show(ctx, actor, transfer_id, state)
 
 
 def _not_reviewed_yet(u: Unit, t: Transfer, actor: Actor) -> None:
@@ -340,17 +329,28 @@ def override(ctx: Context, actor: Actor, transfer_id: str, reason: str) -> dict[
             "sha256": verdict.sha256,
         }
         u.record(entry_for(actor, AuditEvent.TRANSFER_SCAN_OVERRIDDEN, res, transfer_id, details=details))
-        approvals = _count_approvals(u, ctx, t)
-        u.record(
-            entry_for(
-                actor,
-                AuditEvent.TRANSFER_APPROVED,
-                res,
-                transfer_id,
-                details={"approvals": approvals, "comment": reason},
-            )
-        )
+        _record_approval(u, ctx, actor, t, res, reason)
         state = t.state
+    return _release_or_show(ctx, actor, transfer_id, state)
+
+
+def _record_approval(
+    u: Unit, ctx: Context, actor: Actor, t: Transfer, res: Resource, comment: str | None
+) -> None:
+    approvals = _count_approvals(u, ctx, t)
+    u.record(
+        entry_for(
+            actor,
+            AuditEvent.TRANSFER_APPROVED,
+            res,
+            t.id,
+            details={"approvals": approvals, "comment": comment},
+        )
+    )
+
+
+def _release_or_show(ctx: Context, actor: Actor, transfer_id: str, state: str) -> dict[str, Any]:
+    """Two approvals release at once; otherwise the transfer as it stands."""
     if state == TransferState.APPROVED:
         return release(ctx, actor, transfer_id)
     return show(ctx, actor, transfer_id)

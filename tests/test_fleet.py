@@ -164,7 +164,24 @@ BAD_FILES = [
     (
         "unknown-backend",
         MINIMAL.replace("[[regions.pools]]", "backend = { type = 'k8s' }\n[[regions.pools]]"),
-        r"backend\.type",
+        r"backend: Input tag 'k8s' .* expected tags: 'local', 'slurm', 'ray'",
+    ),
+    (
+        "misspelt-slurm-setting",
+        MINIMAL.replace(
+            "[[regions.pools]]", "backend = { type = 'slurm', partition = 'debug', acount = 'x' }\n[[regions.pools]]"
+        ),
+        r"backend\.slurm\.acount: Extra inputs are not permitted",
+    ),
+    (
+        "slurm-without-partition",
+        MINIMAL.replace("[[regions.pools]]", "backend = { type = 'slurm' }\n[[regions.pools]]"),
+        r"backend\.slurm\.partition: Field required",
+    ),
+    (
+        "misspelt-local-setting",
+        MINIMAL.replace("[[regions.pools]]", "backend = { type = 'local', netwrok = 'host' }\n[[regions.pools]]"),
+        r"backend\.local\.netwrok: Extra inputs are not permitted",
     ),
     ("no-regions", 'name = "empty"\nregions = []\n', r"regions: List should have at least 1 item"),
     ("regions-missing", 'name = "none"\n', r"regions: Field required"),
@@ -278,7 +295,12 @@ def test_worker_flag_and_engine_settings_are_kept() -> None:
     )
     backend = fleet.regions[0].backend
     assert (backend.type, backend.worker, backend.queue_depth) == ("slurm", True, 2.0)
-    assert backend.model_dump() == {"type": "slurm", "worker": True, "queue_depth": 2.0, "partition": "batch"}
+    assert backend.model_dump(exclude_defaults=True) == {
+        "type": "slurm",
+        "worker": True,
+        "queue_depth": 2.0,
+        "partition": "batch",
+    }
     assert parse_fleet(MINIMAL).regions[0].backend.worker is False
 
 
@@ -296,21 +318,21 @@ def test_a_deeper_engine_queue_scales_only_what_the_scheduler_fills() -> None:
     [
         ('{ type = "local", queue_depth = 2 }', "1.0", "the local executor keeps no queue"),
         # Peak draw 2 x 200 W x PUE 1.2 = 480 W; a depth of 2 needs 960 W of cap.
-        ('{ type = "slurm", queue_depth = 2 }', "0.0009", "needs a power cap of at least 0.00096 MW"),
+        ('{ type = "slurm", partition = "p", queue_depth = 2 }', "0.0009", "needs a power cap of at least 0.00096 MW"),
         (
-            '{ type = "slurm", queue_depth = 0.5 }',
+            '{ type = "slurm", partition = "p", queue_depth = 0.5 }',
             "1.0",
             "queue_depth: Input should be greater than or equal to 1",
         ),
         (
-            '{ type = "slurm", queue_depth = 100 }',
+            '{ type = "slurm", partition = "p", queue_depth = 100 }',
             "1.0",
             "queue_depth: Input should be less than or equal to 16",
         ),
-        ('{ type = "slurm", worker = "yes" }', "1.0", "worker: Input should be a valid boolean"),
+        ('{ type = "slurm", partition = "p", worker = "yes" }', "1.0", "worker: Input should be a valid boolean"),
     ],
 )
 def test_bad_engine_queues_are_refused(backend: str, cap: str, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         parse_fleet(with_backend(backend, cap))
-    assert parse_fleet(with_backend('{ type = "slurm", queue_depth = 2 }', "0.00096")).regions[0]
+    assert parse_fleet(with_backend('{ type = "slurm", partition = "p", queue_depth = 2 }', "0.00096")).regions[0]

@@ -49,9 +49,11 @@ class NodePool(_Strict):
         return v
 
 
-class Backend(_Strict):
-    model_config = ConfigDict(extra="allow", frozen=True)
-    type: Literal["local", "slurm", "ray"] = "local"
+class _Backend(_Strict):
+    """What every back end takes. Each engine's settings are typed (a misspelt key is an
+    error at start-up naming it, never silently ignored): :class:`LocalBackend`,
+    :class:`SlurmBackend`, :class:`RayBackend`, told apart by ``type``."""
+
     # Driven by a region worker (`enclave worker --region NAME`) inside the region's network;
     # the control plane then never talks to the engine itself, only hands work to the worker.
     worker: StrictBool = False
@@ -70,6 +72,39 @@ class Backend(_Strict):
     scratch: Annotated[str, Field(pattern=r"^/[^\x00]*$")] | None = None
 
 
+class LocalBackend(_Backend):
+    type: Literal["local"] = "local"
+
+
+class SlurmBackend(_Backend):
+    """``sbatch``/``squeue``/``sacct``/``scancel``: the commands, by path or name on PATH."""
+
+    type: Literal["slurm"]
+    partition: str
+    account: str | None = None
+    qos: str | None = None
+    gres: str | None = None
+    sbatch: str | None = None
+    squeue: str | None = None
+    sacct: str | None = None
+    scancel: str | None = None
+
+
+class RayBackend(_Backend):
+    """``address`` of the head (``HOST:6379``); ``dashboard``: its job API (default port 8265)."""
+
+    type: Literal["ray"]
+    address: str | None = None
+    dashboard: str | None = None
+    grace_s: Annotated[float, Field(gt=0)] = 10.0
+    timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    status_ttl_s: Annotated[float, Field(gt=0)] = 0.5
+    lost_after_s: Annotated[float, Field(gt=0)] = 120.0
+
+
+Backend = Annotated[LocalBackend | SlurmBackend | RayBackend, Field(discriminator="type")]
+
+
 class Region(_Strict):
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")]
     accreditation: str
@@ -77,7 +112,7 @@ class Region(_Strict):
     pue: Annotated[float, Field(ge=1.0, le=3.0)] = 1.2
     carbon_g_per_kwh: Annotated[float, Field(ge=0)] = 400.0
     price_per_kwh: Annotated[float, Field(ge=0)] = 0.10
-    backend: Backend = Backend()
+    backend: Backend = LocalBackend()
     pools: Annotated[list[NodePool], Field(min_length=1)]
     # Base URLs (http(s)://host:port/path) that openai-upstream models served here may call;
     # the operator's list, not the model author's choice. Needs backend.network = "host".

@@ -219,7 +219,9 @@ class RayExecutor:
     type = "ray"
 
     def __init__(self, root: Path, backend: Any = None, hidden: tuple[Path, ...] = ()) -> None:
-        conf: dict[str, Any] = dict(backend.model_dump() if hasattr(backend, "model_dump") else backend or {})
+        conf: dict[str, Any] = dict(
+            backend.model_dump(exclude_none=True) if hasattr(backend, "model_dump") else backend or {}
+        )
         self.root = root
         self.hidden = (*hidden, root)  # never visible to a job (ENCLAVE_HOME)
         self.network = conf.get("network") == "host"

@@ -660,7 +660,7 @@ def _settings(backend: Any) -> dict[str, Any]:
     if isinstance(backend, Mapping):
         return dict(backend)
     if hasattr(backend, "model_dump"):
-        return dict(backend.model_dump())
+        return dict(backend.model_dump(exclude_none=True))
     return dict(vars(backend))
 
 

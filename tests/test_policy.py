@@ -456,7 +456,7 @@ def test_not_found_does_not_leak_the_object(s: Subject, r: Resource) -> None:
     with pytest.raises(NotFound) as info:
         require(s, Action.READ, r)
     message = info.value.detail
-    assert message == "no such model"
+    assert message == "model not found"  # the very words of a miss (services say "model <id> not found")
     for secret in ("TOP SECRET", "HCS", "SI", "nasa", "mallory", "session", "clearance", "agency"):
         assert secret not in message
 
@@ -638,7 +638,7 @@ def test_an_agency_admin_does_not_administer_another_agency_and_cannot_tell_it_a
     for action in ADMINISTRATION:
         d = decide(admin(), action, Resource("user", L("SECRET"), "nasa", owner="bob", requested_by="carl"))
         assert_denied(d, "admin_scope", visible=False)
-        with pytest.raises(NotFound, match="no such user"):
+        with pytest.raises(NotFound, match="user not found"):
             require(admin(), action, Resource("user", None, "nasa", owner="bob"))
 
 
@@ -767,3 +767,12 @@ def test_a_call_at_the_endpoint_label_is_allowed_where_the_region_is_accredited(
             "region_accredited_for_session",
             visible=True,
         )
+
+
+def test_a_refusal_is_a_miss_or_a_forbidden_never_a_third_answer() -> None:
+    hidden = policy.decide(subject("UNCLASSIFIED"), Action.READ, resource("SECRET"))
+    shown = policy.decide(subject("SECRET"), Action.WRITE, resource("UNCLASSIFIED"))
+    assert isinstance(policy.refusal(hidden, "job", "j1"), NotFound)
+    assert policy.refusal(hidden, "job", "j1").detail == "job j1 not found"
+    assert isinstance(policy.refusal(shown, "job", "j1"), Forbidden)
+    assert policy.refusal(shown, "job", "j1").detail == shown.reason

@@ -342,14 +342,21 @@ def decide(subject: Subject, action: Action, resource: Resource) -> Decision:
     return ALLOW
 
 
-def require(subject: Subject, action: Action, resource: Resource) -> Decision:
-    """Like :func:`decide` but raises: NotFound when invisible, Forbidden when visible."""
+def refusal(decision: Decision, kind: str, ref: str = "") -> NotFound | Forbidden:
+    """The one way a denial reaches a caller: an invisible object is *missing* — the very
+    words of a miss (``<kind> <ref> not found``), so the two cannot be told apart — and a
+    visible one is forbidden, with the rule's reason."""
+    if decision.visible:
+        return Forbidden(decision.reason)
+    return NotFound(f"{kind} {ref} not found".replace("  ", " "))
+
+
+def require(subject: Subject, action: Action, resource: Resource, ref: str = "") -> Decision:
+    """Like :func:`decide` but raises the :func:`refusal` of a denial."""
     decision = decide(subject, action, resource)
     if decision.allowed:
         return decision
-    if not decision.visible:
-        raise NotFound(f"no such {resource.kind}")
-    raise Forbidden(decision.reason)
+    raise refusal(decision, resource.kind, ref)
 
 
 def visible(subject: Subject, resources: Iterable[Resource]) -> list[Resource]:

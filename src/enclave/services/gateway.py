@@ -32,11 +32,11 @@ from sqlalchemy import select
 
 from enclave.audit.events import AuditEvent, Outcome
 from enclave.audit.log import DirectWriter, Entry
-from enclave.errors import Forbidden, InvalidInput, NotFound, RateLimited
+from enclave.errors import InvalidInput, NotFound, RateLimited
 from enclave.gateway import guardrails
 from enclave.gateway.limits import RateLimiter
 from enclave.labels import Label
-from enclave.policy import Action, Resource, decide
+from enclave.policy import Action, Resource, decide, refusal
 from enclave.services import endpoints
 from enclave.services.auth import authenticate
 from enclave.services.context import Context
@@ -295,9 +295,7 @@ class Gateway:
         decision = decide(actor.subject, Action.INVOKE, res)
         if not decision.allowed:
             self._refuse(actor, res, ep.id, decision.rule, decision.reason, visible=decision.visible)
-            if not decision.visible:
-                raise NotFound(f"model {name} not found")
-            raise Forbidden(decision.reason)
+            raise refusal(decision, "model", name)
         label = self.ctx.scheme.parse(ep.label)
         region = self.ctx.fleet.region(ep.region)
         pool = min(region.pools, key=lambda p: p.cpus)

@@ -23,8 +23,8 @@ from sqlalchemy.orm import Session
 
 from enclave.audit.events import AuditEvent, Outcome
 from enclave.audit.log import Entry
-from enclave.errors import Forbidden, NotFound
-from enclave.policy import Action, Decision, Resource, Subject, decide
+from enclave.errors import NotFound
+from enclave.policy import Action, Decision, Resource, Subject, decide, refusal
 from enclave.services.context import Context
 
 
@@ -66,12 +66,7 @@ class Unit:
         decision = decide(actor.subject, action, resource)
         if decision.allowed:
             return decision
-        public: Exception
-        if decision.visible:
-            public = Forbidden(decision.reason)
-        else:
-            # Same words as a truly missing object: an invisible one must not be told apart.
-            public = NotFound(f"{resource.kind} {ref} not found".replace("  ", " "))
+        public = refusal(decision, resource.kind, ref)
         entry = entry_for(
             actor,
             AuditEvent.ACCESS_DENIED,

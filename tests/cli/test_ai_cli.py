@@ -126,7 +126,7 @@ def test_model_register_show_and_label_check(user: User, tmp_path: Path) -> None
     (folder / "model.json").write_text(
         json.dumps({"format": "enclave-model/1", "runtime": "sklearn", "framework": "scikit-learn"})
     )
-    (folder / "weights.bin").write_bytes(b"\x00\x01" * 512)
+    (folder / "weights.dat").write_bytes(b"\x00\x01" * 512)  # not a pickle (a .bin would be taken for one)
     data = tmp_path / "train.csv"
     data.write_text("x,y\n1,2\n")
     with user.api() as api:

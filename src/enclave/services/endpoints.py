@@ -25,6 +25,7 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+import enclave
 from enclave import archive
 from enclave.audit.events import AuditEvent
 from enclave.errors import Conflict, InvalidInput, NotFound
@@ -349,7 +350,14 @@ def prepare(ctx: Context, job: Job) -> Launch:
     models.check_region(ctx, model, ep.region)  # the fleet file may have changed since deploy
     if models.allows_pickles(ctx, ep.region):
         command.append("--allow-pickle")
-    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    env = {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+        # The replica speaks this control plane's protocol: the very package it runs from
+        # (shown read-only in the sandbox by enclave.executors.confine.python_paths).
+        "PYTHONPATH": str(Path(enclave.__file__).resolve().parent.parent),
+    }
     return Launch(command, env, tuple(mounts))
 
 

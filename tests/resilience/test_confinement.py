@@ -271,3 +271,19 @@ def test_job_output_counts_against_the_storage_quota_at_its_label(
         other = secret.post("/v1/artifacts", params={"name": "elsewhere"}, content=b"z" * 50_000)
         assert other.status_code == 201, other.text
         assert "100000" not in full.text and "3000000" not in full.text
+
+
+def test_the_python_installation_stays_visible_wherever_it_lies(tmp_path: Path) -> None:
+    """A checkout under /tmp (as CI's may be) must not be covered by the sandbox's own /tmp."""
+    from enclave.executors import confine
+
+    jail = confine.Confinement(confine.job_uid("j"), tmp_path / "sb")
+    args = confine.argv(jail, ["true"])
+    tmp_at = max(i for i, a in enumerate(args) if a == "/tmp" and args[i - 1] == "--tmpfs")
+    for path in confine.python_paths():
+        binds = [i for i, a in enumerate(args) if a == str(path) and args[i - 2].startswith("--ro-bind")]
+        assert binds and min(binds) > tmp_at, path
+    # ... and ENCLAVE_HOME never is, even where a bound folder holds it.
+    hidden = confine.python_paths()[0] / "enclave-home"
+    args = confine.argv(confine.Confinement(1, tmp_path / "sb", hidden=(hidden,)), ["true"])
+    assert ["--tmpfs", str(hidden)] == args[args.index(str(hidden)) - 1 : args.index(str(hidden)) + 1]

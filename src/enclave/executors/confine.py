@@ -167,6 +167,12 @@ def argv(c: Confinement, command: list[str]) -> list[str]:
     ]
     if not c.network:
         out.append("--unshare-net")
+    # First the sandbox's own /dev, /proc, /tmp and /dev/shm (POSIX semaphores and shared
+    # memory: multiprocessing, joblib), so that what is bound next — the Python installation
+    # may lie under /tmp — lands on them instead of being covered by them.
+    out += ["--dev", "/dev", "--proc", "/proc"]
+    for tmp in PRIVATE_TMP:
+        out += ["--size", str(TMP_SIZE_BYTES), "--perms", "1777", "--tmpfs", tmp]
     system: list[Path] = [Path("/usr")]
     for name in TOP_LEVEL:
         host = Path("/") / name
@@ -179,7 +185,7 @@ def argv(c: Confinement, command: list[str]) -> list[str]:
     for name in etc:
         out += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
     python = [p for p in python_paths() if not any(_under(p, s) for s in system)]
-    made = {Path("/"), Path("/etc")}
+    made = {Path("/"), Path("/etc"), Path("/dev"), Path("/proc"), *(Path(t) for t in PRIVATE_TMP)}
     binds: list[Path] = []
     for path in system + python:
         out += _parents(path, made, binds)
@@ -196,11 +202,6 @@ def argv(c: Confinement, command: list[str]) -> list[str]:
             out += ["--perms", "0711", "--tmpfs", str(hidden)]
             made.add(hidden)
             binds = [b for b in binds if not _under(hidden, b)]  # what lies below is empty now
-    out += ["--dev", "/dev", "--proc", "/proc"]
-    # /dev/shm: POSIX semaphores and shared memory (multiprocessing, joblib).
-    for tmp in PRIVATE_TMP:
-        out += ["--size", str(TMP_SIZE_BYTES), "--perms", "1777", "--tmpfs", tmp]
-    made |= {Path("/dev"), Path("/proc"), *(Path(t) for t in PRIVATE_TMP)}
     for mount in (Mount(c.sandbox, writable=True), *c.mounts):
         out += _parents(mount.path, made, binds)
         out += ["--bind" if mount.writable else "--ro-bind", str(mount.path), str(mount.path)]

@@ -39,7 +39,9 @@ class ExecSpec:
     pool: str
     extra: dict[str, Any] = field(default_factory=dict)
     label: str | None = None  # the marking, for back ends that check it again (region workers)
-    mounts: tuple[Mount, ...] = ()  # beside its sandbox; only the local executor shows them yet
+    # Beside its sandbox, at the same paths: on Slurm through the file system the nodes share
+    # with the control plane; a Ray node must hold them there too (else the job fails at once).
+    mounts: tuple[Mount, ...] = ()
     agency: str = ""  # whose job it is: scratch space is per label and agency
 
 
@@ -71,6 +73,12 @@ class Health:
 
 class Executor(Protocol):
     type: str
+    # Capabilities, as named attributes (never checks of ``type``):
+    # the job sees the control plane's staged files (ExecSpec.mounts: training inputs, model
+    # folders) — false where a region worker runs the engine out of the control plane's reach;
+    stages_files: bool
+    # its processes draw from this machine's CPU packages (RAPL readings are split over them).
+    runs_here: bool
 
     def start(self, spec: ExecSpec) -> Handle: ...
 

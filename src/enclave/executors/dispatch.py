@@ -48,6 +48,8 @@ def live_since(now: datetime) -> datetime:
 
 class DispatchExecutor:
     type = "worker"
+    stages_files = False
+    runs_here = False
 
     def __init__(
         self,

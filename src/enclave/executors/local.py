@@ -35,19 +35,22 @@ from pathlib import Path
 from enclave.errors import Unavailable
 from enclave.executors import confine, outputs
 from enclave.executors.base import ExecSpec, Handle, Health, Mount, RunState, Status
+from enclave.fleet import LocalBackend
 
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 class LocalExecutor:
     type = "local"
+    stages_files = True
+    runs_here = True
 
-    def __init__(
-        self, root: Path, network: bool = False, hidden: tuple[Path, ...] = (), scratch: Path | None = None
-    ) -> None:
+    def __init__(self, root: Path, backend: LocalBackend | None = None, hidden: tuple[Path, ...] = ()) -> None:
+        backend = backend or LocalBackend()
         self.root = root
-        self.network = network  # the region grants its jobs the host's network
-        self.scratch = scratch  # the region's scratch file system, split by label and agency
+        self.network = backend.network == "host"  # the region grants its jobs the host's network
+        # The region's scratch file system, split by label and agency.
+        self.scratch = Path(backend.scratch) if backend.scratch else None
         # Never visible to a job even where a system mount would show it (ENCLAVE_HOME).
         self.hidden = (*hidden, root)
         root.mkdir(parents=True, exist_ok=True, mode=0o700)

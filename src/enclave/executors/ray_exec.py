@@ -217,6 +217,8 @@ class _Known:
 
 class RayExecutor:
     type = "ray"
+    stages_files = True
+    runs_here = False
 
     def __init__(self, root: Path, backend: Any = None, hidden: tuple[Path, ...] = ()) -> None:
         conf: dict[str, Any] = dict(
@@ -283,7 +285,7 @@ class RayExecutor:
         # owned by the job's uid; the command runs confined in it (enclave.executors.confine).
         sandbox = Path(f"/tmp/enclave-job.{nonce}" + (".@RANK@" if spec.nodes > 1 else ""))  # noqa: S108
         env |= confine.limits(spec)
-        jail = confine.Confinement(uid, sandbox, network=self.network, hidden=self.hidden)
+        jail = confine.Confinement(uid, sandbox, spec.mounts, network=self.network, hidden=self.hidden)
         confined = confine.argv(jail, confine.wrapped(sandbox, spec.command))
         body: dict[str, Any] = {
             "submission_id": submission_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -10,28 +11,28 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from enclave.errors import InvalidInput
 from enclave.executors.base import Executor
-from enclave.executors.local import LocalExecutor
 from enclave.fleet import Region
+
+# Engine back ends by fleet ``backend.type``: module and class, imported on first use (Slurm's
+# and Ray's executors are not loaded where no region uses them). Each takes
+# ``(sandbox_root, backend settings, hidden)``.
+ENGINES: dict[str, tuple[str, str]] = {
+    "local": ("enclave.executors.local", "LocalExecutor"),
+    "slurm": ("enclave.executors.slurm", "SlurmExecutor"),
+    "ray": ("enclave.executors.ray_exec", "RayExecutor"),
+}
 
 
 def make_engine_executor(region: Region, sandbox_root: Path, hidden: tuple[Path, ...] = ()) -> Executor:
     """The executor that drives the region's engine itself (local processes, Slurm, Ray).
     ``hidden``: what no job may see even where a system mount would show it (ENCLAVE_HOME)."""
-    backend = region.backend.type
-    if backend == "local":
-        scratch = Path(region.backend.scratch) if region.backend.scratch else None
-        return LocalExecutor(
-            sandbox_root, network=region.backend.network == "host", hidden=hidden, scratch=scratch
-        )
-    if backend == "slurm":
-        from enclave.executors.slurm import SlurmExecutor
-
-        return SlurmExecutor(sandbox_root, region.backend, hidden=hidden)
-    if backend == "ray":
-        from enclave.executors.ray_exec import RayExecutor
-
-        return RayExecutor(sandbox_root, region.backend, hidden=hidden)
-    raise InvalidInput(f"region {region.name}: back end {backend!r} is not available in this build")
+    engine = ENGINES.get(region.backend.type)
+    if engine is None:
+        raise InvalidInput(f"region {region.name}: back end {region.backend.type!r} is not available in this build")
+    module, name = engine
+    cls = getattr(importlib.import_module(module), name)
+    executor: Executor = cls(sandbox_root, region.backend, hidden=hidden)
+    return executor
 
 
 def make_executor(

@@ -174,6 +174,8 @@ exit "$rc"
 
 class SlurmExecutor:
     type = "slurm"
+    stages_files = True
+    runs_here = False
 
     def __init__(self, root: Path, backend: Any = None, hidden: tuple[Path, ...] = ()) -> None:
         settings = _settings(backend)
@@ -224,7 +226,7 @@ class SlurmExecutor:
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(mode=0o700)
         (workdir / "work").mkdir(mode=0o700)
-        confine.give([workdir / "work"], confine.job_uid(spec.job_id))
+        confine.give([workdir / "work", *(m.path for m in spec.mounts)], confine.job_uid(spec.job_id))
         script = workdir / "job.sh"
         fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o700)
         with os.fdopen(fd, "w") as f:
@@ -297,7 +299,7 @@ class SlurmExecutor:
         # The command runs confined on the node, as on the local executor: bubblewrap, the
         # job's own uid, only its sandbox visible (see enclave.executors.confine).
         jail = confine.Confinement(
-            confine.job_uid(spec.job_id), sandbox, network=self.network, hidden=self.hidden
+            confine.job_uid(spec.job_id), sandbox, spec.mounts, network=self.network, hidden=self.hidden
         )
         confined = confine.argv(jail, confine.wrapped(sandbox, spec.command))
         command = shlex.join(["sh", "-c", RELAY, "enclave-relay", *confined])

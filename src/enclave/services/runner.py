@@ -57,9 +57,15 @@ RESCHEDULE_S = TICK_IDLE_S  # an unchanged queue is re-planned (and pending jobs
 MAX_ATTEMPTS = 5  # requeues after loss before a job is failed
 # Job kinds other than plain batch jobs: what they stage before a start (the real command and
 # environment) and what they take from their work folder once the job has ended.
+@dataclass(frozen=True)
+class JobKind:
+    prepare: Callable[[Context, JobRow], training.Launch]  # stage inputs: the real command
+    finished: Callable[[Context, JobRow], None]  # take outputs once the job has ended for good
+
+
 KINDS = {
-    "train": (training.prepare, training.finished),
-    "replica": (endpoints.prepare, endpoints.finished),
+    "train": JobKind(training.prepare, training.finished),
+    "replica": JobKind(endpoints.prepare, endpoints.finished),
 }
 ADMIT_BATCH = 5000
 LOAD_CHUNK = 1000  # rows per IN (...) query
@@ -355,7 +361,7 @@ class JobRunner:
         """Let a job's kind take its outputs once the job has ended for good."""
         if row.kind in KINDS and row.state in TERMINAL_STATES:
             try:
-                KINDS[row.kind][1](self.ctx, row)
+                KINDS[row.kind].finished(self.ctx, row)
             except Exception:  # one job's outputs must not stop the loop; recovered at next start
                 log.exception("could not finish %s job %s; it is retried at the next start", row.kind, row.id)
 
@@ -500,7 +506,7 @@ class JobRunner:
             self._placements[job.id] = placement
             try:
                 command, env, mounts = row.command, row.env, ()
-                if row.kind in KINDS and executor.type == "worker":
+                if row.kind in KINDS and not executor.stages_files:
                     # Their files are staged in the control plane's work folders, which a
                     # region worker's engine cannot see.
                     raise InvalidInput(
@@ -508,7 +514,7 @@ class JobRunner:
                         "choose another region"
                     )
                 if row.kind in KINDS:
-                    launch = KINDS[row.kind][0](self.ctx, row)
+                    launch = KINDS[row.kind].prepare(self.ctx, row)
                     command, env, mounts = launch.command, {**row.env, **launch.env}, launch.mounts
                 spec = ExecSpec(
                     job_id=job.id,
@@ -604,7 +610,7 @@ class JobRunner:
         self._rapl_last = now_uj
         # Only jobs running on this machine draw from its packages; an engine's or a region
         # worker's jobs are measured (or modelled) where they run.
-        here = [lv for lv in self.live.values() if lv.executor.type == "local"]
+        here = [lv for lv in self.live.values() if lv.executor.runs_here]
         total = sum(lv.job.cpus * lv.job.nodes for lv in here)
         for lv in here:
             lv.energy_j += joules * lv.job.cpus * lv.job.nodes / total if total else 0.0

@@ -9,7 +9,8 @@ A job is hostile code. The control plane starts it as
   the control plane's.
 * **Namespaces**: its own PID namespace (it sees only its own processes; ``--as-pid-1`` makes
   the job's wrapper the namespace's init, so killing it ends every process the job started,
-  whatever they did to their session or group), its own mount, IPC, UTS and cgroup namespace,
+  whatever they did to their session or group), its own mount, IPC (no System V shared memory
+  or semaphores between jobs) and UTS namespace,
   and its own network namespace with only a loopback of its own unless the region's fleet entry
   grants the host network (``backend.network = "host"``).
 * **Files**: a fresh tmpfs root holding read-only system directories (``/usr`` and the
@@ -29,6 +30,7 @@ runs. Without ``bwrap``/``setpriv`` or that privilege Enclave refuses to run job
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -49,18 +51,9 @@ TMP_SIZE_BYTES = 256 << 20  # the private /tmp (memory-backed) of one sandbox
 PRIVATE_TMP = ("/tmp", "/dev/shm")  # noqa: S108
 # /etc entries a job may read: dynamic linking, certificates, time zones, name service
 # configuration (no passwd/shadow, no service configuration or keys such as munge's).
-ETC_FILES = (
-    "ld.so.cache",
-    "ld.so.conf",
-    "ld.so.conf.d",
-    "alternatives",
-    "ssl",
-    "ca-certificates",
-    "localtime",
-    "nsswitch.conf",
-    "host.conf",
-    "mime.types",
-)
+ETC_FILES = ("ld.so.cache", "alternatives", "localtime", "nsswitch.conf")
+# Name resolution and certificates matter only where the region grants a network.
+ETC_NETWORK_FILES = ("hosts", "resolv.conf", "gai.conf", "host.conf", "ssl", "ca-certificates")
 MAX_PROCESSES = 4096  # per job (its uid is its own): a fork bomb stops there
 MAX_OUTPUT_BYTES = 1 << 30  # per file a job writes, stdout and stderr included
 # The job's wrapper, the init of its PID namespace, as the job's uid: limits, then the command;
@@ -91,7 +84,6 @@ while [ "$signalled" = 1 ]; do signalled=0; wait "$child"; rc=$?; done
 echo "$rc" > .exit.tmp && mv -f .exit.tmp .exit
 exit "$rc"
 """
-ETC_NETWORK_FILES = ("hosts", "resolv.conf", "gai.conf")
 TOP_LEVEL = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 
 
@@ -138,6 +130,7 @@ def unavailable() -> str | None:
     return None
 
 
+@functools.cache
 def python_paths() -> list[Path]:
     """The Python installation the control plane runs from, and where ``enclave`` itself lives
     (an editable install keeps it outside site-packages)."""
@@ -146,59 +139,17 @@ def python_paths() -> list[Path]:
     found = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix)}
     found.add(Path(enclave.__file__).resolve().parent.parent)
     found.add(Path(os.path.realpath(sys.executable)).parent)
-    return sorted(p for p in found if p.is_dir())
+    paths = sorted(p for p in found if p.is_dir())
+    return [p for p in paths if not any(p != q and _under(p, q) for q in paths)]  # outermost only
 
 
 def argv(c: Confinement, command: list[str]) -> list[str]:
     """The full command line: bubblewrap, then setpriv, then ``command`` as the job's uid."""
-    out = [
-        "bwrap",
-        "--unshare-pid",
-        "--unshare-ipc",
-        "--unshare-uts",
-        "--unshare-cgroup-try",
-        "--hostname",
-        "enclave-job",
-        "--as-pid-1",
-        "--perms",
-        "0755",
-        "--tmpfs",
-        "/",
-    ]
-    if not c.network:
-        out.append("--unshare-net")
-    # First the sandbox's own /dev, /proc, /tmp and /dev/shm (POSIX semaphores and shared
-    # memory: multiprocessing, joblib), so that what is bound next — the Python installation
-    # may lie under /tmp — lands on them instead of being covered by them.
-    out += ["--dev", "/dev", "--proc", "/proc"]
-    for tmp in PRIVATE_TMP:
-        out += ["--size", str(TMP_SIZE_BYTES), "--perms", "1777", "--tmpfs", tmp]
-    system: list[Path] = [Path("/usr")]
-    for name in TOP_LEVEL:
-        host = Path("/") / name
-        if host.is_symlink():
-            out += ["--symlink", os.readlink(host), str(host)]
-        elif host.is_dir():
-            system.append(host)
-    etc = ETC_FILES + (ETC_NETWORK_FILES if c.network else ())
-    out += ["--perms", "0755", "--dir", "/etc"]
-    for name in etc:
-        out += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
-    python = [p for p in python_paths() if not any(_under(p, s) for s in system)]
-    made = {Path("/"), Path("/etc"), Path("/dev"), Path("/proc"), *(Path(t) for t in PRIVATE_TMP)}
-    binds: list[Path] = []
-    for path in system + python:
-        out += _parents(path, made, binds)
-        # The Python installation may lie elsewhere on an engine's node: bound where present.
-        out += ["--ro-bind-try" if path in python else "--ro-bind", str(path), str(path)]
-        binds.append(path)
-    cpus = Path("/sys/devices/system/cpu")  # CPU topology, read by numeric libraries
-    if cpus.is_dir():
-        out += _parents(cpus, made, binds)
-        out += ["--ro-bind", str(cpus), str(cpus)]
-        binds.append(cpus)
+    base, system, made_base, binds_base = _system(c.network)
+    out = list(base)
+    made, binds = set(made_base), list(binds_base)
     for hidden in c.hidden:
-        if any(_under(hidden, s) for s in system + python):
+        if any(_under(hidden, s) for s in system):
             out += ["--perms", "0711", "--tmpfs", str(hidden)]
             made.add(hidden)
             binds = [b for b in binds if not _under(hidden, b)]  # what lies below is empty now
@@ -219,6 +170,62 @@ def argv(c: Confinement, command: list[str]) -> list[str]:
         *command,
     ]
     return out
+
+
+@functools.cache
+def _system(network: bool) -> tuple[tuple[str, ...], tuple[Path, ...], frozenset[Path], tuple[Path, ...]]:
+    """What every sandbox of this process shares (built once): namespaces, its own /dev, /proc,
+    /tmp, the read-only system and Python installation. Returns the arguments, the paths bound
+    from the host (system and Python), the directories made and the bind mounts so far."""
+    out = [
+        "bwrap",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        # No cgroup namespace: it would hide only the control plane's cgroup path from
+        # /proc/self/cgroup (no cgroup file system is mounted in the sandbox), and costs about
+        # a millisecond per start, a tenth of a trivial job's.
+        "--hostname",
+        "enclave-job",
+        "--as-pid-1",
+        "--perms",
+        "0755",
+        "--tmpfs",
+        "/",
+    ]
+    if not network:
+        out.append("--unshare-net")
+    # First the sandbox's own /dev, /proc, /tmp and /dev/shm (POSIX semaphores and shared
+    # memory: multiprocessing, joblib), so that what is bound next — the Python installation
+    # may lie under /tmp — lands on them instead of being covered by them.
+    out += ["--dev", "/dev", "--proc", "/proc"]
+    for tmp in PRIVATE_TMP:
+        out += ["--size", str(TMP_SIZE_BYTES), "--perms", "1777", "--tmpfs", tmp]
+    system: list[Path] = [Path("/usr")]
+    for name in TOP_LEVEL:
+        host = Path("/") / name
+        if host.is_symlink():
+            out += ["--symlink", os.readlink(host), str(host)]
+        elif host.is_dir():
+            system.append(host)
+    etc = ETC_FILES + (ETC_NETWORK_FILES if network else ())
+    out += ["--perms", "0755", "--dir", "/etc"]
+    for name in etc:
+        out += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    python = [p for p in python_paths() if not any(_under(p, s) for s in system)]
+    made = {Path("/"), Path("/etc"), Path("/dev"), Path("/proc"), *(Path(t) for t in PRIVATE_TMP)}
+    binds: list[Path] = []
+    for path in system + python:
+        out += _parents(path, made, binds)
+        # The Python installation may lie elsewhere on an engine's node: bound where present.
+        out += ["--ro-bind-try" if path in python else "--ro-bind", str(path), str(path)]
+        binds.append(path)
+    cpus = Path("/sys/devices/system/cpu")  # CPU topology, read by numeric libraries
+    if cpus.is_dir():
+        out += _parents(cpus, made, binds)
+        out += ["--ro-bind", str(cpus), str(cpus)]
+        binds.append(cpus)
+    return tuple(out), tuple(system + python), frozenset(made), tuple(binds)
 
 
 def give(paths: Iterable[Path], uid: int) -> None:

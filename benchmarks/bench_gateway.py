@@ -230,9 +230,16 @@ def direct_replica(home: Path, name: str, tmp: Path):  # type: ignore[no-untyped
     reaches (and checks by its peer's uid), out of reach of a load generator on TCP. The twin
     is the same program with the same runtime and model folder, unconfined, on a TCP port of
     loopback: the replica alone, as a client would see it without the gateway."""
-    argv = next((a for a in replicas(home).values() if a[a.index("--name") + 1] == name), None)
-    if argv is None:
+    found = next(((pid, a) for pid, a in replicas(home).items() if a[a.index("--name") + 1] == name), None)
+    if found is None:
         raise RuntimeError(f"no replica process found for endpoint {name}")
+    pid, argv = found
+    # The twin computes with what the replica was given (its CPUs: torch's and BLAS's threads).
+    environ = dict(
+        item.split("=", 1)
+        for item in Path(f"/proc/{pid}/environ").read_text().split("\0")
+        if "=" in item and item.startswith(("ENCLAVE_CPUS", "OMP_", "MKL_", "OPENBLAS_"))
+    )
     keep = []
     for flag in ("--runtime", "--model-dir", "--name"):
         if flag in argv:
@@ -240,7 +247,7 @@ def direct_replica(home: Path, name: str, tmp: Path):  # type: ignore[no-untyped
     if "--allow-pickle" in argv:
         keep.append("--allow-pickle")
     port_file = tmp / f"direct-{name}.port"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env = {**os.environ, **environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "enclave.serving.replica", *keep, "--port-file", str(port_file)],
         env=env,

@@ -465,7 +465,9 @@ class Supervisor:
         if not url.startswith("unix:"):
             return self._http.get(f"{url}/health").json()
         with socket_address(Path(url.split(":", 2)[2])) as address:
-            transport = httpx.HTTPTransport(uds=address)
+            # Plain HTTP over a Unix socket: no TLS, so no certificate store to load (which
+            # made a transport cost ~20 ms of CPU, for every replica every second).
+            transport = httpx.HTTPTransport(uds=address, verify=False)
             with httpx.Client(transport=transport, timeout=HEALTH_TIMEOUT_S, trust_env=False) as client:
                 return client.get("http://replica/health").json()
 

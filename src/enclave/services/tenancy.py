@@ -444,21 +444,30 @@ def _clearance_target(u: Unit, actor: Actor, name: str, new: Label) -> tuple[Use
     return user, agency, found["current"]
 
 
-def _lower(u: Unit, actor: Actor, user: User, current: Label, new: Label) -> ClearanceRequest:
-    """Apply a lowering at once (see :func:`enclave.policy.lowers_clearance`), on record."""
+def _clearance_row(
+    u: Unit, actor: Actor, user: User, current: Label, new: Label, state: ClearanceState
+) -> ClearanceRequest:
+    """A clearance change on record: pending a second admin, or applied (decided) at once."""
     now = u.ctx.now()
+    decided = state != ClearanceState.PENDING
     row = ClearanceRequest(
         id=str(uuid.uuid4()),
         user_id=user.id,
         from_clearance=current.marking,
         to_clearance=new.marking,
-        state=ClearanceState.APPLIED,
+        state=state,
         requested_by=actor.subject.user,
         requested_at=now,
-        decided_by=actor.subject.user,
-        decided_at=now,
+        decided_by=actor.subject.user if decided else None,
+        decided_at=now if decided else None,
     )
     u.session.add(row)
+    return row
+
+
+def _lower(u: Unit, actor: Actor, user: User, current: Label, new: Label) -> ClearanceRequest:
+    """Apply a lowering at once (see :func:`enclave.policy.lowers_clearance`), on record."""
+    row = _clearance_row(u, actor, user, current, new, ClearanceState.APPLIED)
     user.clearance = new.marking
     u.record(
         entry_for(
@@ -480,16 +489,7 @@ def request_clearance(ctx: Context, actor: Actor, name: str, clearance: str) -> 
         user, _agency, current = _clearance_target(u, actor, name, new)
         if lowers_clearance(current, new):
             return clearance_view(_lower(u, actor, user, current, new), user)
-        row = ClearanceRequest(
-            id=str(uuid.uuid4()),
-            user_id=user.id,
-            from_clearance=current.marking,
-            to_clearance=new.marking,
-            state=ClearanceState.PENDING,
-            requested_by=actor.subject.user,
-            requested_at=ctx.now(),
-        )
-        u.session.add(row)
+        row = _clearance_row(u, actor, user, current, new, ClearanceState.PENDING)
         u.record(
             entry_for(
                 actor,

@@ -38,7 +38,9 @@ def scratch_fleet(tmp_path: Path, scratch: Path) -> Path:
 
     text = resources.files("enclave.fleets").joinpath("local.toml").read_text(encoding="utf-8")
     fleet = tmp_path / "scratch-fleet.toml"
-    fleet.write_text(text.replace('backend = { type = "local" }', f'backend = {{ type = "local", scratch = "{scratch}" }}'))
+    fleet.write_text(
+        text.replace('backend = { type = "local" }', f'backend = {{ type = "local", scratch = "{scratch}" }}')
+    )
     return fleet
 
 

@@ -169,7 +169,8 @@ BAD_FILES = [
     (
         "misspelt-slurm-setting",
         MINIMAL.replace(
-            "[[regions.pools]]", "backend = { type = 'slurm', partition = 'debug', acount = 'x' }\n[[regions.pools]]"
+            "[[regions.pools]]",
+            "backend = { type = 'slurm', partition = 'debug', acount = 'x' }\n[[regions.pools]]",
         ),
         r"backend\.slurm\.acount: Extra inputs are not permitted",
     ),
@@ -180,7 +181,9 @@ BAD_FILES = [
     ),
     (
         "misspelt-local-setting",
-        MINIMAL.replace("[[regions.pools]]", "backend = { type = 'local', netwrok = 'host' }\n[[regions.pools]]"),
+        MINIMAL.replace(
+            "[[regions.pools]]", "backend = { type = 'local', netwrok = 'host' }\n[[regions.pools]]"
+        ),
         r"backend\.local\.netwrok: Extra inputs are not permitted",
     ),
     ("no-regions", 'name = "empty"\nregions = []\n', r"regions: List should have at least 1 item"),
@@ -318,7 +321,11 @@ def test_a_deeper_engine_queue_scales_only_what_the_scheduler_fills() -> None:
     [
         ('{ type = "local", queue_depth = 2 }', "1.0", "the local executor keeps no queue"),
         # Peak draw 2 x 200 W x PUE 1.2 = 480 W; a depth of 2 needs 960 W of cap.
-        ('{ type = "slurm", partition = "p", queue_depth = 2 }', "0.0009", "needs a power cap of at least 0.00096 MW"),
+        (
+            '{ type = "slurm", partition = "p", queue_depth = 2 }',
+            "0.0009",
+            "needs a power cap of at least 0.00096 MW",
+        ),
         (
             '{ type = "slurm", partition = "p", queue_depth = 0.5 }',
             "1.0",
@@ -329,10 +336,16 @@ def test_a_deeper_engine_queue_scales_only_what_the_scheduler_fills() -> None:
             "1.0",
             "queue_depth: Input should be less than or equal to 16",
         ),
-        ('{ type = "slurm", partition = "p", worker = "yes" }', "1.0", "worker: Input should be a valid boolean"),
+        (
+            '{ type = "slurm", partition = "p", worker = "yes" }',
+            "1.0",
+            "worker: Input should be a valid boolean",
+        ),
     ],
 )
 def test_bad_engine_queues_are_refused(backend: str, cap: str, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         parse_fleet(with_backend(backend, cap))
-    assert parse_fleet(with_backend('{ type = "slurm", partition = "p", queue_depth = 2 }', "0.00096")).regions[0]
+    assert parse_fleet(
+        with_backend('{ type = "slurm", partition = "p", queue_depth = 2 }', "0.00096")
+    ).regions[0]

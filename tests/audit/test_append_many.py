@@ -122,7 +122,18 @@ def test_the_call_log_releases_calls_only_after_their_records_and_usage_committe
 
     try:
         for n in range(20):
-            log.submit(Call(1, day, "UNCLASSIFIED", entry(n), prompt_tokens=3, completion_tokens=2, energy_j=0.5, done=done))
+            log.submit(
+                Call(
+                    1,
+                    day,
+                    "UNCLASSIFIED",
+                    entry(n),
+                    prompt_tokens=3,
+                    completion_tokens=2,
+                    energy_j=0.5,
+                    done=done,
+                )
+            )
         assert released.wait(30)
     finally:
         log.close()
@@ -148,7 +159,9 @@ def test_the_call_log_checkpoints_a_quiet_log_without_waiting_for_more_calls(ctx
     try:
         for n in range(3):  # quicker than the interval: the later ones' checkpoints are deferred
             released = threading.Event()
-            log.submit(Call(1, day, "UNCLASSIFIED", entry(n), 1, 1, 0.1, done=lambda _e, ev=released: ev.set()))
+            log.submit(
+                Call(1, day, "UNCLASSIFIED", entry(n), 1, 1, 0.1, done=lambda _e, ev=released: ev.set())
+            )
             assert released.wait(30)
         last = rows(ctx)[-1]
         deadline = time.monotonic() + 10

@@ -179,7 +179,11 @@ def test_a_non_admin_is_refused_and_only_the_denial_is_recorded(ctx: Context, wo
         tenancy.create_agency(ctx, world.alice, "rogue")
     [r] = rec.new()
     assert brief(r) == (E.ACCESS_DENIED, "deny", "alice", "nasa", "SECRET", "administration", None, None)
-    assert details(r) == {"action": "administer", "rule": "role", "reason": "needs the admin or operator role"}
+    assert details(r) == {
+        "action": "administer",
+        "rule": "role",
+        "reason": "needs the admin or operator role",
+    }
     with ctx.sessions() as s:
         assert s.execute(select(Agency).where(Agency.name == "rogue")).first() is None
 

@@ -211,7 +211,9 @@ def test_gang_job_wider_than_the_cluster_stays_pending(ex: SlurmExecutor) -> Non
     handle = ex.start(spec("j-gang", ["true"], nodes=2))
     script = (Path(handle["dir"]) / "job.sh").read_text()
     assert "srun --nodes=2 --ntasks=2 --ntasks-per-node=1 --export=ALL sh -c" in script
-    assert "--no-new-privs -- sh -c" in script and script.rstrip().count(" true") >= 1  # confined on each node
+    assert (
+        "--no-new-privs -- sh -c" in script and script.rstrip().count(" true") >= 1
+    )  # confined on each node
     time.sleep(1.0)
     assert ex.poll(handle).state is RunState.QUEUED  # held in Slurm's queue, not lost
     state, reason = squeue(handle["slurm_id"]).split()[:2]

@@ -309,7 +309,9 @@ def test_calls_are_metered_and_audited_with_hashes(dep: Deployment) -> None:
     minted = _ok(
         httpx.post(f"{dep.server.url}/v1/tokens", json={"user": "admin", "label": "CUI"}, headers=admin), 201
     )
-    metrics = httpx.get(f"{dep.server.url}/metrics", headers={"Authorization": f"Bearer {minted['token']}"}).text
+    metrics = httpx.get(
+        f"{dep.server.url}/metrics", headers={"Authorization": f"Bearer {minted['token']}"}
+    ).text
     assert 'enclave_gateway_requests_total{label="CUI",outcome="ok",route="embeddings"}' in metrics
     assert 'label="CUI"' not in httpx.get(f"{dep.server.url}/metrics", headers=admin).text  # at UNCLASSIFIED
 

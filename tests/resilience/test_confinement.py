@@ -14,6 +14,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -287,3 +288,77 @@ def test_the_python_installation_stays_visible_wherever_it_lies(tmp_path: Path) 
     hidden = confine.python_paths()[0] / "enclave-home"
     args = confine.argv(confine.Confinement(1, tmp_path / "sb", hidden=(hidden,)), ["true"])
     assert ["--tmpfs", str(hidden)] == args[args.index(str(hidden)) - 1 : args.index(str(hidden)) + 1]
+
+
+# A library whose constructor records who loaded it: appended to $MARK as "uid\n".
+PRELOAD_C = r"""
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+__attribute__((constructor)) static void mark(void) {
+    const char *path = getenv("MARK");
+    if (!path) return;
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT, 0666);
+    if (fd < 0) return;
+    char line[32];
+    int n = snprintf(line, sizeof line, "%u\n", (unsigned)getuid());
+    write(fd, line, n);
+    close(fd);
+}
+"""
+# The job that lays the trap in its label's scratch space (a path the next job's root-run
+# launcher could see): a fake setpriv first on a PATH the next job will name, and the library
+# above, compiled in the sandbox.
+TRAP = r"""
+set -e
+cd "$ENCLAVE_SCRATCH"
+printf '#!/bin/sh\nid -u >> "$ENCLAVE_SCRATCH_MARK"\nexec /usr/bin/setpriv "$@"\n' > setpriv
+chmod 775 setpriv
+cat > evil.c <<'C'
+__SOURCE__
+C
+cc -shared -fPIC -o evil.so evil.c
+chmod 664 evil.so
+touch preload-log setpriv-log
+chmod 666 preload-log setpriv-log
+"""
+
+
+def test_the_jobs_environment_never_reaches_the_root_run_launcher(tmp_path: Path) -> None:
+    """Found in review: a job's environment went to bubblewrap and setpriv, which run as
+    root. ``PATH`` naming a folder the job could write made bubblewrap run the job's own
+    ``setpriv`` as root (with every capability, inside the sandbox); ``LD_PRELOAD`` made
+    bubblewrap load the job's library as root on the host. Both now reach the job alone."""
+    from enclave.fleet import LocalBackend
+
+    scratch = tmp_path / "scratch"
+    ex = LocalExecutor(tmp_path / "sandboxes", LocalBackend(scratch=str(scratch)))
+
+    def run(spec: ExecSpec) -> None:
+        handle = ex.start(spec)
+        deadline = time.monotonic() + 60
+        while (status := ex.poll(handle)).state is RunState.RUNNING:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert status.exit_code == 0, ex.log_paths(handle)["stderr"].read_text()
+
+    run(replace(_spec("trap", ["sh", "-c", TRAP.replace("__SOURCE__", PRELOAD_C)]), agency="a"))
+    (share,) = [p for p in scratch.glob("*/*") if p.is_dir()]
+    assert (share / "evil.so").is_file() and (share / "setpriv").is_file()  # the trap is laid
+    victim_env = {
+        "PATH": f"{share}:/usr/bin:/bin",
+        "LD_PRELOAD": str(share / "evil.so"),
+        "MARK": str(share / "preload-log"),
+        "ENCLAVE_SCRATCH_MARK": str(share / "setpriv-log"),
+    }
+    run(replace(_spec("victim", ["sh", "-c", "true"], victim_env), agency="a"))
+    from enclave.executors.confine import job_uid
+
+    loaded_by = (share / "preload-log").read_text().split()
+    # The job's own processes load what it names (its right, as its own uid) ...
+    assert str(job_uid("victim")) in loaded_by
+    # ... but nothing run as root ever did, on the host or in the sandbox.
+    assert "0" not in loaded_by
+    assert (share / "setpriv-log").read_text() == ""

@@ -43,7 +43,11 @@ def test_restart_reconciles_running_and_queued_jobs(
     # Whole-node jobs (2 CPUs): three run at once (one per region), the rest queue.
     spec = {
         "name": "restart",
-        "command": ["sh", "-c", 'echo "$ENCLAVE_JOB_ID" >> "$ENCLAVE_SCRATCH/ledger"; sleep 2; echo finished'],
+        "command": [
+            "sh",
+            "-c",
+            'echo "$ENCLAVE_JOB_ID" >> "$ENCLAVE_SCRATCH/ledger"; sleep 2; echo finished',
+        ],
         "resources": {"nodes": 1, "cpus_per_node": 2, "memory_mb": 256},
         "walltime_s": 120,
     }

@@ -26,6 +26,13 @@ bubblewrap runs as root (the control plane's privilege is needed to switch to th
 with no user namespace; ``setpriv`` inside drops to the job's uid before anything of the job
 runs. Without ``bwrap``/``setpriv`` or that privilege Enclave refuses to run jobs (fail closed):
 :func:`unavailable` says why.
+
+The job's own environment never reaches a process that runs as root (bubblewrap, setpriv, the
+engine's launch script): ``LD_PRELOAD``, ``PATH`` and their kind, set by the job's author,
+would otherwise choose what those processes load or run. The privileged chain runs with the
+control plane's environment (:data:`SAFE_PATH`, the limits); the job's arrives as a file,
+written by the control plane (:func:`write_env`) and bound read-only into the sandbox, that
+the wrapper reads once it is the job's uid.
 """
 
 from __future__ import annotations
@@ -33,12 +40,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
+import shlex
 import shutil
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from enclave.errors import InvalidInput
 from enclave.executors.base import ExecSpec, Mount
 
 # Job identities: uid = UID_BASE + a slot derived from the job id. A range far above the ones
@@ -54,6 +64,10 @@ PRIVATE_TMP = ("/tmp", "/dev/shm")  # noqa: S108
 ETC_FILES = ("ld.so.cache", "alternatives", "localtime", "nsswitch.conf")
 # Name resolution and certificates matter only where the region grants a network.
 ETC_NETWORK_FILES = ("hosts", "resolv.conf", "gai.conf", "host.conf", "ssl", "ca-certificates")
+SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"  # the privileged chain's PATH, never the job's
+# Where the sandbox sees its environment file (see write_env).
+ENV_FILE = "/run/enclave/env"
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_PROCESSES = 4096  # per job (its uid is its own): a fork bomb stops there
 MAX_OUTPUT_BYTES = 1 << 30  # per file a job writes, stdout and stderr included
 # The job's wrapper, the init of its PID namespace, as the job's uid: limits, then the command;
@@ -61,6 +75,8 @@ MAX_OUTPUT_BYTES = 1 << 30  # per file a job writes, stdout and stderr included
 # for the command to really end, and writes its exit status to ``.exit`` in the sandbox, so a
 # control plane restarted meanwhile still learns how it ended (the job could write that file
 # too: it only ever describes the job's own outcome, and is read without following links).
+# The job's environment is read only after the limits (hard limits: the job cannot raise
+# them, whatever it names its variables).
 WRAPPER = r"""
 cd "$1" || exit 126
 shift
@@ -70,6 +86,8 @@ ulimit -t "$ENCLAVE_LIMIT_CPU_S" 2>/dev/null
 ulimit -p "$ENCLAVE_LIMIT_PROCS" 2>/dev/null
 ulimit -f "$ENCLAVE_LIMIT_FILE_BLOCKS" 2>/dev/null
 unset ENCLAVE_LIMIT_MEM_KB ENCLAVE_LIMIT_CPU_S ENCLAVE_LIMIT_PROCS ENCLAVE_LIMIT_FILE_BLOCKS
+unset OLDPWD  # the control plane's working directory
+if [ -f /run/enclave/env ]; then . /run/enclave/env || exit 126; fi
 "$@" </dev/null &
 child=$!
 # The command keeps its own descriptors; the wrapper's stderr goes quiet so that the shell's
@@ -95,6 +113,7 @@ class Confinement:
     network: bool = False
     hidden: tuple[Path, ...] = ()  # never visible, even where a system mount covers them
     gid: int | None = None  # its group: its own (the uid's) unless it shares a scratch space
+    env_file: Path | None = None  # the job's environment (write_env), seen at ENV_FILE
 
 
 def job_uid(job_id: str) -> int:
@@ -112,6 +131,34 @@ def limits(spec: ExecSpec) -> dict[str, str]:
         "ENCLAVE_LIMIT_PROCS": str(MAX_PROCESSES),
         "ENCLAVE_LIMIT_FILE_BLOCKS": str(MAX_OUTPUT_BYTES // 512),
     }
+
+
+def privileged_env(spec: ExecSpec) -> dict[str, str]:
+    """All the environment the privileged chain (bubblewrap, setpriv, the wrapper) starts with:
+    the control plane's choice, nothing of the job's."""
+    return {"PATH": SAFE_PATH, "LANG": "C.UTF-8", **limits(spec)}
+
+
+def env_script(env: dict[str, str]) -> str:
+    """The job's environment as the wrapper reads it: one quoted ``export`` per variable."""
+    bad = sorted(k for k in env if not ENV_NAME.match(k))
+    if bad:
+        raise InvalidInput(f"invalid environment variable name(s): {', '.join(bad)}")
+    if any("\x00" in v for v in env.values()):
+        raise InvalidInput("an environment value holds a NUL character")
+    return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
+
+
+def write_env(path: Path, env: dict[str, str], uid: int) -> Path:
+    """Write the job's environment file (a new file: never through a link planted there),
+    readable by the job's uid alone."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o400)
+    try:
+        os.write(fd, env_script(env).encode())
+        os.fchown(fd, uid, -1)
+    finally:
+        os.close(fd)
+    return path
 
 
 def wrapped(sandbox: Path, command: list[str]) -> list[str]:
@@ -157,6 +204,9 @@ def argv(c: Confinement, command: list[str]) -> list[str]:
         out += _parents(mount.path, made, binds)
         out += ["--bind" if mount.writable else "--ro-bind", str(mount.path), str(mount.path)]
         binds.append(mount.path)
+    if c.env_file is not None:
+        out += _parents(Path(ENV_FILE), made, binds)
+        out += ["--ro-bind", str(c.env_file), ENV_FILE]
     out += [
         "--",
         "setpriv",

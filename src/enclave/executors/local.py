@@ -6,7 +6,9 @@ plane's), so folders of different labels are never shared. In it:
 * ``work/`` — the job's sandbox: its working directory and HOME, owned by the job's own uid;
   the only writable place it sees (see :mod:`enclave.executors.confine`);
 * ``stdout``, ``stderr`` — opened by the control plane and handed to the job as descriptors,
-  out of the job's reach (it can neither read them back nor swap them for a link).
+  out of the job's reach (it can neither read them back nor swap them for a link);
+* ``env`` — the job's environment, read by the wrapper as the job's uid (never given to
+  bubblewrap or setpriv, which run as root: see :mod:`enclave.executors.confine`).
 
 The command runs confined under a small ``sh`` wrapper, the PID namespace's init, that
 
@@ -37,15 +39,15 @@ from enclave.executors import confine, outputs
 from enclave.executors.base import ExecSpec, Handle, Health, Mount, RunState, Status
 from enclave.fleet import LocalBackend
 
-SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
-
 
 class LocalExecutor:
     type = "local"
     stages_files = True
     runs_here = True
 
-    def __init__(self, root: Path, backend: LocalBackend | None = None, hidden: tuple[Path, ...] = ()) -> None:
+    def __init__(
+        self, root: Path, backend: LocalBackend | None = None, hidden: tuple[Path, ...] = ()
+    ) -> None:
         backend = backend or LocalBackend()
         self.root = root
         self.network = backend.network == "host"  # the region grants its jobs the host's network
@@ -81,7 +83,7 @@ class LocalExecutor:
             mounts = (*mounts, Mount(share, writable=True))
             extra_env = {"ENCLAVE_SCRATCH": str(share)}
         env = {
-            "PATH": SAFE_PATH,
+            "PATH": confine.SAFE_PATH,
             "HOME": str(workdir),
             "TMPDIR": str(workdir),
             "LANG": "C.UTF-8",
@@ -92,19 +94,21 @@ class LocalExecutor:
             "ENCLAVE_JOB_ID": spec.job_id,
             "ENCLAVE_REGION": spec.region,
             "ENCLAVE_CPUS": str(spec.cpus_per_node),
-            **confine.limits(spec),
         }
+        env_file = confine.write_env(folder / "env", env, uid)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
         actions = [
             (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
             (os.POSIX_SPAWN_OPEN, 1, str(folder / "stdout"), flags, 0o600),
             (os.POSIX_SPAWN_OPEN, 2, str(folder / "stderr"), flags, 0o600),
         ]
-        jail = confine.Confinement(uid, workdir, mounts, network=self.network, hidden=self.hidden, gid=gid)
-        command = confine.wrapped(workdir, spec.command)
-        argv = confine.argv(jail, command)
+        jail = confine.Confinement(
+            uid, workdir, mounts, network=self.network, hidden=self.hidden, gid=gid, env_file=env_file
+        )
+        argv = confine.argv(jail, confine.wrapped(workdir, spec.command))
         bwrap = shutil.which("bwrap") or "bwrap"
-        pid = os.posix_spawn(bwrap, argv, env, file_actions=actions, setsid=True)
+        privileged = confine.privileged_env(spec)
+        pid = os.posix_spawn(bwrap, argv, privileged, file_actions=actions, setsid=True)
         return {"pid": pid, "dir": str(workdir), "folder": str(folder), "start_ticks": _start_ticks(pid)}
 
     def poll(self, handle: Handle) -> Status:

@@ -88,7 +88,7 @@ LOST_ERRORS = frozenset({"JOB_SUPERVISOR_ACTOR_DIED", "JOB_SUPERVISOR_ACTOR_UNKN
 SIGTERM, SIGKILL = 15, 9
 
 # The entrypoint: `sh -c` runs it on a Ray node (as a child of the job supervisor). It is
-# filled in per job: {nonce}, {exports} (shell-quoted assignments) and {command}.
+# filled in per job: {nonce}, {exports} (shell-quoted assignments), {env_script} and {command}.
 ENTRYPOINT = (
     # The grace signal: Ray's stop signals every process of the job, bubblewrap included,
     # which dies of it; the sandbox's init (the job's wrapper) forwards it to the command and
@@ -99,6 +99,10 @@ ENTRYPOINT = (
     "n={nonce}; s=0; i=; trap 's=1; kill -TERM $i 2>/dev/null' TERM; "
     "ENCLAVE_RAY_PY=$(readlink /proc/$PPID/exe 2>/dev/null || command -v python3); "
     'd={sandbox}; mkdir -m 0700 "$d" && chown {uid}:{uid} "$d" && cd "$d" || exit 126; '
+    # The job's environment, as a new file the wrapper reads as the job's uid ({env_script}
+    # is empty for a gang: each rank writes its own); this shell, bubblewrap and setpriv run
+    # as root and keep the control plane's ({exports}).
+    "{env_script}"
     'export HOME="$d" TMPDIR="$d" ENCLAVE_RAY_PY {exports}; umask 077; '
     'printf "@%s begin\\n" "$n"; '
     # The job has its own copies of the descriptors; the wrapper's stderr goes quiet so that
@@ -110,13 +114,13 @@ ENTRYPOINT = (
     'wait "$c"; rc=$?; while [ "$s" = 1 ]; do s=0; wait "$c"; rc=$?; done; '
     'if [ -n "$i" ]; then while kill -0 $i 2>/dev/null; do sleep 0.05; done; e="$d/.exit"; '
     'if [ -f "$e" ] && [ ! -h "$e" ]; then v=$(head -c 8 "$e"); case "$v" in ""|*[!0-9]*) ;; *) rc=$v;; esac; fi; fi; '
-    'cd / && rm -rf "$d"; printf "\\n@%s exit %s\\n" "$n" "$rc"; exit "$rc" #{nonce}'
+    'cd / && rm -rf "$d" "$d.env"; printf "\\n@%s exit %s\\n" "$n" "$rc"; exit "$rc" #{nonce}'
 )
 
 # The gang driver (nodes > 1), run by the Ray cluster's own Python: a placement group of one
 # bundle per node (STRICT_SPREAD: all or nothing), then one rank process per bundle.
 GANG_DRIVER = r"""
-import ctypes, json, os, signal, socket, subprocess, sys, threading
+import ctypes, json, os, shlex, signal, socket, subprocess, sys, threading
 # The ranks' output comes back through this driver: each line as is, prefixed "(rankN pid=...)".
 os.environ.update(RAY_DEDUP_LOGS="0", RAY_COLOR_PREFIX="0")
 import ray
@@ -164,12 +168,19 @@ class Rank:
         work = spec["sandbox"].replace("@RANK@", str(self.rank))
         os.mkdir(work, 0o700)
         os.chown(work, spec["uid"], spec["uid"])
-        env = {**os.environ, **env, "HOME": work, "TMPDIR": work}
+        # The job's environment goes to the wrapper alone, as a file (never to bubblewrap or
+        # setpriv, which run as root): one quoted export per variable.
+        env = {**env, "HOME": work, "TMPDIR": work}
+        fd = os.open(work + ".env", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o400)
+        os.write(fd, "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()).encode())
+        os.fchown(fd, spec["uid"], -1)
+        os.close(fd)
         rank_argv = [a.replace("@RANK@", str(self.rank)) for a in argv]
-        self.proc = subprocess.Popen(rank_argv, env=env, cwd="/", stdin=subprocess.DEVNULL,
-                                     start_new_session=True, preexec_fn=_die_with_parent)
+        self.proc = subprocess.Popen(rank_argv, env={**os.environ, **spec["privileged"]}, cwd="/",
+                                     stdin=subprocess.DEVNULL, start_new_session=True,
+                                     preexec_fn=_die_with_parent)
         rc = self.proc.wait()
-        subprocess.run(["rm", "-rf", work], check=False)
+        subprocess.run(["rm", "-rf", work, work + ".env"], check=False)
         return 128 - rc if rc < 0 else rc
 
     def signal(self, sig):
@@ -284,8 +295,11 @@ class RayExecutor:
         # The sandbox on the Ray node, made by the entrypoint (or, for a gang, each rank),
         # owned by the job's uid; the command runs confined in it (enclave.executors.confine).
         sandbox = Path(f"/tmp/enclave-job.{nonce}" + (".@RANK@" if spec.nodes > 1 else ""))  # noqa: S108
-        env |= confine.limits(spec)
-        jail = confine.Confinement(uid, sandbox, spec.mounts, network=self.network, hidden=self.hidden)
+        privileged = confine.privileged_env(spec)
+        env_file = Path(f"{sandbox}.env")
+        jail = confine.Confinement(
+            uid, sandbox, spec.mounts, network=self.network, hidden=self.hidden, env_file=env_file
+        )
         confined = confine.argv(jail, confine.wrapped(sandbox, spec.command))
         body: dict[str, Any] = {
             "submission_id": submission_id,
@@ -300,6 +314,7 @@ class RayExecutor:
                 "gpus": spec.gpus_per_node,
                 "memory": memory,
                 "env": env,
+                "privileged": privileged,
                 "uid": uid,
                 "sandbox": str(sandbox),
             }
@@ -313,8 +328,16 @@ class RayExecutor:
                 "entrypoint_num_gpus": spec.gpus_per_node,
                 "entrypoint_memory": memory,
             }
-        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in privileged.items())
+        env_script = ""
+        if spec.nodes == 1:
+            text = confine.env_script({**env, "HOME": str(sandbox), "TMPDIR": str(sandbox)})
+            env_script = (
+                f'(umask 077; set -C; printf %s {shlex.quote(text)} > "$d.env") '
+                f'&& chown {uid} "$d.env" || exit 126; '
+            )
         body["entrypoint"] = ENTRYPOINT.format(
+            env_script=env_script,
             nonce=nonce,
             exports=exports,
             command=" ".join(command),

@@ -28,7 +28,9 @@ def make_engine_executor(region: Region, sandbox_root: Path, hidden: tuple[Path,
     ``hidden``: what no job may see even where a system mount would show it (ENCLAVE_HOME)."""
     engine = ENGINES.get(region.backend.type)
     if engine is None:
-        raise InvalidInput(f"region {region.name}: back end {region.backend.type!r} is not available in this build")
+        raise InvalidInput(
+            f"region {region.name}: back end {region.backend.type!r} is not available in this build"
+        )
     module, name = engine
     cls = getattr(importlib.import_module(module), name)
     executor: Executor = cls(sandbox_root, region.backend, hidden=hidden)

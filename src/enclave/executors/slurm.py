@@ -111,7 +111,6 @@ CACHE_S = 0.5  # one squeue call answers all polls for this long
 SACCT_LAG_S = 5.0  # how long an ended job may wait for its accounting record
 FILE_CHECK_S = 0.05  # without accounting, how often a job's status file is looked at
 CALL_TIMEOUT_S = 30.0
-SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 MAX_J_IDS = 500  # above this many watched jobs, list the user's jobs instead of naming them
 ACTIVE = frozenset(
     {
@@ -226,7 +225,11 @@ class SlurmExecutor:
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(mode=0o700)
         (workdir / "work").mkdir(mode=0o700)
-        confine.give([workdir / "work", *(m.path for m in spec.mounts)], confine.job_uid(spec.job_id))
+        uid = confine.job_uid(spec.job_id)
+        confine.give([workdir / "work", *(m.path for m in spec.mounts)], uid)
+        # The job's environment, for the wrapper alone: the script and all it runs as root
+        # (srun, bubblewrap, setpriv) keep the control plane's.
+        confine.write_env(workdir / "env", self.job_env(spec, workdir / "work"), uid)
         script = workdir / "job.sh"
         fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o700)
         with os.fdopen(fd, "w") as f:
@@ -279,10 +282,9 @@ class SlurmExecutor:
             args.append(f"--qos={self.qos}")
         return args
 
-    def script(self, spec: ExecSpec, workdir: Path) -> str:
-        sandbox = workdir / "work"
-        env = {
-            "PATH": SAFE_PATH,
+    def job_env(self, spec: ExecSpec, sandbox: Path) -> dict[str, str]:
+        return {
+            "PATH": confine.SAFE_PATH,
             "HOME": str(sandbox),
             "TMPDIR": str(sandbox),
             "LANG": "C.UTF-8",
@@ -293,13 +295,21 @@ class SlurmExecutor:
             "ENCLAVE_REGION": spec.region,
             "ENCLAVE_CPUS": str(spec.cpus_per_node),
             "ENCLAVE_NODES": str(spec.nodes),
-            **confine.limits(spec),
         }
+
+    def script(self, spec: ExecSpec, workdir: Path) -> str:
+        sandbox = workdir / "work"
+        env = confine.privileged_env(spec)
         exports = "\n".join(f"export {key}={shlex.quote(value)}" for key, value in env.items())
         # The command runs confined on the node, as on the local executor: bubblewrap, the
         # job's own uid, only its sandbox visible (see enclave.executors.confine).
         jail = confine.Confinement(
-            confine.job_uid(spec.job_id), sandbox, spec.mounts, network=self.network, hidden=self.hidden
+            confine.job_uid(spec.job_id),
+            sandbox,
+            spec.mounts,
+            network=self.network,
+            hidden=self.hidden,
+            env_file=workdir / "env",
         )
         confined = confine.argv(jail, confine.wrapped(sandbox, spec.command))
         command = shlex.join(["sh", "-c", RELAY, "enclave-relay", *confined])
@@ -677,7 +687,7 @@ def _optional_name(settings: Mapping[str, Any], key: str) -> str | None:
 
 def _submit_env() -> dict[str, str]:
     """All that sbatch (and so the job, before its script sets its own) gets."""
-    env = {"PATH": SAFE_PATH, "LANG": "C.UTF-8"}
+    env = {"PATH": confine.SAFE_PATH, "LANG": "C.UTF-8"}
     if "SLURM_CONF" in os.environ:
         env["SLURM_CONF"] = os.environ["SLURM_CONF"]
     return env

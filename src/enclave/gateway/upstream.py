@@ -301,7 +301,6 @@ def socket_address(path: Path) -> Iterator[str]:
         os.close(fd)
 
 
-
 class _Origin:
     """The connections to one replica: a host and port, or — for a confined replica — a Unix
     socket whose peer must be the replica's own uid (``peer_uid``)."""

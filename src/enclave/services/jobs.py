@@ -134,10 +134,11 @@ def _validate(ctx: Context, spec: JobSpec, label: Label, accreditation: dict[str
         if value < low:
             raise InvalidInput(f"{what} must be at least {low}")
     if len(spec.env) > MAX_ENV or any(
-        not _ENV_KEY.match(k) or len(v) > MAX_ARG_CHARS for k, v in spec.env.items()
+        not _ENV_KEY.match(k) or len(v) > MAX_ARG_CHARS or "\x00" in v for k, v in spec.env.items()
     ):
         raise InvalidInput(
-            f"env: at most {MAX_ENV} variables with names like NAME_1 and values up to {MAX_ARG_CHARS} chars"
+            f"env: at most {MAX_ENV} variables with names like NAME_1 and values up to {MAX_ARG_CHARS} "
+            "chars, none holding a NUL character"
         )
     if spec.array is not None and not 1 <= spec.array <= MAX_ARRAY:
         raise InvalidInput(f"array must be between 1 and {MAX_ARRAY}")

@@ -55,6 +55,8 @@ POLL_QUEUED_S = 0.05  # a job waiting in its engine's queue
 TICK_IDLE_S = 0.5
 RESCHEDULE_S = TICK_IDLE_S  # an unchanged queue is re-planned (and pending jobs polled) this often
 MAX_ATTEMPTS = 5  # requeues after loss before a job is failed
+
+
 # Job kinds other than plain batch jobs: what they stage before a start (the real command and
 # environment) and what they take from their work folder once the job has ended.
 @dataclass(frozen=True)

@@ -45,7 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port-file", type=Path, required=True, help="where to write the port once ready")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument(
-        "--socket", type=Path, help="serve on this Unix socket instead of a TCP port (the port file then says 0)"
+        "--socket",
+        type=Path,
+        help="serve on this Unix socket instead of a TCP port (the port file then says 0)",
     )
     parser.add_argument("--name", default="model", help="the model id /v1/models reports")
     parser.add_argument("--upstream", help="openai-upstream: the upstream base URL, e.g. http://host:8001/v1")

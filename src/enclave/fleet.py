@@ -14,8 +14,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from enclave import egress
 from enclave.errors import InvalidInput
 from enclave.labels import DEFAULT_COMPARTMENTS, DEFAULT_LEVELS, Label, LabelScheme
 
@@ -63,13 +72,29 @@ class _Backend(_Strict):
     # then no longer chooses the start order of what it handed over. Slurm and Ray only.
     queue_depth: Annotated[float, Field(ge=1.0, le=16.0)] = 1.0
     # What network a confined process (job, training job, model replica) gets: "none" — a
-    # namespace with only a loopback of its own — or "host", this machine's network, granted
-    # by the operator for regions whose jobs must reach something (an upstream model server).
-    network: Literal["none", "host"] = "none"
+    # namespace with only a loopback of its own; "allow" — only the destinations in
+    # network_allow, through a proxy in the sandbox checked outside it (enclave.egress); or
+    # "host", this machine's whole network.
+    network: Literal["none", "allow", "host"] = "none"
+    # HOST:PORT entries: a DNS name, *.domain, an address or a network (10.1.0.0/16:8000).
+    network_allow: list[str] = []
     # A scratch file system (an absolute path) shared by the region's jobs of one label and
     # agency — never across labels or agencies: a job sees only ``<scratch>/<label>/<agency>``
     # as $ENCLAVE_SCRATCH, where a workflow's later jobs find what earlier ones left.
     scratch: Annotated[str, Field(pattern=r"^/[^\x00]*$")] | None = None
+
+    @field_validator("network_allow")
+    @classmethod
+    def _rules(cls, v: list[str]) -> list[str]:
+        for rule in v:
+            egress.parse_rule(rule)  # ValueError names the entry
+        return v
+
+    @model_validator(mode="after")
+    def _allow_needs_a_list(self) -> _Backend:
+        if (self.network == "allow") != bool(self.network_allow):
+            raise ValueError('network_allow lists destinations exactly when network = "allow"')
+        return self
 
 
 class LocalBackend(_Backend):
@@ -115,7 +140,8 @@ class Region(_Strict):
     backend: Backend = LocalBackend()
     pools: Annotated[list[NodePool], Field(min_length=1)]
     # Base URLs (http(s)://host:port/path) that openai-upstream models served here may call;
-    # the operator's list, not the model author's choice. Needs backend.network = "host".
+    # the operator's list, not the model author's choice. Needs backend.network "host", or
+    # "allow" with the URL's host and port on network_allow.
     upstream_allow: list[Annotated[str, Field(pattern=r"^https?://[^\s]+$")]] = []
     # Serve models saved as pickles (joblib, .pkl, torch .pt/.pth): loading one runs code its
     # author chose. Off: only formats that load without running content (skops, safetensors).

@@ -12,7 +12,9 @@ A job is hostile code. The control plane starts it as
   whatever they did to their session or group), its own mount, IPC (no System V shared memory
   or semaphores between jobs) and UTS namespace,
   and its own network namespace with only a loopback of its own unless the region's fleet entry
-  grants the host network (``backend.network = "host"``).
+  grants the host network (``backend.network = "host"``) or a list of destinations
+  (``backend.network = "allow"``: a proxy in the sandbox, checked outside it by
+  :mod:`enclave.egress`'s relay).
 * **Files**: a fresh tmpfs root holding read-only system directories (``/usr`` and the
   merged-usr links, a short list of ``/etc`` files), the Python installation the control plane
   runs from (runtimes and training scripts need its frameworks; code, not secrets), a private
@@ -44,10 +46,12 @@ import re
 import shlex
 import shutil
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
+from enclave import egress
 from enclave.errors import InvalidInput
 from enclave.executors.base import ExecSpec, Mount
 
@@ -102,6 +106,8 @@ while [ "$signalled" = 1 ]; do signalled=0; wait "$child"; rc=$?; done
 echo "$rc" > .exit.tmp && mv -f .exit.tmp .exit
 exit "$rc"
 """
+EGRESS_SCRIPT = str(Path(egress.__file__).resolve())  # run as a file by the root-run relay
+Network = Literal["none", "allow", "host"]
 TOP_LEVEL = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 
 
@@ -110,10 +116,13 @@ class Confinement:
     uid: int
     sandbox: Path  # writable; the job's working directory and HOME
     mounts: tuple[Mount, ...] = ()
-    network: bool = False
     hidden: tuple[Path, ...] = ()  # never visible, even where a system mount covers them
     gid: int | None = None  # its group: its own (the uid's) unless it shares a scratch space
     env_file: Path | None = None  # the job's environment (write_env), seen at ENV_FILE
+    network: Network = "none"
+    # network "allow": the destinations (enclave.egress rules) and the relay's socket
+    egress: tuple[str, ...] = ()
+    egress_socket: Path | None = None
 
 
 def job_uid(job_id: str) -> int:
@@ -190,10 +199,42 @@ def python_paths() -> list[Path]:
     return [p for p in paths if not any(p != q and _under(p, q) for q in paths)]  # outermost only
 
 
+def network_of(settings: Mapping[str, Any]) -> tuple[Network, tuple[str, ...]]:
+    """The network a back end's settings grant its confined processes, and the destinations
+    of ``"allow"`` (checked: an engine's settings may come from outside a fleet file)."""
+    mode, rules = settings.get("network", "none"), tuple(settings.get("network_allow") or ())
+    if mode not in ("none", "allow", "host"):
+        raise InvalidInput(f'network must be "none", "allow" or "host", got {mode!r}')
+    try:
+        egress.parse_rules(rules)
+    except ValueError as exc:
+        raise InvalidInput(f"network_allow: {exc}") from None
+    if (mode == "allow") != bool(rules):
+        raise InvalidInput('network_allow lists destinations exactly when network = "allow"')
+    return mode, rules
+
+
+def network_env(network: Network) -> dict[str, str]:
+    """What a confined process is told about its network: the proxy, where it has one."""
+    return dict(egress.PROXY_ENV) if network == "allow" else {}
+
+
 def argv(c: Confinement, command: list[str]) -> list[str]:
-    """The full command line: bubblewrap, then setpriv, then ``command`` as the job's uid."""
+    """The full command line: bubblewrap, then setpriv, then ``command`` as the job's uid —
+    with a list of destinations, the egress relay before bubblewrap and its bridge before
+    ``command`` (see :mod:`enclave.egress`)."""
     base, system, made_base, binds_base = _system(c.network)
-    out = list(base)
+    out = []
+    if c.network == "allow":
+        if not c.egress or c.egress_socket is None:
+            raise InvalidInput("network 'allow' needs a list of destinations and a relay socket")
+        out += [sys.executable, "-I", EGRESS_SCRIPT, "relay", "--socket", str(c.egress_socket)]
+        out += ["--uid", str(c.uid)]
+        for rule in c.egress:
+            out += ["--allow", rule]
+        out += ["--"]
+        command = [sys.executable, "-I", EGRESS_SCRIPT, "bridge", "--", *command]
+    out += base
     made, binds = set(made_base), list(binds_base)
     for hidden in c.hidden:
         if any(_under(hidden, s) for s in system):
@@ -207,6 +248,9 @@ def argv(c: Confinement, command: list[str]) -> list[str]:
     if c.env_file is not None:
         out += _parents(Path(ENV_FILE), made, binds)
         out += ["--ro-bind", str(c.env_file), ENV_FILE]
+    if c.network == "allow":
+        out += _parents(Path(egress.SOCKET_IN_SANDBOX), made, binds)
+        out += ["--bind", str(c.egress_socket), egress.SOCKET_IN_SANDBOX]
     out += [
         "--",
         "setpriv",
@@ -223,7 +267,7 @@ def argv(c: Confinement, command: list[str]) -> list[str]:
 
 
 @functools.cache
-def _system(network: bool) -> tuple[tuple[str, ...], tuple[Path, ...], frozenset[Path], tuple[Path, ...]]:
+def _system(network: Network) -> tuple[tuple[str, ...], tuple[Path, ...], frozenset[Path], tuple[Path, ...]]:
     """What every sandbox of this process shares (built once): namespaces, its own /dev, /proc,
     /tmp, the read-only system and Python installation. Returns the arguments, the paths bound
     from the host (system and Python), the directories made and the bind mounts so far."""
@@ -243,7 +287,7 @@ def _system(network: bool) -> tuple[tuple[str, ...], tuple[Path, ...], frozenset
         "--tmpfs",
         "/",
     ]
-    if not network:
+    if network != "host":
         out.append("--unshare-net")
     # First the sandbox's own /dev, /proc, /tmp and /dev/shm (POSIX semaphores and shared
     # memory: multiprocessing, joblib), so that what is bound next — the Python installation
@@ -258,7 +302,7 @@ def _system(network: bool) -> tuple[tuple[str, ...], tuple[Path, ...], frozenset
             out += ["--symlink", os.readlink(host), str(host)]
         elif host.is_dir():
             system.append(host)
-    etc = ETC_FILES + (ETC_NETWORK_FILES if network else ())
+    etc = ETC_FILES + (ETC_NETWORK_FILES if network != "none" else ())
     out += ["--perms", "0755", "--dir", "/etc"]
     for name in etc:
         out += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]

@@ -50,7 +50,7 @@ class LocalExecutor:
     ) -> None:
         backend = backend or LocalBackend()
         self.root = root
-        self.network = backend.network == "host"  # the region grants its jobs the host's network
+        self.network, self.egress = confine.network_of(backend.model_dump())
         # The region's scratch file system, split by label and agency.
         self.scratch = Path(backend.scratch) if backend.scratch else None
         # Never visible to a job even where a system mount would show it (ENCLAVE_HOME).
@@ -89,6 +89,7 @@ class LocalExecutor:
             "LANG": "C.UTF-8",
             "USER": "enclave",
             "LOGNAME": "enclave",
+            **confine.network_env(self.network),
             **spec.env,
             **extra_env,
             "ENCLAVE_JOB_ID": spec.job_id,
@@ -103,12 +104,20 @@ class LocalExecutor:
             (os.POSIX_SPAWN_OPEN, 2, str(folder / "stderr"), flags, 0o600),
         ]
         jail = confine.Confinement(
-            uid, workdir, mounts, network=self.network, hidden=self.hidden, gid=gid, env_file=env_file
+            uid,
+            workdir,
+            mounts,
+            hidden=self.hidden,
+            gid=gid,
+            env_file=env_file,
+            network=self.network,
+            egress=self.egress,
+            egress_socket=folder / "egress.sock",
         )
         argv = confine.argv(jail, confine.wrapped(workdir, spec.command))
-        bwrap = shutil.which("bwrap") or "bwrap"
+        program = shutil.which(argv[0]) or argv[0]  # bubblewrap, or the egress relay that becomes it
         privileged = confine.privileged_env(spec)
-        pid = os.posix_spawn(bwrap, argv, privileged, file_actions=actions, setsid=True)
+        pid = os.posix_spawn(program, argv, privileged, file_actions=actions, setsid=True)
         return {"pid": pid, "dir": str(workdir), "folder": str(folder), "start_ticks": _start_ticks(pid)}
 
     def poll(self, handle: Handle) -> Status:

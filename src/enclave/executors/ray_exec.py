@@ -114,7 +114,7 @@ ENTRYPOINT = (
     'wait "$c"; rc=$?; while [ "$s" = 1 ]; do s=0; wait "$c"; rc=$?; done; '
     'if [ -n "$i" ]; then while kill -0 $i 2>/dev/null; do sleep 0.05; done; e="$d/.exit"; '
     'if [ -f "$e" ] && [ ! -h "$e" ]; then v=$(head -c 8 "$e"); case "$v" in ""|*[!0-9]*) ;; *) rc=$v;; esac; fi; fi; '
-    'cd / && rm -rf "$d" "$d.env"; printf "\\n@%s exit %s\\n" "$n" "$rc"; exit "$rc" #{nonce}'
+    'cd / && rm -rf "$d" "$d.env" "$d.egress"; printf "\\n@%s exit %s\\n" "$n" "$rc"; exit "$rc" #{nonce}'
 )
 
 # The gang driver (nodes > 1), run by the Ray cluster's own Python: a placement group of one
@@ -180,7 +180,7 @@ class Rank:
                                      stdin=subprocess.DEVNULL, start_new_session=True,
                                      preexec_fn=_die_with_parent)
         rc = self.proc.wait()
-        subprocess.run(["rm", "-rf", work, work + ".env"], check=False)
+        subprocess.run(["rm", "-rf", work, work + ".env", work + ".egress"], check=False)
         return 128 - rc if rc < 0 else rc
 
     def signal(self, sig):
@@ -237,7 +237,7 @@ class RayExecutor:
         )
         self.root = root
         self.hidden = (*hidden, root)  # never visible to a job (ENCLAVE_HOME)
-        self.network = conf.get("network") == "host"
+        self.network, self.egress = confine.network_of(conf)
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.address = str(conf.get("address") or DEFAULT_ADDRESS)
         host = self.address.removeprefix("ray://").rsplit(":", 1)[0] or "127.0.0.1"
@@ -285,6 +285,7 @@ class RayExecutor:
         nonce = secrets.token_hex(8)
         submission_id = f"enclave-{spec.job_id}-{secrets.token_hex(4)}"
         env = {
+            **confine.network_env(self.network),
             **spec.env,
             "ENCLAVE_JOB_ID": spec.job_id,
             "ENCLAVE_REGION": spec.region,
@@ -298,7 +299,14 @@ class RayExecutor:
         privileged = confine.privileged_env(spec)
         env_file = Path(f"{sandbox}.env")
         jail = confine.Confinement(
-            uid, sandbox, spec.mounts, network=self.network, hidden=self.hidden, env_file=env_file
+            uid,
+            sandbox,
+            spec.mounts,
+            hidden=self.hidden,
+            env_file=env_file,
+            network=self.network,
+            egress=self.egress,
+            egress_socket=Path(f"{sandbox}.egress"),
         )
         confined = confine.argv(jail, confine.wrapped(sandbox, spec.command))
         body: dict[str, Any] = {

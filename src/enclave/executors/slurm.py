@@ -179,7 +179,7 @@ class SlurmExecutor:
     def __init__(self, root: Path, backend: Any = None, hidden: tuple[Path, ...] = ()) -> None:
         settings = _settings(backend)
         self.hidden = (*hidden, root)  # never visible to a job (ENCLAVE_HOME)
-        self.network = settings.get("network") == "host"
+        self.network, self.egress = confine.network_of(settings)
         partition = settings.get("partition")
         if not isinstance(partition, str) or not NAME.match(partition):
             raise InvalidInput(
@@ -290,6 +290,7 @@ class SlurmExecutor:
             "LANG": "C.UTF-8",
             "USER": "enclave",
             "LOGNAME": "enclave",
+            **confine.network_env(self.network),
             **spec.env,
             "ENCLAVE_JOB_ID": spec.job_id,
             "ENCLAVE_REGION": spec.region,
@@ -307,9 +308,11 @@ class SlurmExecutor:
             confine.job_uid(spec.job_id),
             sandbox,
             spec.mounts,
-            network=self.network,
             hidden=self.hidden,
             env_file=workdir / "env",
+            network=self.network,
+            egress=self.egress,
+            egress_socket=workdir / "egress.sock",
         )
         confined = confine.argv(jail, confine.wrapped(sandbox, spec.command))
         command = shlex.join(["sh", "-c", RELAY, "enclave-relay", *confined])

@@ -21,11 +21,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from enclave import archive
+from enclave import archive, egress
 from enclave.audit.events import AuditEvent
 from enclave.errors import InvalidInput, NotFound, TooLarge
 from enclave.labels import Label
@@ -152,8 +153,15 @@ def check_upstream(ctx: Context, model: Model, region: str) -> None:
         raise InvalidInput(
             f"the model's upstream {url!r} is not on region {region}'s upstream_allow list in the fleet file"
         )
-    if where.backend.network != "host":
+    if where.backend.network == "none":
         raise InvalidInput(f"region {region} gives its replicas no network (backend.network), so no upstream")
+    if where.backend.network == "allow":
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        if not egress.lists(egress.parse_rules(where.backend.network_allow), parts.hostname or "", port):
+            raise InvalidInput(
+                f"the model's upstream {url!r} is not on region {region}'s network_allow list in the fleet file"
+            )
 
 
 def _within(url: str, allowed: str) -> bool:

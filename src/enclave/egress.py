@@ -1,0 +1,365 @@
+"""Egress: a confined process reaches only the destinations its region's fleet entry lists.
+
+A region with ``backend.network = "allow"`` gives its jobs and replicas no network of their
+own (their network namespace holds only a loopback) but an HTTP proxy at
+``127.0.0.1:3128`` inside the sandbox, in ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY``.
+Behind it, outside the sandbox, a relay checks every request against the region's
+``network_allow`` list before it connects anywhere:
+
+    job ──TCP──▶ bridge (in the sandbox, the job's uid) ──Unix socket──▶ relay (outside) ──▶ destination
+
+* **relay** (``python -I egress.py relay --socket S --uid U --allow RULE... -- bwrap ...``):
+  started in place of bubblewrap; it binds the Unix socket the sandbox will see (for the job's
+  uid alone), leaves a process of its own behind to serve it, and becomes bubblewrap. That
+  process ends when bubblewrap does, so the executors keep treating the pid they started as
+  bubblewrap's (whose only child is the sandbox's init).
+* **bridge** (``python -I egress.py bridge -- COMMAND``): the first thing the sandbox runs,
+  as the job's uid: it listens on ``127.0.0.1:3128`` in the sandbox's own network namespace,
+  leaves a process behind that carries each connection to the Unix socket, and becomes the
+  job's wrapper. The bridge is no boundary: the job can reach the socket itself; the relay
+  decides.
+
+The relay speaks HTTP/1.1 proxy: ``CONNECT host:port`` (HTTPS, or any TCP protocol a client
+tunnels) and absolute-form plain HTTP requests (forwarded with ``Connection: close``).
+What is refused gets ``403`` and a line on the job's stderr naming the destination.
+
+**Rules** (``HOST:PORT``): a DNS name (``pypi.org:443``), a wildcard for names below a domain
+(``*.example.org:443``; not the domain itself), an address (``10.0.0.5:8000``,
+``[fd00::5]:443``) or a network (``10.1.0.0/16:8000``). A name a rule lists is resolved by the
+relay and connected to at an address it resolved to — never a loopback, link-local (cloud
+metadata), multicast or unspecified address, which only an address or network rule that
+contains it reaches; a name no rule lists is allowed where it resolves into a listed network
+(and connected to at that address). Clients that cannot use a proxy get no network at all:
+fail closed.
+
+Standard library only: the relay runs as root, so it is started as a file with ``python -I``
+(no ``PYTHON*`` variables, no user site, no current directory on the path), wherever the
+``enclave`` package lies on an engine's node.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import re
+import select
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+PROXY_PORT = 3128
+SOCKET_IN_SANDBOX = "/run/enclave/egress.sock"
+# What a confined process is told: every proxy variable clients read, upper and lower case.
+PROXY_URL = f"http://127.0.0.1:{PROXY_PORT}"
+PROXY_ENV = {
+    **{name: PROXY_URL for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")},
+    **{name: PROXY_URL for name in ("http_proxy", "https_proxy", "all_proxy")},
+    "NO_PROXY": "localhost,127.0.0.1,::1",
+    "no_proxy": "localhost,127.0.0.1,::1",
+}
+MAX_HEAD = 64 << 10  # a request head larger than this is refused
+CONNECT_TIMEOUT_S = 10.0
+CHUNK = 64 << 10
+_NAME = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One allowed destination: a name (``wildcard``: names below it), or a network."""
+
+    port: int
+    name: str | None = None
+    wildcard: bool = False
+    network: Network | None = None
+
+    def names(self, host: str) -> bool:
+        if self.name is None:
+            return False
+        return host.endswith("." + self.name) if self.wildcard else host == self.name
+
+
+def parse_rule(text: str) -> Rule:
+    """``HOST:PORT`` as the fleet file writes it; ValueError says what is wrong."""
+    host, sep, port_text = text.strip().rpartition(":")
+    if not sep or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"{text!r}: a network_allow entry is HOST:PORT with a port 1-65535")
+    port = int(port_text)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        return Rule(port, network=ipaddress.ip_network(host, strict=True))
+    except ValueError:
+        pass
+    name = host.lower().rstrip(".")
+    if ":" in name or "/" in name or not _NAME.match(name) or name.replace(".", "").isdigit():
+        raise ValueError(f"{text!r}: the host must be a DNS name, *.domain, an address or a network")
+    wildcard = name.startswith("*.")
+    return Rule(port, name=name[2:] if wildcard else name, wildcard=wildcard)
+
+
+def parse_rules(texts: list[str] | tuple[str, ...]) -> tuple[Rule, ...]:
+    return tuple(parse_rule(t) for t in texts)
+
+
+def literal(host: str) -> Address | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def special(address: Address) -> bool:
+    """Addresses a name never leads to: this machine, link-local (cloud metadata), multicast."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback or address.is_link_local or address.is_multicast or address.is_unspecified
+
+
+def permitted(rules: tuple[Rule, ...], host: str, port: int, resolved: list[Address]) -> list[Address]:
+    """The addresses among ``resolved`` (what ``host`` resolves to, or the literal address
+    itself) that the rules allow connecting to for ``host:port``; empty: refused."""
+    host = host.lower().rstrip(".")
+    by_name = literal(host) is None and any(r.port == port and r.names(host) for r in rules)
+    nets = [r.network for r in rules if r.network is not None and r.port == port]
+    out = []
+    for address in resolved:
+        if any(address in net for net in nets if net.version == address.version) or (
+            by_name and not special(address)
+        ):
+            out.append(address)
+    return out
+
+
+def lists(rules: tuple[Rule, ...], host: str, port: int) -> bool:
+    """Whether the rules name ``host:port`` outright (a name rule, or an address inside a
+    network rule), without resolving anything: what a deploy-time check can know."""
+    host = host.lower().rstrip(".")
+    address = literal(host)
+    if address is None:
+        return any(r.port == port and r.names(host) for r in rules)
+    return bool(permitted(rules, host, port, [address]))
+
+
+# -- the relay (outside the sandbox) --------------------------------------------------------
+
+
+def _resolve(host: str, port: int) -> list[Address]:
+    address = literal(host)
+    if address is not None:
+        return [address]
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return []
+    return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+
+
+def _read_head(conn: socket.socket) -> tuple[bytes, bytes] | None:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        piece = conn.recv(CHUNK)
+        if not piece or len(data) + len(piece) > MAX_HEAD + 4:
+            return None
+        data += piece
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return (head, rest) if len(head) <= MAX_HEAD else None
+
+
+def _target(method: str, uri: str) -> tuple[str, int, str] | None:
+    """(host, port, origin-form path) of a proxy request; None if it names no http target."""
+    if method == "CONNECT":
+        host, sep, port = uri.rpartition(":")
+        return (host.strip("[]"), int(port), "") if sep and port.isdigit() and 0 < int(port) < 65536 else None
+    if not uri.lower().startswith("http://"):
+        return None
+    authority, slash, path = uri[7:].partition("/")
+    authority = authority.rpartition("@")[2]  # never forward credentials in the URL's authority
+    if authority.startswith("["):
+        host, _, port = authority[1:].partition("]")
+        port = port.lstrip(":")
+    else:
+        host, _, port = authority.partition(":")
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        return None
+    return host, int(port or 80), slash + path
+
+
+def _answer(conn: socket.socket, status: str, why: str) -> None:
+    body = f"enclave egress: {why}\n".encode()
+    head = f"HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    with contextlib.suppress(OSError):
+        conn.sendall(head.encode() + body)
+
+
+def _forwarded(head: bytes, method: str, path: str, version: str) -> bytes:
+    """The request as the destination gets it: origin-form, no proxy headers, one request."""
+    lines = [f"{method} {path or '/'} {version}".encode()]
+    for line in head.split(b"\r\n")[1:]:
+        name = line.split(b":", 1)[0].strip().lower()
+        if name in (b"proxy-connection", b"proxy-authorization", b"connection", b"keep-alive"):
+            continue
+        lines.append(line)
+    lines.append(b"Connection: close")
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def _serve_relay(conn: socket.socket, rules: tuple[Rule, ...]) -> None:
+    with conn:
+        got = _read_head(conn)
+        if got is None:
+            return _answer(conn, "400 Bad Request", "not an HTTP proxy request")
+        head, rest = got
+        try:
+            method, uri, version = head.split(b"\r\n", 1)[0].decode("ascii").split(" ")
+        except (UnicodeDecodeError, ValueError):
+            return _answer(conn, "400 Bad Request", "not an HTTP proxy request")
+        target = _target(method, uri)
+        if target is None:
+            return _answer(
+                conn, "400 Bad Request", f"{method} {uri[:200]!r}: CONNECT host:port or http:// only"
+            )
+        host, port, path = target
+        addresses = permitted(rules, host, port, _resolve(host, port))
+        if not addresses:
+            why = f"{host[:200]}:{port} is not on the region's network_allow list"
+            print(
+                f"enclave egress: refused {method} {host[:200]}:{port} ({why})", file=sys.stderr, flush=True
+            )
+            return _answer(conn, "403 Forbidden", why)
+        upstream = _connect(addresses, port)
+        if upstream is None:
+            return _answer(conn, "502 Bad Gateway", f"{host[:200]}:{port} did not answer")
+        with upstream:
+            if method == "CONNECT":
+                conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            else:
+                upstream.sendall(_forwarded(head, method, path, version))
+            if rest:
+                upstream.sendall(rest)
+            splice(conn, upstream)
+
+
+def _connect(addresses: list[Address], port: int) -> socket.socket | None:
+    for address in addresses:
+        family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.settimeout(CONNECT_TIMEOUT_S)
+        try:
+            sock.connect((str(address), port))
+        except OSError:
+            sock.close()
+            continue
+        sock.settimeout(None)
+        return sock
+    return None
+
+
+def splice(a: socket.socket, b: socket.socket) -> None:
+    """Carry bytes both ways until both sides have finished sending."""
+    open_ = {a: b, b: a}
+    while open_:
+        ready, _, _ = select.select(list(open_), [], [])
+        for src in ready:
+            dst = open_[src]
+            try:
+                data = src.recv(CHUNK)
+            except OSError:
+                data = b""
+            if data:
+                try:
+                    dst.sendall(data)
+                    continue
+                except OSError:
+                    return
+            del open_[src]
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+
+def _daemon() -> bool:
+    """Fork a process that outlives this one's exec and is nobody's child here (True in it)."""
+    first = os.fork()
+    if first:
+        os.waitpid(first, 0)
+        return False
+    if os.fork():
+        os._exit(0)
+    return True
+
+
+def _serve_forever(
+    listener: socket.socket, handle: Callable[[socket.socket], None], until: int | None = None
+) -> None:
+    threading.stack_size(256 << 10)
+    watch = [listener] + ([until] if until is not None else [])
+    while True:
+        ready, _, _ = select.select(watch, [], [])
+        if until is not None and until in ready:
+            os._exit(0)  # bubblewrap, and so the job, has ended
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            continue
+        threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+
+def relay(path: str, uid: int, rules: tuple[Rule, ...], argv: list[str]) -> None:
+    folder, name = os.path.split(path)
+    here = os.open(".", os.O_RDONLY)
+    os.chdir(folder or ".")  # a short name to bind: Unix socket paths are limited to 107 bytes
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(name)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(name)
+    os.chown(name, uid, uid)
+    os.chmod(name, 0o600)
+    os.fchdir(here)
+    os.close(here)
+    listener.listen(64)
+    watched = os.pidfd_open(os.getpid())  # this process: bubblewrap once it execs
+    if _daemon():
+        _serve_forever(listener, lambda conn: _serve_relay(conn, rules), until=watched)
+    listener.close()
+    os.close(watched)
+    os.execvp(argv[0], argv)  # noqa: S606 -- becomes the command it was given, by design
+
+
+def bridge(argv: list[str]) -> None:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", PROXY_PORT))
+    listener.listen(64)
+
+    def carry(conn: socket.socket) -> None:
+        with conn, socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as up:
+            try:
+                up.connect(SOCKET_IN_SANDBOX)
+            except OSError:
+                return
+            splice(conn, up)
+
+    if _daemon():
+        _serve_forever(listener, carry)
+    listener.close()
+    os.execvp(argv[0], argv)  # noqa: S606 -- becomes the command it was given, by design
+
+
+def main(args: list[str]) -> None:
+    mode, args = args[0], args[1:]
+    split = args.index("--")
+    opts, argv = args[:split], args[split + 1 :]
+    if mode == "bridge":
+        return bridge(argv)
+    values: dict[str, list[str]] = {"--socket": [], "--uid": [], "--allow": []}
+    for key, value in zip(opts[::2], opts[1::2], strict=True):
+        values[key].append(value)
+    relay(values["--socket"][0], int(values["--uid"][0]), parse_rules(values["--allow"]), argv)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

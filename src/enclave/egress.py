@@ -3,21 +3,18 @@
 A region with ``backend.network = "allow"`` gives its jobs and replicas no network of their
 own (their network namespace holds only a loopback) but an HTTP proxy at
 ``127.0.0.1:3128`` inside the sandbox, in ``HTTP_PROXY``/``HTTPS_PROXY``/``ALL_PROXY``.
-Behind it, outside the sandbox, a relay checks every request against the region's
-``network_allow`` list before it connects anywhere:
+Behind that port is a relay outside the sandbox (root, in the host's network namespace, out of
+the job's sight and reach) that checks every request against the region's ``network_allow``
+list before it connects anywhere.
 
-    job ──TCP──▶ bridge (in the sandbox, the job's uid) ──Unix socket──▶ relay (outside) ──▶ destination
-
-* **relay** (``python -I egress.py relay --socket S --uid U --allow RULE... -- bwrap ...``):
-  started in place of bubblewrap; it binds the Unix socket the sandbox will see (for the job's
-  uid alone), leaves a process of its own behind to serve it, and becomes bubblewrap. That
-  process ends when bubblewrap does, so the executors keep treating the pid they started as
-  bubblewrap's (whose only child is the sandbox's init).
-* **bridge** (``python -I egress.py bridge -- COMMAND``): the first thing the sandbox runs,
-  as the job's uid: it listens on ``127.0.0.1:3128`` in the sandbox's own network namespace,
-  leaves a process behind that carries each connection to the Unix socket, and becomes the
-  job's wrapper. The bridge is no boundary: the job can reach the socket itself; the relay
-  decides.
+The relay (``python -I -S egress.py relay --allow RULE... -- bwrap ...``) is started in place
+of bubblewrap. It leaves a process of its own behind and becomes bubblewrap, with
+``--info-fd`` (bubblewrap reports the sandbox's init) and ``--block-fd`` (the sandbox waits).
+The process left behind enters the sandbox's network namespace just long enough to open a
+listening socket on the proxy port there, steps back into its own, lets the sandbox start and
+serves that socket until bubblewrap ends. So the executors keep treating the pid they started
+as bubblewrap's (whose only child is the sandbox's init), and the job's first connection
+always finds the port listening.
 
 The relay speaks HTTP/1.1 proxy: ``CONNECT host:port`` (HTTPS, or any TCP protocol a client
 tunnels) and absolute-form plain HTTP requests (forwarded with ``Connection: close``).
@@ -32,14 +29,13 @@ contains it reaches; a name no rule lists is allowed where it resolves into a li
 (and connected to at that address). Clients that cannot use a proxy get no network at all:
 fail closed.
 
-Standard library only: the relay runs as root, so it is started as a file with ``python -I``
-(no ``PYTHON*`` variables, no user site, no current directory on the path), wherever the
-``enclave`` package lies on an engine's node.
+Standard library only: the relay runs as root, so it is started as a file with
+``python -I -S`` (no ``PYTHON*`` variables, no site-packages, no current directory on the
+path), wherever the ``enclave`` package lies on an engine's node.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import os
 import re
@@ -47,11 +43,11 @@ import select
 import socket
 import sys
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 PROXY_PORT = 3128
-SOCKET_IN_SANDBOX = "/run/enclave/egress.sock"
+CLONE_NEWNET = 0x40000000
+CHILD_PID = re.compile(rb'"child-pid":\s*(\d+)')
 # What a confined process is told: every proxy variable clients read, upper and lower case.
 PROXY_URL = f"http://127.0.0.1:{PROXY_PORT}"
 PROXY_ENV = {
@@ -68,8 +64,7 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(NamedTuple):
     """One allowed destination: a name (``wildcard``: names below it), or a network."""
 
     port: int
@@ -192,8 +187,10 @@ def _target(method: str, uri: str) -> tuple[str, int, str] | None:
 def _answer(conn: socket.socket, status: str, why: str) -> None:
     body = f"enclave egress: {why}\n".encode()
     head = f"HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    with contextlib.suppress(OSError):
+    try:  # noqa: SIM105 - contextlib costs the relay's start 4 ms
         conn.sendall(head.encode() + body)
+    except OSError:
+        pass
 
 
 def _forwarded(head: bytes, method: str, path: str, version: str) -> bytes:
@@ -277,8 +274,10 @@ def splice(a: socket.socket, b: socket.socket) -> None:
                 except OSError:
                     return
             del open_[src]
-            with contextlib.suppress(OSError):
+            try:  # noqa: SIM105
                 dst.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
 
 
 def _daemon() -> bool:
@@ -292,73 +291,92 @@ def _daemon() -> bool:
     return True
 
 
-def _serve_forever(
-    listener: socket.socket, handle: Callable[[socket.socket], None], until: int | None = None
-) -> None:
+def _child_pid(info: int) -> int:
+    """The sandbox's init, as bubblewrap reports it on its info descriptor."""
+    data = b""
+    while (found := CHILD_PID.search(data)) is None:
+        piece = os.read(info, 4096)
+        if not piece:
+            raise OSError("bubblewrap ended before it reported its sandbox")
+        data += piece
+    return int(found.group(1))
+
+
+def _listen_in(pid: int) -> socket.socket:
+    """A listening socket on the proxy port in the network namespace of process ``pid``: made
+    by this thread from inside that namespace, then back in its own (where it connects out)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    own = os.open("/proc/self/ns/net", os.O_RDONLY)
+    theirs = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+    try:
+        if libc.setns(theirs, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "cannot enter the sandbox's network namespace")
+        try:
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            # Any address of that namespace: it has only its loopback (which bubblewrap may
+            # not have brought up yet).
+            listener.bind(("0.0.0.0", PROXY_PORT))  # noqa: S104
+            listener.listen(128)
+        finally:
+            if libc.setns(own, CLONE_NEWNET) != 0:
+                os._exit(1)  # never serve from the sandbox's side
+    finally:
+        os.close(own)
+        os.close(theirs)
+    return listener
+
+
+def _serve_forever(listener: socket.socket, rules: tuple[Rule, ...], until: int) -> None:
     threading.stack_size(256 << 10)
-    watch = [listener] + ([until] if until is not None else [])
     while True:
-        ready, _, _ = select.select(watch, [], [])
-        if until is not None and until in ready:
+        ready, _, _ = select.select([listener.fileno(), until], [], [])
+        if until in ready:
             os._exit(0)  # bubblewrap, and so the job, has ended
         try:
             conn, _ = listener.accept()
         except OSError:
             continue
-        threading.Thread(target=handle, args=(conn,), daemon=True).start()
+        threading.Thread(target=_serve_relay, args=(conn, rules), daemon=True).start()
 
 
-def relay(path: str, uid: int, rules: tuple[Rule, ...], argv: list[str]) -> None:
-    folder, name = os.path.split(path)
-    here = os.open(".", os.O_RDONLY)
-    os.chdir(folder or ".")  # a short name to bind: Unix socket paths are limited to 107 bytes
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(name)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(name)
-    os.chown(name, uid, uid)
-    os.chmod(name, 0o600)
-    os.fchdir(here)
-    os.close(here)
-    listener.listen(64)
+def relay(rules: tuple[Rule, ...], argv: list[str]) -> None:
+    """Become bubblewrap (``argv``), leaving behind the relay that serves the proxy port in
+    the sandbox's network namespace; the sandbox starts only once that port listens."""
+    info_r, info_w = os.pipe()  # bubblewrap reports its sandbox's init here
+    block_r, block_w = os.pipe()  # ... which waits until a byte arrives here
+    os.set_inheritable(info_w, True)
+    os.set_inheritable(block_r, True)
     watched = os.pidfd_open(os.getpid())  # this process: bubblewrap once it execs
     if _daemon():
-        _serve_forever(listener, lambda conn: _serve_relay(conn, rules), until=watched)
-    listener.close()
+        os.close(info_w)
+        os.close(block_r)
+        listener = None
+        try:
+            listener = _listen_in(_child_pid(info_r))
+        except OSError as exc:  # fail closed: the job runs, with no way out
+            print(f"enclave egress: no proxy for this job ({exc})", file=sys.stderr, flush=True)
+        os.close(info_r)
+        os.write(block_w, b"1")
+        os.close(block_w)
+        if listener is None:
+            os._exit(0)
+        _serve_forever(listener, rules, until=watched)
+    os.close(info_r)
+    os.close(block_w)
     os.close(watched)
-    os.execvp(argv[0], argv)  # noqa: S606 -- becomes the command it was given, by design
-
-
-def bridge(argv: list[str]) -> None:
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", PROXY_PORT))
-    listener.listen(64)
-
-    def carry(conn: socket.socket) -> None:
-        with conn, socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as up:
-            try:
-                up.connect(SOCKET_IN_SANDBOX)
-            except OSError:
-                return
-            splice(conn, up)
-
-    if _daemon():
-        _serve_forever(listener, carry)
-    listener.close()
-    os.execvp(argv[0], argv)  # noqa: S606 -- becomes the command it was given, by design
+    argv = [argv[0], "--info-fd", str(info_w), "--block-fd", str(block_r), *argv[1:]]
+    os.execvp(argv[0], argv)  # noqa: S606 -- becomes bubblewrap, by design
 
 
 def main(args: list[str]) -> None:
-    mode, args = args[0], args[1:]
+    """``relay --allow RULE ... -- bwrap ARGS...``"""
     split = args.index("--")
     opts, argv = args[:split], args[split + 1 :]
-    if mode == "bridge":
-        return bridge(argv)
-    values: dict[str, list[str]] = {"--socket": [], "--uid": [], "--allow": []}
-    for key, value in zip(opts[::2], opts[1::2], strict=True):
-        values[key].append(value)
-    relay(values["--socket"][0], int(values["--uid"][0]), parse_rules(values["--allow"]), argv)
+    if opts[:1] != ["relay"] or len(opts) % 2 != 1 or any(k != "--allow" for k in opts[1::2]):
+        raise SystemExit("usage: egress.py relay --allow HOST:PORT ... -- bwrap ARGS...")
+    relay(parse_rules(opts[2::2]), argv)
 
 
 if __name__ == "__main__":

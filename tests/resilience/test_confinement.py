@@ -362,3 +362,24 @@ def test_the_jobs_environment_never_reaches_the_root_run_launcher(tmp_path: Path
     # ... but nothing run as root ever did, on the host or in the sandbox.
     assert "0" not in loaded_by
     assert (share / "setpriv-log").read_text() == ""
+
+
+def test_a_job_inherits_no_descriptor_of_the_control_plane(tmp_path: Path) -> None:
+    """Whatever started the control plane may have left it inheritable descriptors (a shell's
+    or a service manager's pipes): a job gets stdin, stdout and stderr, nothing else."""
+    reader, writer = os.pipe()
+    os.dup2(writer, 200)  # inheritable, as one handed down from a parent would be
+    try:
+        ex = LocalExecutor(tmp_path / "sandboxes")
+        script = "import os; print(sorted(int(fd) for fd in os.listdir('/proc/self/fd')))"
+        handle = ex.start(_spec("fds", ["python3", "-c", script]))
+        deadline = time.monotonic() + 30
+        while (status := ex.poll(handle)).state is RunState.RUNNING:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert status.exit_code == 0, ex.log_paths(handle)["stderr"].read_text()
+        seen = json.loads(ex.log_paths(handle)["stdout"].read_text())
+        assert set(seen) <= {0, 1, 2, 3}  # 3: the listing's own descriptor
+    finally:
+        for fd in (reader, writer, 200):
+            os.close(fd)

@@ -120,9 +120,7 @@ class Confinement:
     gid: int | None = None  # its group: its own (the uid's) unless it shares a scratch space
     env_file: Path | None = None  # the job's environment (write_env), seen at ENV_FILE
     network: Network = "none"
-    # network "allow": the destinations (enclave.egress rules) and the relay's socket
-    egress: tuple[str, ...] = ()
-    egress_socket: Path | None = None
+    egress: tuple[str, ...] = ()  # network "allow": the destinations (enclave.egress rules)
 
 
 def job_uid(job_id: str) -> int:
@@ -221,19 +219,17 @@ def network_env(network: Network) -> dict[str, str]:
 
 def argv(c: Confinement, command: list[str]) -> list[str]:
     """The full command line: bubblewrap, then setpriv, then ``command`` as the job's uid —
-    with a list of destinations, the egress relay before bubblewrap and its bridge before
-    ``command`` (see :mod:`enclave.egress`)."""
+    with a list of destinations, the egress relay first, which becomes bubblewrap (see
+    :mod:`enclave.egress`)."""
     base, system, made_base, binds_base = _system(c.network)
     out = []
     if c.network == "allow":
-        if not c.egress or c.egress_socket is None:
-            raise InvalidInput("network 'allow' needs a list of destinations and a relay socket")
-        out += [sys.executable, "-I", EGRESS_SCRIPT, "relay", "--socket", str(c.egress_socket)]
-        out += ["--uid", str(c.uid)]
+        if not c.egress:
+            raise InvalidInput("network 'allow' needs a list of destinations")
+        out += [sys.executable, "-I", "-S", EGRESS_SCRIPT, "relay"]
         for rule in c.egress:
             out += ["--allow", rule]
         out += ["--"]
-        command = [sys.executable, "-I", EGRESS_SCRIPT, "bridge", "--", *command]
     out += base
     made, binds = set(made_base), list(binds_base)
     for hidden in c.hidden:
@@ -248,9 +244,6 @@ def argv(c: Confinement, command: list[str]) -> list[str]:
     if c.env_file is not None:
         out += _parents(Path(ENV_FILE), made, binds)
         out += ["--ro-bind", str(c.env_file), ENV_FILE]
-    if c.network == "allow":
-        out += _parents(Path(egress.SOCKET_IN_SANDBOX), made, binds)
-        out += ["--bind", str(c.egress_socket), egress.SOCKET_IN_SANDBOX]
     out += [
         "--",
         "setpriv",

@@ -102,6 +102,7 @@ class LocalExecutor:
             (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
             (os.POSIX_SPAWN_OPEN, 1, str(folder / "stdout"), flags, 0o600),
             (os.POSIX_SPAWN_OPEN, 2, str(folder / "stderr"), flags, 0o600),
+            *((os.POSIX_SPAWN_CLOSE, fd) for fd in _inherited()),
         ]
         jail = confine.Confinement(
             uid,
@@ -112,7 +113,6 @@ class LocalExecutor:
             env_file=env_file,
             network=self.network,
             egress=self.egress,
-            egress_socket=folder / "egress.sock",
         )
         argv = confine.argv(jail, confine.wrapped(workdir, spec.command))
         program = shutil.which(argv[0]) or argv[0]  # bubblewrap, or the egress relay that becomes it
@@ -191,6 +191,19 @@ class LocalExecutor:
         if os.access(self.root, os.W_OK | os.X_OK):
             return Health(True, "local processes, confined")
         return Health(False, f"sandbox root {self.root} is not writable")
+
+
+def _inherited() -> list[int]:
+    """Descriptors above stderr this process would hand down (inheritable ones it got from
+    whatever started it: a pipe of a shell or service manager): a job gets none of them."""
+    out = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2:
+            with contextlib.suppress(OSError):
+                if os.get_inheritable(fd):
+                    out.append(fd)
+    return out
 
 
 def _exit_code(record: bytes) -> int:

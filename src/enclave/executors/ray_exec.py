@@ -114,7 +114,7 @@ ENTRYPOINT = (
     'wait "$c"; rc=$?; while [ "$s" = 1 ]; do s=0; wait "$c"; rc=$?; done; '
     'if [ -n "$i" ]; then while kill -0 $i 2>/dev/null; do sleep 0.05; done; e="$d/.exit"; '
     'if [ -f "$e" ] && [ ! -h "$e" ]; then v=$(head -c 8 "$e"); case "$v" in ""|*[!0-9]*) ;; *) rc=$v;; esac; fi; fi; '
-    'cd / && rm -rf "$d" "$d.env" "$d.egress"; printf "\\n@%s exit %s\\n" "$n" "$rc"; exit "$rc" #{nonce}'
+    'cd / && rm -rf "$d" "$d.env"; printf "\\n@%s exit %s\\n" "$n" "$rc"; exit "$rc" #{nonce}'
 )
 
 # The gang driver (nodes > 1), run by the Ray cluster's own Python: a placement group of one
@@ -180,7 +180,7 @@ class Rank:
                                      stdin=subprocess.DEVNULL, start_new_session=True,
                                      preexec_fn=_die_with_parent)
         rc = self.proc.wait()
-        subprocess.run(["rm", "-rf", work, work + ".env", work + ".egress"], check=False)
+        subprocess.run(["rm", "-rf", work, work + ".env"], check=False)
         return 128 - rc if rc < 0 else rc
 
     def signal(self, sig):
@@ -306,7 +306,6 @@ class RayExecutor:
             env_file=env_file,
             network=self.network,
             egress=self.egress,
-            egress_socket=Path(f"{sandbox}.egress"),
         )
         confined = confine.argv(jail, confine.wrapped(sandbox, spec.command))
         body: dict[str, Any] = {

@@ -312,7 +312,6 @@ class SlurmExecutor:
             env_file=workdir / "env",
             network=self.network,
             egress=self.egress,
-            egress_socket=workdir / "egress.sock",
         )
         confined = confine.argv(jail, confine.wrapped(sandbox, spec.command))
         command = shlex.join(["sh", "-c", RELAY, "enclave-relay", *confined])

@@ -11,6 +11,10 @@ install it in a virtual environment of its own and point --litellm-bin at it:
     python -m venv /tmp/litellm-venv && /tmp/litellm-venv/bin/pip install 'litellm[proxy]'
     python benchmarks/bench_gateway.py --litellm-bin /tmp/litellm-venv/bin/litellm
 
+Added latency is measured two ways: closed loop at one connection (each call as soon as the
+last answered), and open loop at a fixed arrival rate, the same schedule for every target
+(``paced``), which keeps the replica's idle time between calls equal behind each target.
+
 The upstreams are deliberately cheap, so that what is measured is the hop, not the model:
 * chat/completions: the ``sklearn`` runtime serving a tiny LogisticRegression (two features);
 * embeddings: the ``sentence-embeddings`` runtime serving the builtin MiniLM (real compute,
@@ -457,6 +461,44 @@ def measure_rounds(
     return out
 
 
+PACED_RATE = {"chat/completions": 200.0, "embeddings": 40.0}  # calls/s: well below either's capacity
+
+
+def paced(targets: list[Target], route: str, rate: float, calls: int, rounds: int) -> dict[str, tuple]:
+    """Added latency at a fixed arrival rate (open loop, one connection): calls start on a
+    fixed schedule, the same for every target, so the replica sits idle between calls for
+    the same time behind each (a closed loop at concurrency 1 spaces the replica's calls by
+    the hop itself, and a model's own compute is slower after its core sat idle: see
+    pause_probe). Per target: (calls, median p50 of the rounds, median p99)."""
+    body = json.dumps(ROUTES[route]).encode()
+    lat: dict[str, list[list[float]]] = {t.name: [] for t in targets}
+    for r in range(rounds):
+        for target in targets[r % len(targets) :] + targets[: r % len(targets)]:
+            headers = {**target.headers, "content-type": "application/json"}
+            with httpx.Client(base_url=target.base, timeout=30, trust_env=False) as client:
+                for _ in range(20):  # warm
+                    client.post(f"/{route}", content=body, headers=headers).raise_for_status()
+                got = []
+                start = time.perf_counter()
+                for k in range(calls // rounds):
+                    wait = start + k / rate - time.perf_counter()
+                    if wait > 0:
+                        time.sleep(wait)
+                    t = time.perf_counter()
+                    client.post(f"/{route}", content=body, headers=headers).raise_for_status()
+                    got.append(time.perf_counter() - t)
+            lat[target.name].append(got)
+    return {
+        name: (
+            sum(len(x) for x in parts),
+            median([percentile(x, 50) * 1000 for x in parts]),
+            median([percentile(x, 99) * 1000 for x in parts]),
+        )
+        for name, parts in lat.items()
+        if parts
+    }
+
+
 def pause_probe(port: int, results: dict[tuple[str, str, str], Result], calls: int = 300) -> str:
     """The embedding replica alone, one call at a time: back to back, and with a pause between
     calls as long as the gateway's added p50. A model's own compute is slower after its core
@@ -528,6 +570,9 @@ def main() -> int:
     parser.add_argument(
         "--rounds", type=int, default=3, help="slices per target, taken in turn (see measure_rounds)"
     )
+    parser.add_argument(
+        "--paced-calls", type=int, default=600, help="calls per target at a fixed rate (open loop)"
+    )
     parser.add_argument("--skip-litellm", action="store_true")
     parser.add_argument("--litellm-bin", default=shutil.which("litellm") or "/tmp/litellm-venv/bin/litellm")
     parser.add_argument("--loadgen", choices=["auto", "wrk", "httpx"], default="auto")
@@ -554,6 +599,7 @@ def main() -> int:
     )
     tmp = Path(tempfile.mkdtemp(prefix="enclave-bench-gw-"))
     results: dict[tuple[str, str, str], Result] = {}
+    paced_results: dict[str, dict[str, tuple]] = {}
     notes: list[str] = []
     token = ""
     try:
@@ -601,6 +647,10 @@ def main() -> int:
                                 targets[route], route, conns, secs, args.rounds, loadgen, tmp, notes
                             ).items():
                                 results[(route, name, str(conns))] = res
+                    for route in routes:
+                        paced_results[route] = paced(
+                            targets[route], route, PACED_RATE[route], args.paced_calls, args.rounds
+                        )
                     if "embeddings" in routes:
                         notes.append(pause_probe(ports["emb"], results))
                     if args.profile:
@@ -663,6 +713,18 @@ def main() -> int:
         ],
         rows,
     )
+    rows = []
+    for route, by_target in paced_results.items():
+        base = by_target.get("direct")
+        for name, (n, p50, p99) in by_target.items():
+            added = f"{p50 - base[1]:+.2f} / {p99 - base[2]:+.2f}" if base and name != "direct" else "-"
+            rows.append([route, name, f"{PACED_RATE[route]:g}", n, f"{p50:.2f}", f"{p99:.2f}", added])
+    if rows:
+        print_table(
+            "Added latency at a fixed arrival rate (open loop, 1 connection, same schedule per target)",
+            ["route", "target", "calls/s", "calls", "p50 ms", "p99 ms", "added p50 / p99 ms"],
+            rows,
+        )
     for note in notes:
         print(f"Note: {note}")
     print(f"Load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

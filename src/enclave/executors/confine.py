@@ -106,6 +106,18 @@ while [ "$signalled" = 1 ]; do signalled=0; wait "$child"; rc=$?; done
 echo "$rc" > .exit.tmp && mv -f .exit.tmp .exit
 exit "$rc"
 """
+# Accelerator device nodes a job that asked for GPUs sees, where the node has them (NVIDIA's,
+# AMD's KFD and DRM render nodes). Which of them it may open is the engine's to enforce (Slurm's
+# gres with ConstrainDevices, CUDA_VISIBLE_DEVICES); the sandbox only stops hiding them.
+GPU_DEVICES = (
+    "/dev/nvidiactl",
+    "/dev/nvidia-uvm",
+    "/dev/nvidia-uvm-tools",
+    "/dev/nvidia-modeset",
+    *(f"/dev/nvidia{i}" for i in range(16)),
+    "/dev/kfd",
+    "/dev/dri",
+)
 EGRESS_SCRIPT = str(Path(egress.__file__).resolve())  # run as a file by the root-run relay
 Network = Literal["none", "allow", "host"]
 TOP_LEVEL = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
@@ -121,6 +133,7 @@ class Confinement:
     env_file: Path | None = None  # the job's environment (write_env), seen at ENV_FILE
     network: Network = "none"
     egress: tuple[str, ...] = ()  # network "allow": the destinations (enclave.egress rules)
+    gpus: bool = False  # the job asked for GPUs: the node's accelerator devices are visible
 
 
 def job_uid(job_id: str) -> int:
@@ -241,6 +254,9 @@ def argv(c: Confinement, command: list[str]) -> list[str]:
         out += _parents(mount.path, made, binds)
         out += ["--bind" if mount.writable else "--ro-bind", str(mount.path), str(mount.path)]
         binds.append(mount.path)
+    if c.gpus:
+        for device in GPU_DEVICES:  # bound where this node has them
+            out += ["--dev-bind-try", device, device]
     if c.env_file is not None:
         out += _parents(Path(ENV_FILE), made, binds)
         out += ["--ro-bind", str(c.env_file), ENV_FILE]

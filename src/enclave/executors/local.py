@@ -113,6 +113,7 @@ class LocalExecutor:
             env_file=env_file,
             network=self.network,
             egress=self.egress,
+            gpus=spec.gpus_per_node > 0,
         )
         argv = confine.argv(jail, confine.wrapped(workdir, spec.command))
         program = shutil.which(argv[0]) or argv[0]  # bubblewrap, or the egress relay that becomes it

@@ -306,6 +306,7 @@ class RayExecutor:
             env_file=env_file,
             network=self.network,
             egress=self.egress,
+            gpus=spec.gpus_per_node > 0,
         )
         confined = confine.argv(jail, confine.wrapped(sandbox, spec.command))
         body: dict[str, Any] = {

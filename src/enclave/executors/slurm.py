@@ -312,6 +312,7 @@ class SlurmExecutor:
             env_file=workdir / "env",
             network=self.network,
             egress=self.egress,
+            gpus=spec.gpus_per_node > 0,
         )
         confined = confine.argv(jail, confine.wrapped(sandbox, spec.command))
         command = shlex.join(["sh", "-c", RELAY, "enclave-relay", *confined])

@@ -387,8 +387,9 @@ def test_a_job_inherits_no_descriptor_of_the_control_plane(tmp_path: Path) -> No
 
 def test_a_gpu_job_sees_the_nodes_accelerators_and_no_other_job_does(tmp_path: Path) -> None:
     """The accelerator device nodes are shown only to jobs that asked for GPUs (absent ones are
-    skipped: the same command line serves every node of an engine). No GPU on this machine:
-    a character device stands in for one, bound the same way, to show the job really sees it."""
+    skipped: the same command line serves every node of an engine). A GPU job runs here, where
+    there is no GPU, and sees /dev/nvidia0 exactly where the machine has one (a GPU machine's
+    check: the device tool's script, not CI)."""
     from enclave.executors import confine
 
     asked = confine.argv(replace(confine.Confinement(1, tmp_path / "sb"), gpus=True), ["true"])
@@ -397,13 +398,11 @@ def test_a_gpu_job_sees_the_nodes_accelerators_and_no_other_job_does(tmp_path: P
         assert ["--dev-bind-try", device, device] == asked[asked.index(device) - 1 : asked.index(device) + 2]
         assert device not in plain
     ex = LocalExecutor(tmp_path / "sandboxes")
-    check = (
-        "import os, stat; print(stat.S_ISCHR(os.stat('/dev/full').st_mode), os.path.exists('/dev/nvidia0'))"
-    )
+    check = "import os; print(os.path.exists('/dev/nvidia0'))"
     handle = ex.start(replace(_spec("gpu", ["python3", "-c", check]), gpus_per_node=1))
     deadline = time.monotonic() + 30
     while (status := ex.poll(handle)).state is RunState.RUNNING:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert status.exit_code == 0, ex.log_paths(handle)["stderr"].read_text()
-    assert ex.log_paths(handle)["stdout"].read_text().split() == ["True", str(Path("/dev/nvidia0").exists())]
+    assert ex.log_paths(handle)["stdout"].read_text().split() == [str(Path("/dev/nvidia0").exists())]

@@ -36,6 +36,7 @@ path), wherever the ``enclave`` package lies on an engine's node.
 
 from __future__ import annotations
 
+import encodings.idna  # noqa: F401 - loaded while root: the relay serves as a uid that may not read the installation
 import ipaddress
 import os
 import re
@@ -221,9 +222,16 @@ def _serve_relay(conn: socket.socket, rules: tuple[Rule, ...]) -> None:
                 conn, "400 Bad Request", f"{method} {uri[:200]!r}: CONNECT host:port or http:// only"
             )
         host, port, path = target
-        addresses = permitted(rules, host, port, _resolve(host, port))
+        resolved = _resolve(host, port)
+        addresses = permitted(rules, host, port, resolved)
         if not addresses:
-            why = f"{host[:200]}:{port} is not on the region's network_allow list"
+            where = f"{host[:200]}:{port}"
+            if not lists(rules, host, port):
+                why = f"{where} is not on the region's network_allow list"
+            elif not resolved:
+                why = f"{where} does not resolve"
+            else:  # a listed name that leads to loopback, link-local or multicast only
+                why = f"{where} resolves only to addresses a name may not lead to (list the address itself)"
             print(
                 f"enclave egress: refused {method} {host[:200]}:{port} ({why})", file=sys.stderr, flush=True
             )
@@ -338,12 +346,24 @@ def _serve_forever(listener: socket.socket, rules: tuple[Rule, ...], until: int)
             conn, _ = listener.accept()
         except OSError:
             continue
-        threading.Thread(target=_serve_relay, args=(conn, rules), daemon=True).start()
+        threading.Thread(target=_serve_one, args=(conn, rules), daemon=True).start()
 
 
-def relay(rules: tuple[Rule, ...], argv: list[str]) -> None:
+def _serve_one(conn: socket.socket, rules: tuple[Rule, ...]) -> None:
+    """One connection; an unexpected failure is one line on the job's stderr, not a trace."""
+    try:
+        _serve_relay(conn, rules)
+    except Exception as exc:
+        print(f"enclave egress: request failed ({type(exc).__name__})", file=sys.stderr, flush=True)
+        _answer(conn, "502 Bad Gateway", "the relay could not serve this request")
+        conn.close()
+
+
+def relay(rules: tuple[Rule, ...], uid: int, argv: list[str]) -> None:
     """Become bubblewrap (``argv``), leaving behind the relay that serves the proxy port in
-    the sandbox's network namespace; the sandbox starts only once that port listens."""
+    the sandbox's network namespace; the sandbox starts only once that port listens. The relay
+    parses what the job sends: once its socket is made it gives up root for ``uid`` (the
+    job's own, whose processes cannot see it from their PID namespace)."""
     info_r, info_w = os.pipe()  # bubblewrap reports its sandbox's init here
     block_r, block_w = os.pipe()  # ... which waits until a byte arrives here
     os.set_inheritable(info_w, True)
@@ -362,6 +382,9 @@ def relay(rules: tuple[Rule, ...], argv: list[str]) -> None:
         os.close(block_w)
         if listener is None:
             os._exit(0)
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)  # every capability goes with root
         _serve_forever(listener, rules, until=watched)
     os.close(info_r)
     os.close(block_w)
@@ -371,12 +394,22 @@ def relay(rules: tuple[Rule, ...], argv: list[str]) -> None:
 
 
 def main(args: list[str]) -> None:
-    """``relay --allow RULE ... -- bwrap ARGS...``"""
-    split = args.index("--")
+    """``relay --uid UID --allow RULE ... -- bwrap ARGS...``"""
+    split = args.index("--") if "--" in args else len(args)
     opts, argv = args[:split], args[split + 1 :]
-    if opts[:1] != ["relay"] or len(opts) % 2 != 1 or any(k != "--allow" for k in opts[1::2]):
-        raise SystemExit("usage: egress.py relay --allow HOST:PORT ... -- bwrap ARGS...")
-    relay(parse_rules(opts[2::2]), argv)
+    pairs = list(zip(opts[1::2], opts[2::2], strict=False))
+    uids = [v for k, v in pairs if k == "--uid"]
+    if (
+        opts[:1] != ["relay"]
+        or len(opts) % 2 != 1
+        or any(k not in ("--uid", "--allow") for k, _ in pairs)
+        or len(uids) != 1
+        or not uids[0].isdigit()
+        or int(uids[0]) == 0
+        or not argv
+    ):
+        raise SystemExit("usage: egress.py relay --uid UID --allow HOST:PORT ... -- bwrap ARGS...")
+    relay(parse_rules([v for k, v in pairs if k == "--allow"]), int(uids[0]), argv)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from enclave.executors.base import NOT_ENDED, ExecSpec, Status
-from enclave.executors.confine import EGRESS_SCRIPT
+from enclave.executors.confine import EGRESS_SCRIPT, job_uid
 from enclave.executors.local import LocalExecutor
 from enclave.executors.slurm import SlurmExecutor
 from enclave.fleet import LocalBackend
@@ -127,6 +127,16 @@ def _relays(sandbox: str) -> list[int]:
     return found
 
 
+def _uid(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Uid:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 def _wait(ex: Any, handle: dict[str, Any], timeout_s: float = 60) -> Status:
     deadline = time.monotonic() + timeout_s
     while (status := ex.poll(handle)).state in NOT_ENDED:
@@ -209,9 +219,12 @@ def test_the_relay_goes_with_a_killed_job(tmp_path: Path, servers: tuple[int, in
         tmp_path / "sandboxes", LocalBackend(network="allow", network_allow=[f"{_host_ip()}:{listed}"])
     )
     handle = ex.start(replace(_spec("egress-kill", ["sleep", "300"]), walltime_s=600))
+    # The relay parses what the job sends: it serves as the job's uid, not as root.
     deadline = time.monotonic() + 10
-    while not _relays(handle["dir"]):
-        assert time.monotonic() < deadline, "no relay started"
+    while not (relays := _relays(handle["dir"])) or any(
+        _uid(pid) != job_uid("egress-kill") for pid in relays
+    ):
+        assert time.monotonic() < deadline, f"no relay serving as the job's uid: {[_uid(p) for p in relays]}"
         time.sleep(0.05)
     ex.kill(handle)
     _wait(ex, handle)

@@ -239,7 +239,7 @@ def argv(c: Confinement, command: list[str]) -> list[str]:
     if c.network == "allow":
         if not c.egress:
             raise InvalidInput("network 'allow' needs a list of destinations")
-        out += [sys.executable, "-I", "-S", EGRESS_SCRIPT, "relay"]
+        out += [sys.executable, "-I", "-S", EGRESS_SCRIPT, "relay", "--uid", str(c.uid)]
         for rule in c.egress:
             out += ["--allow", rule]
         out += ["--"]

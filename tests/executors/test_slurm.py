@@ -80,12 +80,44 @@ def wait_done(ex: SlurmExecutor, handle: dict[str, Any], timeout_s: float = 30.0
     raise AssertionError(f"Slurm job {handle['slurm_id']} did not end in time")
 
 
+# Slurm's final job states (squeue -t all shows them for MinJobAge). Any other state —
+# COMPLETING above all, which a job passes through after Enclave has already seen it end —
+# is transient: a test that asserts how a job ended waits for one of these first.
+SLURM_FINAL = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "PREEMPTED",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "OUT_OF_MEMORY",
+}
+
+
+def settled(read: Callable[[], str], timeout_s: float = 30.0) -> str:
+    """``read()`` once its first word is a final Slurm state (or its last answer at the
+    deadline, which the caller's assertion then reports)."""
+    deadline = time.monotonic() + timeout_s
+    out = read()
+    while (out.split() or [""])[0] not in SLURM_FINAL and time.monotonic() < deadline:
+        time.sleep(0.1)
+        out = read()
+    return out
+
+
 def squeue(slurm_id: str) -> str:
-    """State and reason as Slurm itself reports them."""
+    """State and reason as Slurm itself reports them, now (may be a transient state)."""
     out = subprocess.run(
         ["squeue", "-h", "-t", "all", "-j", slurm_id, "-o", "%T %r %P %j"], capture_output=True, text=True
     )
     return out.stdout.strip()
+
+
+def squeue_final(slurm_id: str) -> str:
+    """:func:`squeue` once Slurm has finished with the job."""
+    return settled(lambda: squeue(slurm_id))
 
 
 @pytest.fixture
@@ -127,7 +159,7 @@ def test_submission_output_sandbox_and_slurm_view(ex: SlurmExecutor) -> None:
         assert (workdir / name).stat().st_mode & 0o777 == 0o600
     assert (workdir / "work" / "f.txt").stat().st_mode & 0o007 == 0  # written confined, in its sandbox
     assert (workdir / "work" / "f.txt").stat().st_uid != os.getuid()
-    assert squeue(handle["slurm_id"]) == "COMPLETED None debug enclave-job-out"
+    assert squeue_final(handle["slurm_id"]) == "COMPLETED None debug enclave-job-out"
     ex.cleanup(handle)
     assert not workdir.exists()
 
@@ -190,7 +222,7 @@ def test_walltime_style_cancel_then_kill(ex: SlurmExecutor) -> None:
     ex.kill(handle)
     status = wait_done(ex, handle, timeout_s=10)
     assert (status.exit_code, status.signal) == (137, 9)
-    assert squeue(handle["slurm_id"]).split()[0] == "FAILED"  # Slurm: ExitCode 0:9
+    assert squeue_final(handle["slurm_id"]).split()[0] == "FAILED"  # Slurm: ExitCode 0:9
 
 
 def test_kill_is_immediate_and_frees_the_node(ex: SlurmExecutor) -> None:
@@ -221,7 +253,7 @@ def test_gang_job_wider_than_the_cluster_stays_pending(ex: SlurmExecutor) -> Non
     ex.cancel(handle, grace_s=1)  # a pending job has nothing to signal: it is cancelled outright
     status = wait_done(ex, handle, timeout_s=10)
     assert status.state is RunState.EXITED and status.exit_code == 143
-    assert squeue(handle["slurm_id"]).split()[0] == "CANCELLED"
+    assert squeue_final(handle["slurm_id"]).split()[0] == "CANCELLED"
 
 
 def test_sbatch_refusal_is_a_clear_error(ex: SlurmExecutor, tmp_path: Path) -> None:
@@ -432,6 +464,11 @@ def slurm_job(name: str) -> str:
     return out.stdout.strip()
 
 
+def slurm_job_final(name: str) -> str:
+    """:func:`slurm_job` once Slurm has finished with the job."""
+    return settled(lambda: slurm_job(name))
+
+
 def _in_sandbox(server: Server, job: str, name: str) -> Callable[[], bool]:
     """Whether the confined job left ``name`` in its sandbox (all it can write)."""
     return lambda: any((server.home / "sandboxes").glob(f"*/{job}/work/{name}"))
@@ -446,14 +483,14 @@ def test_end_to_end_secret_job_runs_on_slurm(secret_api: tuple[Server, httpx.Cli
 
     done = wait_state(client, ok, TERMINAL)
     assert (done["state"], done["exit_code"], done["region"]) == ("completed", 0, "secret-west")
-    assert slurm_job(f"enclave-{ok}") == "COMPLETED debug"  # Slurm itself ran it
+    assert slurm_job_final(f"enclave-{ok}") == "COMPLETED debug"  # Slurm itself ran it
     assert client.get(f"/v1/jobs/{ok}/logs").text == "hello from debug\n"
     assert client.get(f"/v1/jobs/{ok}/logs", params={"stream": "stderr"}).text == "warn\n"
 
     failed = wait_state(client, bad, TERMINAL)
     assert (failed["state"], failed["exit_code"], failed["reason"]) == ("failed", 4, "exit code 4")
     assert client.get(f"/v1/jobs/{bad}/logs").text == "failing\n"
-    assert slurm_job(f"enclave-{bad}") == "FAILED debug"
+    assert slurm_job_final(f"enclave-{bad}") == "FAILED debug"
 
     wait_for(ready)
     assert wait_state(client, long, {"running"})["state"] == "running"
@@ -461,7 +498,7 @@ def test_end_to_end_secret_job_runs_on_slurm(secret_api: tuple[Server, httpx.Cli
     assert client.post(f"/v1/jobs/{long}/cancel").status_code == 200
     cancelled = wait_state(client, long, TERMINAL, timeout_s=30)
     assert cancelled["state"] == "cancelled" and cancelled["exit_code"] == 143
-    assert slurm_job(f"enclave-{long}").split()[0] in {"FAILED", "CANCELLED", "COMPLETED"}
+    assert slurm_job_final(f"enclave-{long}").split()[0] in {"FAILED", "CANCELLED", "COMPLETED"}
 
     # The control plane dies (SIGKILL) while a job runs on Slurm; restarted, it adopts the job.
     survivor = submit(client, "survivor", ["sh", "-c", "touch begun; sleep 3; echo survived"])
@@ -472,7 +509,7 @@ def test_end_to_end_secret_job_runs_on_slurm(secret_api: tuple[Server, httpx.Cli
     finished = wait_state(client, survivor, TERMINAL)
     assert (finished["state"], finished["exit_code"]) == ("completed", 0)
     assert client.get(f"/v1/jobs/{survivor}/logs").text == "survived\n"
-    assert slurm_job(f"enclave-{survivor}") == "COMPLETED debug"
+    assert slurm_job_final(f"enclave-{survivor}") == "COMPLETED debug"
 
 
 def test_a_region_worker_runs_the_regions_jobs_on_slurm(
@@ -499,13 +536,13 @@ def test_a_region_worker_runs_the_regions_jobs_on_slurm(
             bad = submit(client, "via-worker-bad", ["sh", "-c", "exit 5"])
             done = wait_state(client, ok, TERMINAL)
             assert (done["state"], done["exit_code"], done["region"]) == ("completed", 0, "secret-west")
-            assert slurm_job(f"enclave-{ok}") == "COMPLETED debug"
+            assert slurm_job_final(f"enclave-{ok}") == "COMPLETED debug"
             out = client.get(f"/v1/jobs/{ok}/logs").text
             assert out.startswith(f"on debug in {tmp_path / 'edge' / 'worker-sandboxes'}"), out
             assert out.rstrip().endswith(f"{ok}/work"), out  # in its sandbox, confined
             failed = wait_state(client, bad, TERMINAL)
             assert (failed["state"], failed["exit_code"]) == ("failed", 5)
-            assert slurm_job(f"enclave-{bad}") == "FAILED debug"
+            assert slurm_job_final(f"enclave-{bad}") == "FAILED debug"
     finally:
         worker.terminate()
         worker.wait(timeout=30)

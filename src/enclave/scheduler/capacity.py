@@ -146,6 +146,9 @@ class ClusterState:
         self._candidates: dict[str, list[tuple[RegionState, PoolState]]] = {}
         self._options: dict[str, tuple[Option, ...]] = {}
         self.reservation_cache: tuple[object, Any] | None = None  # owned by the scheduler core
+        # Regions whose back end cannot take work now, as the driver last said (set_unavailable):
+        # no job is placed, reserved or preempted for there. Jobs already running there stay.
+        self.unavailable: frozenset[str] = frozenset()
 
     @classmethod
     def from_fleet(cls, fleet: Fleet, power_cap_scale: float = 1.0) -> ClusterState:
@@ -168,6 +171,21 @@ class ClusterState:
             )
         return cls(regions)
 
+    def set_unavailable(self, regions: Iterable[str]) -> bool:
+        """Say which regions cannot take new work now (health is the driver's to find out: the
+        core does no I/O). Returns whether that changed; a change drops what was cached per shape."""
+        down = frozenset(regions)
+        if down == self.unavailable:
+            return False
+        unknown = down - self._by_name.keys()
+        if unknown:
+            raise KeyError(f"no such regions: {sorted(unknown)}")
+        self.unavailable = down
+        self._candidates.clear()
+        self._options.clear()
+        self.version += 1
+        return True
+
     def ends_of(self, region: str) -> SortedList:
         """(estimated end, job id) of the jobs running in the region, in that order."""
         ends, new = self._ends[region], self._new_ends[region]
@@ -186,8 +204,9 @@ class ClusterState:
     def candidates(self, job: Job) -> list[tuple[RegionState, PoolState]]:
         """Where a job of this shape may ever run, lowest sufficient accreditation first.
 
-        Accredited regions (the job's own, if it named one) and pools that could ever hold
-        it; the fleet does not change, so the answer is cached per shape. Preferring the
+        Accredited regions (the job's own, if it named one) that are available now, and pools
+        that could ever hold it; the answer is cached per shape until the fleet's availability
+        changes (set_unavailable). Preferring the
         lowest accreditation keeps higher regions free for work only they may run.
         """
         cached = self._candidates.get(job.shape)
@@ -220,6 +239,10 @@ class ClusterState:
         return got
 
     def _candidates_uncached(self, job: Job) -> list[tuple[RegionState, PoolState]]:
+        return [(r, p) for r, p in self._placeable(job) if r.name not in self.unavailable]
+
+    def _placeable(self, job: Job) -> list[tuple[RegionState, PoolState]]:
+        """Where the job could ever run, available now or not."""
         out: list[tuple[RegionState, PoolState]] = []
         for r in self.regions:
             if job.region is not None and r.name != job.region:
@@ -228,6 +251,10 @@ class ClusterState:
                 continue
             out.extend((r, p) for p in r.pools if p.can_ever_hold(job))
         return out
+
+    def only_unavailable(self, job: Job) -> bool:
+        """The job has no candidate now, but would have one if every region were available."""
+        return bool(self.unavailable) and bool(self._placeable(job)) and not self.candidates(job)
 
     def accredited(self, job: Job) -> bool:
         return any(

@@ -11,6 +11,10 @@ does not fit:
 * An URGENT job that does not fit asks for lower-QOS jobs to be preempted (requeued after a
   grace signal) and holds the reservation while they stop.
 
+Regions the driver has marked unavailable (``state.set_unavailable``: an unhealthy back end,
+a region worker not connected) are no candidates: nothing is placed, reserved or preempted
+there, and a job that only they could run waits with REGION_UNAVAILABLE.
+
 The pass applies its starts to ``state`` (which the driver owns) and returns them together
 with a reason for every job left pending. It is deterministic: ties break on submission
 order, candidates are tried in a fixed order.
@@ -169,6 +173,8 @@ def _schedule(
 
 
 def _no_candidates(state: ClusterState, job: Job) -> Reason:
+    if state.only_unavailable(job):
+        return Reason.REGION_UNAVAILABLE
     return Reason.UNSATISFIABLE if state.accredited(job) else Reason.NO_ACCREDITED_REGION
 
 

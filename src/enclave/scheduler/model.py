@@ -31,6 +31,9 @@ class Reason(StrEnum):
     PREEMPTING = "preempting"  # lower-QOS jobs are being preempted to make room
     RESERVED = "reserved"  # head of the queue: resources reserved for it (EASY)
     DEFERRED = "deferred"  # held back by the policy (a deferrable job waiting for low-carbon power)
+    # Only regions whose back end cannot take work now (unhealthy, or no region worker
+    # connected) could ever hold it: it waits for one of them to come back.
+    REGION_UNAVAILABLE = "region_unavailable"
 
 
 @dataclass(frozen=True, slots=True)

@@ -148,7 +148,9 @@ class CarbonAwareEASY:
     name: str = "carbon-aware"
     backfill: bool = True
     _costs: StartCosts = field(init=False, repr=False)
-    _regions: dict[str, tuple[tuple[str, float], ...]] = field(default_factory=dict, init=False, repr=False)
+    _regions: dict[tuple[str, frozenset[str]], tuple[tuple[str, float], ...]] = field(
+        default_factory=dict, init=False, repr=False
+    )
     _pinned: dict[tuple[str, str], Job] = field(default_factory=dict, init=False, repr=False)
     _held: dict[str, float] = field(default_factory=dict, init=False, repr=False)  # id -> held until
     _next_s: float | None = field(default=None, init=False, repr=False)
@@ -219,15 +221,17 @@ class CarbonAwareEASY:
         return self._next_s
 
     def _candidate_regions(self, job: Job, state: ClusterState) -> tuple[tuple[str, float], ...]:
-        """The job's candidate regions that have a curve, with their PUE (cached per shape)."""
-        got = self._regions.get(job.shape)
+        """The job's candidate regions that have a curve, with their PUE (cached per shape and
+        set of unavailable regions: a region that is down is no candidate)."""
+        key = (job.shape, state.unavailable)
+        got = self._regions.get(key)
         if got is None:
             seen: dict[str, float] = {}
             for region, _pool in state.candidates(job):
                 if region.name in self._costs.curves:
                     seen.setdefault(region.name, region.pue)
             got = tuple(seen.items())
-            self._regions[job.shape] = got
+            self._regions[key] = got
         return got
 
 

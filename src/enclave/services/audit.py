@@ -6,13 +6,14 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.orm import Session
 
 from enclave.audit.chain import Checkpoint, parse_public_key
 from enclave.audit.events import AuditEvent
 from enclave.audit.sink import SinkError, read_sink, to_check
 from enclave.errors import InvalidInput
-from enclave.policy import Action, Resource, decide
+from enclave.policy import Action, Resource, Subject, decide
 from enclave.services.context import Context
 from enclave.services.unit import Actor, entry_for, unit
 from enclave.store.models import AuditRecord
@@ -43,32 +44,79 @@ def list_records(
     ctx: Context, actor: Actor, after_seq: int = 0, limit: int = 100, event: str | None = None
 ) -> list[dict[str, Any]]:
     """Records whose object label the session dominates, oldest first, after ``after_seq``."""
+    return list(page_records(ctx, actor, after_seq, limit, event)["items"])
+
+
+ORDERS = ("asc", "desc")
+
+
+def page_records(
+    ctx: Context,
+    actor: Actor,
+    after_seq: int = 0,
+    limit: int = 100,
+    event: str | None = None,
+    *,
+    before_seq: int | None = None,
+    order: str = "asc",
+    with_total: bool = False,
+) -> dict[str, Any]:
+    """One page of the records the session may read, between ``after_seq`` and
+    ``before_seq`` (exclusive), oldest (``asc``) or newest (``desc``) first.
+
+    ``next_after`` (asc) or ``next_before`` (desc) is the ``after``/``before`` that asks for
+    the next page, null on the last. ``total`` (asked for: it counts the whole log) is the
+    number of readable records the event filter matches, wherever the page stands."""
     if not 1 <= limit <= MAX_LIST:
         raise InvalidInput(f"limit must be between 1 and {MAX_LIST}")
     if event is not None and event not in {e.value for e in AuditEvent}:
         raise InvalidInput(f"unknown audit event {event!r}")
+    if order not in ORDERS:
+        raise InvalidInput(f"order must be one of {', '.join(ORDERS)}")
     s = actor.subject
     ctx.denials.flush()  # denials recorded off the request path are read as written
     with unit(ctx) as u:
         u.require(actor, Action.READ_AUDIT, AUDIT)
-        query = (
-            select(AuditRecord)
-            .where(AuditRecord.seq > after_seq, AuditRecord.label_rank <= s.session.rank)
-            .order_by(AuditRecord.seq)
-        )
+        scope = [AuditRecord.label_rank <= s.session.rank]
         if event is not None:
-            query = query.where(AuditRecord.event == event)
+            scope.append(AuditRecord.event == event)
+        total = _total(ctx, u.session, s, scope) if with_total else None
+        query = select(AuditRecord).where(*scope, AuditRecord.seq > after_seq)
+        if before_seq is not None:
+            query = query.where(AuditRecord.seq < before_seq)
+        query = query.order_by(AuditRecord.seq.desc() if order == "desc" else AuditRecord.seq)
         out: list[dict[str, Any]] = []
+        more = False
         # Streamed (a server-side cursor on PostgreSQL): closed explicitly, since the loop
-        # stops early once ``limit`` records are found.
+        # stops early once a record past ``limit`` is found.
         with u.session.execute(query.execution_options(yield_per=500)) as result:
             for rec in result.scalars():
-                label = ctx.scheme.parse(rec.object_label) if rec.object_label else None
-                if decide(s, Action.READ_AUDIT, Resource(kind="audit", label=label)).allowed:
-                    out.append(_view(rec))
+                if _readable(ctx, s, rec.object_label):
                     if len(out) >= limit:
+                        more = True
                         break
-        return out
+                    out.append(_view(rec))
+    last = out[-1]["seq"] if out and more else None
+    return {
+        "items": out,
+        "count": len(out),
+        "total": total,
+        "next_after": last if order == "asc" else None,
+        "next_before": last if order == "desc" else None,
+    }
+
+
+def _readable(ctx: Context, s: Subject, object_label: str | None) -> bool:
+    label = ctx.scheme.parse(object_label) if object_label else None
+    return decide(s, Action.READ_AUDIT, Resource(kind="audit", label=label)).allowed
+
+
+def _total(ctx: Context, session: Session, s: Subject, scope: list[ColumnElement[bool]]) -> int:
+    """Readable records in ``scope``: counted per object label, each label checked once."""
+    counts = session.execute(
+        select(AuditRecord.object_label, func.count()).where(*scope).group_by(AuditRecord.object_label)
+    ).all()
+    return sum(n for label, n in counts if _readable(ctx, s, label))
 
 
 def public_key(ctx: Context, actor: Actor) -> dict[str, Any]:

@@ -344,6 +344,9 @@ _UNSET: dict[str, Any] = dict.fromkeys(
 
 
 def visible_job(u: Unit, actor: Actor, job_id: str, action: Action = Action.READ) -> Job:
+    """The job ``job_id`` names (a full id, or a short prefix of one the session may read)."""
+    if len(job_id) < ID_LEN:
+        job_id = one_named(u, actor, job_id, arrays=False).id
     row = u.session.execute(
         select(Job, Agency.name).join(Agency, Job.agency_id == Agency.id).where(Job.id == job_id)
     ).first()
@@ -352,6 +355,70 @@ def visible_job(u: Unit, actor: Actor, job_id: str, action: Action = Action.READ
     job, agency = row
     u.require(actor, action, resource_of(u.ctx, job, agency), job_id)
     return job
+
+
+ID_LEN = 36  # a full id (a UUID); anything shorter is read as a prefix
+_PREFIX = re.compile(r"[0-9a-f-]{4,36}")  # no LIKE wildcard can get through
+MAX_CANDIDATES_SHOWN = 10
+
+
+@dataclass(frozen=True, order=True)
+class Named:
+    """A job or an array (``kind``) whose id starts with a prefix the session gave."""
+
+    kind: str  # "job" or "array"
+    id: str
+    name: str
+
+
+def named_by(u: Unit, actor: Actor, prefix: str, *, arrays: bool = True) -> list[Named]:
+    """The jobs (and arrays) whose id starts with ``prefix``, among those the session may read.
+
+    Only readable objects are ever looked at — the session's own agency, labels it dominates
+    (compartments checked by the policy gate) — so a job above the session or of another
+    agency never turns a prefix ambiguous, and never shows in the candidates. A prefix that
+    is not one (under 4 characters, or not ``[0-9a-f-]``) names nothing."""
+    ref = prefix.lower()
+    if not _PREFIX.fullmatch(ref):
+        return []
+    scope = (Job.agency_id == actor.agency_id, Job.label_rank <= actor.subject.session.rank)
+    rows = [
+        ("job", id_, name, label)
+        for id_, name, label in u.session.execute(
+            select(Job.id, Job.name, Job.label).where(*scope, Job.id.like(ref + "%"))
+        )
+    ]
+    if arrays:
+        rows += [
+            ("array", id_, name.rsplit("[", 1)[0], label)
+            for id_, name, label in u.session.execute(
+                select(Job.array_id, func.min(Job.name), Job.label)
+                .where(*scope, Job.array_id.like(ref + "%"))
+                .group_by(Job.array_id, Job.label)
+            )
+        ]
+    readable: dict[str, bool] = {}
+    for *_, label in rows:
+        if label not in readable:
+            res = Resource(kind="job", label=u.ctx.scheme.parse(label), agency=actor.subject.agency)
+            readable[label] = decide(actor.subject, Action.READ, res).allowed
+    return sorted({Named(kind, id_, name) for kind, id_, name, label in rows if readable[label]})
+
+
+def one_named(u: Unit, actor: Actor, prefix: str, *, arrays: bool = True) -> Named:
+    """The one job (or array) ``prefix`` names, among those the session may read."""
+    return pick_one(named_by(u, actor, prefix, arrays=arrays), prefix)
+
+
+def pick_one(found: list[Named], prefix: str, what: str = "job") -> Named:
+    """NotFound for none; for several, InvalidInput listing them (all readable by the session)."""
+    if not found:
+        raise NotFound(f"{what} {prefix} not found")
+    if len(found) > 1:
+        shown = ", ".join(f"{n.kind} {n.id} ({n.name})" for n in found[:MAX_CANDIDATES_SHOWN])
+        more = f" and {len(found) - MAX_CANDIDATES_SHOWN} more" if len(found) > MAX_CANDIDATES_SHOWN else ""
+        raise InvalidInput(f"id prefix {prefix} is ambiguous: it matches {shown}{more}; give more characters")
+    return found[0]
 
 
 def view(ctx: Context, job: Job, agency: str, owner: str | None = None) -> dict[str, Any]:
@@ -434,15 +501,19 @@ def list_visible(
 def cancel(ctx: Context, actor: Actor, job_id: str) -> dict[str, Any]:
     """Ask for cancellation; the live loop stops a running job (grace signal, then kill)."""
     with unit(ctx) as u:
-        job = visible_job(u, actor, job_id, Action.WRITE)
-        if JobState(job.state) in TERMINAL:
-            raise Conflict(f"job is already {job.state}")
-        job.cancel_requested = True
-        res = resource_of(ctx, job, actor.subject.agency)
-        u.record(entry_for(actor, AuditEvent.JOB_CANCEL_REQUESTED, res, job_id))
-        result = view(ctx, job, actor.subject.agency)
+        result = cancel_job(u, actor, visible_job(u, actor, job_id, Action.WRITE))
     ctx.notify_jobs()
     return result
+
+
+def cancel_job(u: Unit, actor: Actor, job: Job) -> dict[str, Any]:
+    """Mark a job the session may write for cancellation, audited, in the caller's unit."""
+    if JobState(job.state) in TERMINAL:
+        raise Conflict(f"job is already {job.state}")
+    job.cancel_requested = True
+    res = resource_of(u.ctx, job, actor.subject.agency)
+    u.record(entry_for(actor, AuditEvent.JOB_CANCEL_REQUESTED, res, job.id))
+    return view(u.ctx, job, actor.subject.agency)
 
 
 def transition(u: Unit, job: Job, to: JobState, reason: str | None, now: datetime, **fields: Any) -> None:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import Field
@@ -35,9 +35,21 @@ def list_(
     after: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
     limit: Annotated[int, Query(ge=1, le=audit.MAX_LIST)] = 100,
     event: Annotated[str | None, Query(max_length=64)] = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=MAX_INT64, description="Only records before this seq")
+    ] = None,
+    order: Annotated[
+        Literal["asc", "desc"], Query(description="asc: oldest first (the default); desc: newest first")
+    ] = "asc",
+    total: Annotated[bool, Query(description="Also count every readable record the filter matches")] = False,
 ) -> dict[str, Any]:
-    items = audit.list_records(ctx, actor, after, limit, event)
-    return {"items": items, "count": len(items)}
+    """Records the session may read, ``{"items", "count", "total", "next_after", "next_before"}``.
+
+    The next page: ``after=next_after`` (asc) or ``before=next_before`` (desc); null on the last.
+    ``total`` is null unless asked for."""
+    return audit.page_records(
+        ctx, actor, after, limit, event, before_seq=before, order=order, with_total=total
+    )
 
 
 @router.get("/audit/verify")

@@ -216,11 +216,55 @@ class Client:
     def job(self, job_id: str) -> dict[str, Any]:
         return dict(self._json("GET", f"/v1/jobs/{job_id}"))
 
-    def list_jobs(self, state: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-        params: dict[str, Any] = {"limit": limit}
-        if state:
-            params["state"] = state
-        return list(self._json("GET", "/v1/jobs", params=params)["items"])
+    def list_jobs(self, state: str | None = None, limit: int = 1000, **filters: Any) -> list[dict[str, Any]]:
+        """One page of jobs, newest first (``filters``: as for :meth:`jobs_page`)."""
+        return list(self.jobs_page(state, limit, **filters)["items"])
+
+    def jobs_page(
+        self,
+        state: str | None = None,
+        limit: int = 1000,
+        *,
+        offset: int = 0,
+        cursor: str | None = None,
+        name: str | None = None,
+        array: str | None = None,
+        region: str | None = None,
+        label: str | None = None,
+        owner: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        kind: str | None = None,
+    ) -> dict[str, Any]:
+        """``{"items", "count", "total", "next_cursor"}``: pass ``next_cursor`` back as
+        ``cursor`` for the next page (None on the last); ``since``/``until`` are ISO 8601."""
+        params = _present(
+            state=state or None,
+            limit=limit,
+            offset=offset or None,
+            cursor=cursor,
+            name=name,
+            array=array,
+            region=region,
+            label=label,
+            owner=owner,
+            since=since,
+            until=until,
+            kind=kind,
+        )
+        return dict(self._json("GET", "/v1/jobs", params=params))
+
+    def iter_jobs(
+        self, state: str | None = None, page_size: int = 1000, **filters: Any
+    ) -> Iterator[dict[str, Any]]:
+        """Every job that matches, newest first, fetched a page at a time."""
+        cursor: str | None = None
+        while True:
+            page = self.jobs_page(state, page_size, cursor=cursor, **filters)
+            yield from page["items"]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return
 
     def cancel_job(self, job_id: str) -> dict[str, Any]:
         return dict(self._json("POST", f"/v1/jobs/{job_id}/cancel"))
@@ -232,12 +276,32 @@ class Client:
 
     # -- audit -------------------------------------------------------------------------
     def audit_records(
-        self, after: int = 0, limit: int = 100, event: str | None = None
+        self,
+        after: int = 0,
+        limit: int = 100,
+        event: str | None = None,
+        *,
+        before: int | None = None,
+        order: str = "asc",
     ) -> list[dict[str, Any]]:
-        params: dict[str, Any] = {"after": after, "limit": limit}
-        if event:
-            params["event"] = event
-        return list(self._json("GET", "/v1/audit", params=params)["items"])
+        return list(self.audit_page(after, limit, event, before=before, order=order)["items"])
+
+    def audit_page(
+        self,
+        after: int = 0,
+        limit: int = 100,
+        event: str | None = None,
+        *,
+        before: int | None = None,
+        order: str = "asc",
+        total: bool = False,
+    ) -> dict[str, Any]:
+        """``{"items", "count", "total", "next_after", "next_before"}``; ``order="desc"``:
+        newest first, the next page with ``before=next_before``."""
+        params = _present(
+            after=after, limit=limit, event=event or None, before=before, order=order, total=total or None
+        )
+        return dict(self._json("GET", "/v1/audit", params=params))
 
     def audit_verify(
         self, pubkey: str | None = None, sink: list[dict[str, Any]] | None = None
@@ -448,6 +512,11 @@ class Client:
         if digest.hexdigest() != expected:
             raise errors.EnclaveError("downloaded content does not match its checksum")
         return {"sha256": expected, "label": label}
+
+
+def _present(**params: Any) -> dict[str, Any]:
+    """Query parameters without those left unset."""
+    return {k: v for k, v in params.items() if v is not None}
 
 
 def _raise_for_problem(response: httpx.Response) -> None:

@@ -96,15 +96,34 @@ def pubkey(
 @app.command("list")
 def list_(
     as_json: bool = JsonOpt,
-    after: Annotated[int, typer.Option(help="Only records after this sequence number")] = 0,
-    limit: Annotated[int, typer.Option()] = 100,
+    after: Annotated[
+        int, typer.Option(help="Only records after this sequence number (then oldest first)")
+    ] = 0,
+    limit: Annotated[int, typer.Option(min=1, max=5000)] = 100,
     event: Annotated[str | None, typer.Option()] = None,
+    before: Annotated[
+        int | None, typer.Option(min=1, help="Only records before this sequence number")
+    ] = None,
+    oldest_first: Annotated[
+        bool,
+        typer.Option("--oldest-first", help="Oldest first (the default is newest first, unless --after)"),
+    ] = False,
 ) -> None:
+    """The records you may read, newest first, a page at a time (with how many there are)."""
+    order = "asc" if oldest_first or after else "desc"
     with client() as api:
-        items = api.audit_records(after, limit, event)
+        result = api.audit_page(after, limit, event, before=before, order=order, total=True)
+    items = result["items"]
     if as_json:
         print_json(items)
-    else:
-        print_table(
-            items, ["seq", "ts", "event", "outcome", "actor", "object_kind", "object_id", "object_label"]
-        )
+        return
+    print_table(items, ["seq", "ts", "event", "outcome", "actor", "object_kind", "object_id", "object_label"])
+    more = ""
+    if result["next_before"] is not None:
+        more = f"; older: --before {result['next_before']}"
+    elif result["next_after"] is not None:
+        more = f"; newer: --after {result['next_after']}"
+    first = "oldest" if order == "asc" else "newest"
+    console.print(
+        f"{len(items)} of {result['total']} records, {first} first{more}", style="dim", highlight=False
+    )

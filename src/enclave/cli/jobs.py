@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
@@ -11,7 +13,7 @@ from rich.live import Live
 from rich.spinner import Spinner
 from rich.text import Text
 
-from enclave.cli.common import JsonOpt, client, print_json, print_table
+from enclave.cli.common import JsonOpt, client, console, print_json, print_table
 from enclave.errors import InvalidInput
 
 app = typer.Typer(help="Batch jobs: submit, watch, logs, cancel.", no_args_is_help=True)
@@ -70,34 +72,124 @@ def submit(
             spec[key] = value
     with client() as api:
         job = api.submit_job(spec)
-    typer.echo(job["id"])
+    if job.get("array_id"):  # the array's own id: `job show|cancel ID`, `job list --array ID`
+        typer.echo(job["array_id"])
+        typer.echo(f"array of {len(job['array_jobs'])} tasks, first task {job['id']}", err=True)
+    else:
+        typer.echo(job["id"])
 
 
 @app.command("list")
 def list_(
     as_json: bool = JsonOpt,
     state: Annotated[str | None, typer.Option()] = None,
-    limit: Annotated[int, typer.Option()] = 100,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="Jobs per page")] = 100,
+    page: Annotated[int | None, typer.Option(min=1, help="Which page (1: the newest jobs)")] = None,
+    cursor: Annotated[
+        str | None, typer.Option(help="Start after this job (the 'next' a page printed)")
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every page, not just one")] = False,
+    name: Annotated[str | None, typer.Option(help="Part of the name, any case")] = None,
+    array: Annotated[str | None, typer.Option(help="Only the tasks of this array (an id or prefix)")] = None,
+    region: Annotated[str | None, typer.Option()] = None,
+    label: Annotated[str | None, typer.Option(help="Only jobs at exactly this label")] = None,
+    owner: Annotated[str | None, typer.Option(help="Only jobs this user submitted")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Submitted since: ISO 8601 time or an age (30m, 2h, 7d)")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Submitted before: ISO 8601 time or an age")] = None,
+    kind: Annotated[str | None, typer.Option(help="batch, train or replica")] = None,
 ) -> None:
+    """Jobs you may read, newest first, a page at a time (with the total that match)."""
+    if page is not None and (cursor is not None or all_):
+        raise InvalidInput("--page cannot be combined with --cursor or --all")
+    filters: dict[str, Any] = {
+        "name": name,
+        "array": array,
+        "region": region,
+        "label": label,
+        "owner": owner,
+        "since": _moment(since, "--since"),
+        "until": _moment(until, "--until"),
+        "kind": kind,
+    }
+    offset = (page - 1) * limit if page else 0
     with client() as api:
-        items = api.list_jobs(state, limit)
+        if all_:
+            items = list(api.iter_jobs(state, limit, **filters))
+            result: dict[str, Any] = {"items": items, "total": len(items), "next_cursor": None}
+        else:
+            result = api.jobs_page(state, limit, offset=offset, cursor=cursor, **filters)
+    items = result["items"]
     if as_json:
         print_json(items)
+        return
+    print_table(items, COLUMNS, "Jobs")
+    _footer(
+        len(items),
+        offset,
+        result["total"],
+        result["next_cursor"],
+        (page or 1) + 1 if cursor is None else None,
+    )
+
+
+def _footer(count: int, offset: int, total: int, next_cursor: str | None, next_page: int | None) -> None:
+    if count:
+        where = f"{offset + 1}-{offset + count} of {total}" if next_page else f"{count} of {total}"
     else:
-        print_table(items, COLUMNS, "Jobs")
+        where = f"none of {total}"
+    more = ""
+    if next_cursor:
+        more = f"; next: --page {next_page}" if next_page else f"; next: --cursor {next_cursor}"
+    console.print(f"showing {where}, newest first{more}", style="dim", highlight=False)
+
+
+_AGE = re.compile(r"^(\d{1,9})([smhd])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _moment(value: str | None, option: str) -> str | None:
+    """An ISO 8601 time as given (the server checks it), or an age like ``2h`` made one."""
+    if value is None:
+        return None
+    age = _AGE.match(value.strip())
+    if age is None:
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidInput(
+                f"{option} takes an ISO 8601 time or an age like 30m, 2h, 7d; got {value!r}"
+            ) from None
+        return value
+    seconds = int(age[1]) * _UNIT_S[age[2]]
+    return (datetime.now(UTC) - timedelta(seconds=seconds)).isoformat()
 
 
 @app.command("show")
-def show(job_id: str, as_json: bool = JsonOpt) -> None:
-    """Show a job as the API returns it (with why it is pending, and its energy)."""
+def show(
+    job_id: Annotated[str | None, typer.Argument(help="A job or array id, or a prefix of one")] = None,
+    array: Annotated[str | None, typer.Option(help="An array id (or prefix): the array as a whole")] = None,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Show a job (or an array) as the API returns it (with why it is pending, and its energy)."""
     with client() as api:
-        job = api.job(job_id)
+        job = api.job(_target(job_id, array))
+    if array is not None and job.get("kind") != "array":
+        raise InvalidInput(f"{array} names a job, not an array")
     if as_json:
         print_json(job)
         return
     energy = job["energy"]
     row = {**job, "kwh": energy["kwh"], "kgco2e": energy["kgco2e"], "energy_source": energy["source"]}
-    print_table([row], [*COLUMNS, "walltime_s", "kwh", "kgco2e", "energy_source"])
+    extra = ["tasks"] if job.get("kind") == "array" else []
+    print_table([row], [*COLUMNS, *extra, "walltime_s", "kwh", "kgco2e", "energy_source"])
+
+
+def _target(job_id: str | None, array: str | None) -> str:
+    if (job_id is None) == (array is None):
+        raise InvalidInput("name a job (JOB_ID) or an array (--array ID), one of the two")
+    return job_id or array or ""
 
 
 @app.command("logs")
@@ -123,10 +215,20 @@ def logs(
 
 
 @app.command("cancel")
-def cancel(job_id: str) -> None:
+def cancel(
+    job_id: Annotated[str | None, typer.Argument(help="A job or array id, or a prefix of one")] = None,
+    array: Annotated[str | None, typer.Option(help="An array id (or prefix): cancel all its tasks")] = None,
+) -> None:
+    """Cancel a job, or every task of an array that has not ended, in one request."""
+    ref = _target(job_id, array)
     with client() as api:
-        api.cancel_job(job_id)
-    typer.echo("cancel requested")
+        if array is not None and api.job(ref).get("kind") != "array":
+            raise InvalidInput(f"{array} names a job, not an array")
+        result = api.cancel_job(ref)
+    if result.get("kind") == "array":
+        typer.echo(f"cancel requested for {result['cancelled']} of {result['tasks']} tasks")
+    else:
+        typer.echo("cancel requested")
 
 
 @app.command("watch")

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from enclave.cli.common import JsonOpt, client, print_json, print_table, read_password
+from enclave.cli.common import (
+    JsonOpt,
+    OutputOpt,
+    WideOpt,
+    client,
+    emit,
+    print_json,
+    print_table,
+    read_password,
+)
+from enclave.cli.humanize import human
 
 app = typer.Typer(help="Administer agencies, projects, users and tokens.", no_args_is_help=True)
 agency_app = typer.Typer(help="Agencies (tenants) and their quotas.", no_args_is_help=True)
@@ -33,19 +43,18 @@ def agency_create(
     kwh: Annotated[float | None, typer.Option(help="Energy quota in kWh")] = None,
     storage_bytes: Annotated[int | None, typer.Option(help="Storage quota in bytes")] = None,
 ) -> None:
+    """Create an agency (a tenant), with quotas if given; prints its name."""
     with client() as api:
         agency = api.create_agency(name, _quotas(gpu_hours, kwh, storage_bytes))
     typer.echo(agency["name"])
 
 
 @agency_app.command("list")
-def agency_list(as_json: bool = JsonOpt) -> None:
+def agency_list(as_json: bool = JsonOpt, output: str | None = OutputOpt, wide: bool = WideOpt) -> None:
+    """Agencies you administer, with their quotas."""
     with client() as api:
         items = api.list_agencies()
-    if as_json:
-        print_json(items)
-    else:
-        print_table(items, ["name", "quotas", "created_at"], "Agencies")
+    emit(items, ["name", "quotas", "created_at"], "Agencies", output, as_json, wide=wide)
 
 
 @agency_app.command("quotas")
@@ -61,35 +70,57 @@ def agency_quotas(
 
 
 @agency_app.command("usage")
-def agency_usage(name: str, as_json: bool = JsonOpt) -> None:
+def agency_usage(
+    name: str, as_json: bool = JsonOpt, output: str | None = OutputOpt, wide: bool = WideOpt
+) -> None:
     """Energy (kWh), emissions, cost and CPU/GPU-hours of an agency's jobs against its quotas:
     one row per label the session may read, then the total over those rows."""
     with client() as api:
         usage = api.agency_usage(name)
-    if as_json:
-        print_json(usage)
-    else:
-        columns = ["label", "jobs", "cpu_hours", "gpu_hours", "energy_kwh", "emissions_kgco2e", "cost"]
-        total = {**usage, "label": "total"}
-        print_table([*usage.get("by_label", []), total], columns, title=f"usage of {name}")
-        print_table([usage["quotas"]], list(usage["quotas"]), title="quotas")
+    rows = [_usage_row(r) for r in [*usage.get("by_label", []), {**usage, "label": "total"}]]
+    columns = ["label", "jobs", "cpu_hours", "gpu_hours", "kwh", "kgco2e", "cost"]
+    emit(rows, columns, f"Usage of {name}", output, as_json, wide=wide, raw=usage)
+    if not as_json and (output or "table") in ("table", "wide"):
+        print_table(_quota_rows(usage), ["quota", "used", "limit"], "Quotas")
+
+
+def _usage_row(row: dict[str, Any]) -> dict[str, Any]:
+    """Short column names (their units are in the cells): the table fits 80 columns."""
+    return {**row, "kwh": row.get("energy_kwh"), "kgco2e": row.get("emissions_kgco2e")}
+
+
+USED_BY_QUOTA = {"gpu_hours": "gpu_hours", "kwh": "energy_kwh"}  # quota -> usage field
+
+
+def _quota_rows(usage: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per quota: the limit ('unlimited' when unset) and, where usage counts it, the use."""
+    rows = []
+    for quota, limit in usage["quotas"].items():
+        used = usage.get(USED_BY_QUOTA.get(quota, ""))
+        shown = {"used": human(quota, used) if used is not None else "-", "limit": "unlimited"}
+        if limit is not None:
+            pct = f" ({100 * used / limit:.1f}%)" if used is not None and limit else ""
+            shown = {"used": shown["used"] + pct, "limit": human(quota, limit)}
+        rows.append({"quota": quota, **shown})
+    return rows
 
 
 @project_app.command("create")
 def project_create(agency: str, name: str) -> None:
+    """Create a project in an agency; prints its name."""
     with client() as api:
         api.create_project(agency, name)
     typer.echo(name)
 
 
 @project_app.command("list")
-def project_list(agency: str, as_json: bool = JsonOpt) -> None:
+def project_list(
+    agency: str, as_json: bool = JsonOpt, output: str | None = OutputOpt, wide: bool = WideOpt
+) -> None:
+    """Projects of an agency."""
     with client() as api:
         items = api.list_projects(agency)
-    if as_json:
-        print_json(items)
-    else:
-        print_table(items, ["agency", "name"], "Projects")
+    emit(items, ["agency", "name"], "Projects", output, as_json, wide=wide)
 
 
 @user_app.command("create")
@@ -102,6 +133,7 @@ def user_create(
     ] = None,
     password_stdin: Annotated[bool, typer.Option(help="Read an initial password from stdin")] = False,
 ) -> None:
+    """Create a user with a clearance and roles; prints the user's name."""
     password = read_password("Password", True) if password_stdin else None
     with client() as api:
         user = api.create_user(name, agency, clearance, role or ["user"], password)
@@ -109,13 +141,11 @@ def user_create(
 
 
 @user_app.command("list")
-def user_list(as_json: bool = JsonOpt) -> None:
+def user_list(as_json: bool = JsonOpt, output: str | None = OutputOpt, wide: bool = WideOpt) -> None:
+    """Users you administer: agency, clearance, roles."""
     with client() as api:
         items = api.list_users()
-    if as_json:
-        print_json(items)
-    else:
-        print_table(items, ["name", "agency", "clearance", "roles", "disabled"], "Users")
+    emit(items, ["name", "agency", "clearance", "roles", "disabled"], "Users", output, as_json, wide=wide)
 
 
 @user_app.command("set")
@@ -160,14 +190,14 @@ def user_clearance(
 def user_clearance_requests(
     state: Annotated[str | None, typer.Option(help="pending, approved, refused or applied")] = "pending",
     as_json: bool = JsonOpt,
+    output: str | None = OutputOpt,
+    wide: bool = WideOpt,
 ) -> None:
     """Clearance changes of the users you administer (pending ones by default)."""
     with client() as api:
         items = api.list_clearance_requests(state)
-    if as_json:
-        print_json(items)
-    else:
-        print_table(items, ["id", "user", "from", "to", "state", "requested_by"], "Clearance requests")
+    columns = ["id", "user", "from", "to", "state", "requested_by"]
+    emit(items, columns, "Clearance requests", output, as_json, wide=wide)
 
 
 @user_app.command("approve-clearance")
@@ -211,6 +241,7 @@ def token_create(
 
 @token_app.command("revoke")
 def token_revoke(token_id: str) -> None:
+    """Revoke a token: refused from its next call on."""
     with client() as api:
         api.revoke_token(token_id)
     typer.echo("revoked")
@@ -230,14 +261,14 @@ def worker_credential_create(
 
 
 @worker_app.command("list")
-def worker_credential_list(as_json: bool = JsonOpt) -> None:
+def worker_credential_list(
+    as_json: bool = JsonOpt, output: str | None = OutputOpt, wide: bool = WideOpt
+) -> None:
+    """Region worker credentials (never their secrets)."""
     with client() as api:
         items = api.list_worker_credentials()
-    if as_json:
-        print_json(items)
-    else:
-        columns = ["id", "region", "worker", "created_by", "created_at", "revoked_at"]
-        print_table(items, columns, "Worker credentials")
+    columns = ["id", "region", "worker", "created_by", "created_at", "revoked_at"]
+    emit(items, columns, "Worker credentials", output, as_json, wide=wide)
 
 
 @worker_app.command("revoke")

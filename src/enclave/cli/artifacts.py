@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-from enclave.cli.common import JsonOpt, client, print_json, print_table, write_out
+from enclave.cli.common import JsonOpt, OutputOpt, WideOpt, client, emit, emit_one, write_out
 from enclave.errors import InvalidInput
 
 app = typer.Typer(
@@ -51,28 +51,34 @@ def get(
         Path | None, typer.Option("-o", "--output", help="Write here (default: stdout)")
     ] = None,
 ) -> None:
+    """Download an artifact's content (to stdout, or to --output)."""
     with client() as api:
         write_out(output, lambda fh: api.download(artifact_id, fh))
 
 
 @app.command("list")
-def list_(as_json: bool = JsonOpt, kind: Annotated[str | None, typer.Option()] = None) -> None:
+def list_(
+    as_json: bool = JsonOpt,
+    kind: Annotated[str | None, typer.Option(help="Only this kind (e.g. dataset, model)")] = None,
+    output: str | None = OutputOpt,
+    wide: bool = WideOpt,
+) -> None:
+    """The artifacts you may read."""
     with client() as api:
         items = api.list_artifacts(kind)
-    if as_json:
-        print_json(items)
-    else:
-        print_table(items, ["id", "name", "label", "agency", "size_bytes", "created_at"], "Artifacts")
+    columns = ["id", "name", "label", "agency", "size_bytes", "created_at"]
+    emit(items, columns, "Artifacts", output, as_json, wide=wide)
 
 
 @app.command("show")
-def show(artifact_id: str, as_json: bool = JsonOpt) -> None:
+def show(
+    artifact_id: str, as_json: bool = JsonOpt, output: str | None = OutputOpt, wide: bool = WideOpt
+) -> None:
+    """Show an artifact: label, owner, size, checksum, what it derives from."""
     with client() as api:
         art = api.artifact(artifact_id)
-    if as_json:
-        print_json(art)
-    else:
-        print_table([art], ["id", "name", "label", "agency", "size_bytes", "sha256", "derived_from"])
+    fields = ["id", "name", "label", "agency", "size_bytes", "sha256", "derived_from", "created_at"]
+    emit_one(art, fields, output, as_json, wide=wide)
 
 
 @app.command("rm")
@@ -87,6 +93,7 @@ def rm(artifact_id: str) -> None:
 def share(
     artifact_id: str, with_: Annotated[str, typer.Option("--with", help="Agency to share with")]
 ) -> None:
+    """Let another agency read an artifact (at its label; audited)."""
     with client() as api:
         api.share_artifact(artifact_id, with_)
     typer.echo(f"shared with {with_}")

@@ -1,27 +1,37 @@
-"""What every command shares: where the server is, which token to use, how to print."""
+"""What every command shares: where the server is, which token to use, how to print.
+
+The HTTP client (httpx) is imported when a command first talks to the server, not when the
+CLI starts: `enclave --help` and local commands do not pay for it.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import typer
 from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
-from enclave.client import DEFAULT_URL, Client
+from enclave.cli import output as out
 from enclave.errors import NotAuthenticated
+
+if TYPE_CHECKING:
+    from enclave.client import Client
 
 console = Console()
 SESSION_TOKEN_FILE = "session.token"
 ADMIN_TOKEN_FILE = "admin.token"
+DEFAULT_URL = "http://127.0.0.1:8080"  # enclave.client.DEFAULT_URL, without importing httpx
 
-JsonOpt = typer.Option(False, "--json", help="Print JSON instead of a table.")
+# metavar="": a flag takes no value, and the help must not show one (typer prints `<bool>`).
+JsonOpt = typer.Option(False, "--json", help="Print JSON (same as -o json).", metavar="")
+OutputOpt = typer.Option(
+    None, "--output", "-o", help="table, wide, json, yaml, csv or ids (one id per line).", metavar="FORMAT"
+)
+WideOpt = typer.Option(False, "--wide", help="Show every column, however wide the table.", metavar="")
 
 
 def home() -> Path:
@@ -45,6 +55,8 @@ def token() -> str:
 
 
 def client(authenticated: bool = True) -> Client:
+    from enclave.client import Client
+
     return Client(server_url(), token() if authenticated else None)
 
 
@@ -62,28 +74,60 @@ def read_password(prompt: str, from_stdin: bool) -> str:
 
 
 def print_json(value: Any) -> None:
-    typer.echo(json.dumps(value, indent=2, sort_keys=True))
+    out.machine("json", value, [], [])
 
 
-def print_table(rows: list[dict[str, Any]], columns: list[str], title: str | None = None) -> None:
-    table = Table(title=title)
-    for col in columns:
-        table.add_column(col, no_wrap=col == "id" or col.endswith("_id"))
-    for row in rows:
-        table.add_row(*(_cell(row.get(col)) for col in columns))
-    console.print(table)
-    console.print(f"{len(rows)} item(s)", style="dim")
+def print_table(
+    rows: list[dict[str, Any]], columns: list[str], title: str | None = None, *, wide: bool = False
+) -> None:
+    """A table fitting the terminal (see enclave.cli.output). One row and no title is how every
+    `show` calls it: that object is printed as a key/value view instead, nothing cut."""
+    if len(rows) == 1 and title is None:
+        print_object(rows[0], columns)
+    else:
+        out.print_rows(console, rows, columns, title, wide)
 
 
-def _cell(value: Any) -> Text:
-    """Cells are plain text, never rich markup: a name may hold brackets."""
-    if value is None:
-        return Text("-")
-    if isinstance(value, list):
-        return Text(", ".join(str(v) for v in value))
-    if isinstance(value, dict):
-        return Text(json.dumps(value, sort_keys=True))
-    return Text(str(value))
+def print_object(obj: dict[str, Any], fields: Sequence[str] | None = None) -> None:
+    """One object as `field  value` lines (all its fields when ``fields`` is None)."""
+    console.print(out.key_values(obj, list(obj) if fields is None else fields), crop=False)
+
+
+def emit(
+    rows: list[dict[str, Any]],
+    columns: list[str],
+    title: str,
+    output: str | None,
+    as_json: bool = False,
+    *,
+    wide: bool = False,
+    raw: Any = None,
+) -> None:
+    """A list as asked by `-o`/`--json`/`--wide`: json and yaml print ``raw`` (the API's
+    objects, default ``rows``); csv and ids print ``rows``, every column."""
+    fmt = out.check_format(output, as_json)
+    if fmt in ("table", "wide"):
+        print_table(rows, columns, title, wide=wide or fmt == "wide")
+    else:
+        out.machine(fmt, rows if raw is None else raw, rows, columns)
+
+
+def emit_one(
+    obj: dict[str, Any],
+    fields: list[str],
+    output: str | None,
+    as_json: bool = False,
+    *,
+    wide: bool = False,
+    raw: Any = None,
+) -> None:
+    """One object as asked: a key/value view of ``fields`` (`--wide`: every field), or a
+    machine format of ``raw`` (default ``obj``)."""
+    fmt = out.check_format(output, as_json)
+    if fmt in ("table", "wide"):
+        print_object(obj, None if wide or fmt == "wide" else fields)
+    else:
+        out.machine(fmt, obj if raw is None else raw, [obj], fields)
 
 
 def write_out(output: Path | None, write: Callable[[BinaryIO], object]) -> None:

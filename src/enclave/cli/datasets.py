@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-from enclave.cli.common import JsonOpt, client, print_json, print_table, write_out
+from enclave.cli.common import JsonOpt, OutputOpt, WideOpt, client, emit, emit_one, write_out
 from enclave.errors import InvalidInput
 
 app = typer.Typer(
@@ -52,24 +52,23 @@ def upload(
 
 
 @app.command("list")
-def list_(as_json: bool = JsonOpt) -> None:
+def list_(as_json: bool = JsonOpt, output: str | None = OutputOpt, wide: bool = WideOpt) -> None:
+    """The datasets you may read, every version."""
     with client() as api:
         items = api.list_datasets()
-    if as_json:
-        print_json(items)
-    else:
-        print_table(items, COLUMNS, "Datasets")
+    emit(items, COLUMNS, "Datasets", output, as_json, wide=wide)
 
 
 @app.command("show")
-def show(dataset_id: str, as_json: bool = JsonOpt) -> None:
+def show(
+    dataset_id: str, as_json: bool = JsonOpt, output: str | None = OutputOpt, wide: bool = WideOpt
+) -> None:
+    """Show a dataset version: label, size, checksum, description."""
     with client() as api:
         ds = api.dataset(dataset_id)
-    if as_json:
-        print_json(ds)
-    else:
-        description = (ds.get("metadata") or {}).get("description")
-        print_table([{**ds, "description": description}], [*COLUMNS, "sha256", "description"])
+    description = (ds.get("metadata") or {}).get("description")
+    row = {**ds, "description": description}
+    emit_one(row, [*COLUMNS, "sha256", "description"], output, as_json, wide=wide, raw=ds)
 
 
 @app.command("download")

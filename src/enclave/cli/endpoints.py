@@ -11,7 +11,7 @@ from rich.live import Live
 from rich.spinner import Spinner
 from rich.text import Text
 
-from enclave.cli.common import JsonOpt, client, print_json, print_table
+from enclave.cli.common import JsonOpt, OutputOpt, WideOpt, client, emit, emit_one, print_table
 from enclave.errors import EnclaveError, InvalidInput
 
 app = typer.Typer(
@@ -87,36 +87,29 @@ def deploy(
 
 
 @app.command("list")
-def list_(as_json: bool = JsonOpt) -> None:
+def list_(as_json: bool = JsonOpt, output: str | None = OutputOpt, wide: bool = WideOpt) -> None:
+    """Endpoints you may read: state, replicas ready of desired, model."""
     with client() as api:
         items = api.list_endpoints()
-    if as_json:
-        print_json(items)
-    else:
-        print_table([_flat(e) for e in items], COLUMNS, "Endpoints")
+    emit([_flat(e) for e in items], COLUMNS, "Endpoints", output, as_json, wide=wide, raw=items)
 
 
 @app.command("show")
-def show(name: str, as_json: bool = JsonOpt) -> None:
+def show(name: str, as_json: bool = JsonOpt, output: str | None = OutputOpt, wide: bool = WideOpt) -> None:
     """Show an endpoint: state, replicas (and their jobs), settings."""
     with client() as api:
         ep = api.endpoint(name)
-    if as_json:
-        print_json(ep)
-        return
     r = ep["replicas"]
-    typer.echo(
-        f"{ep['name']}  [{ep['label']}]  {ep['state']}" + (f" ({ep['reason']})" if ep.get("reason") else "")
-    )
-    typer.echo(f"  model    {ep['model']} ({ep['runtime']})")
-    typer.echo(f"  region   {ep['region']}   agency {ep['agency']}")
-    typer.echo(
-        f"  replicas {r['ready']} ready / {r['desired']} desired (min {r['min']}, max {r['max']}),"
-        f" {r['in_flight']} calls in flight, {ep['restarts']} restarts"
-    )
-    typer.echo("  settings " + ", ".join(f"{k}={v}" for k, v in sorted(ep["settings"].items())))
-    if r["jobs"]:
-        print_table(r["jobs"], ["id", "state", "reason"], "Replica jobs")
+    row = {
+        **ep,
+        "replicas": f"{r['ready']} ready / {r['desired']} desired (min {r['min']}, max {r['max']})",
+        "in_flight": r["in_flight"],
+        "settings": dict(sorted(ep["settings"].items())),
+    }
+    fields = ["name", "label", "state", "reason", "model", "runtime", "region", "agency", "replicas"]
+    emit_one(row, [*fields, "in_flight", "restarts", "settings"], output, as_json, wide=wide, raw=ep)
+    if r["jobs"] and not (as_json or output not in (None, "table", "wide")):
+        print_table(r["jobs"], ["id", "state", "reason"], "Replica jobs", wide=wide)
 
 
 @app.command("scale")

@@ -12,41 +12,45 @@ from typing import Annotated
 
 import typer
 
-from enclave.audit.chain import public_key_text
-from enclave.audit.log import key_path, load_or_create_key
-from enclave.cli import admin, artifacts, audit, datasets, endpoints, jobs, models, sim, train, transfers
 from enclave.cli.common import (
     SESSION_TOKEN_FILE,
     JsonOpt,
+    OutputOpt,
+    WideOpt,
     client,
+    emit,
+    emit_one,
     home,
-    print_json,
-    print_table,
     read_password,
     server_url,
     write_secret,
 )
-from enclave.client import Client
+from enclave.cli.lazy import LazyGroup, version_callback
 from enclave.errors import EnclaveError, NotAuthenticated
-from enclave.fleet import load_fleet
-from enclave.scheduler.policies import make_policy
 
 app = typer.Typer(
     name="enclave",
     help="Enclave: a sovereign AI + HPC cloud control plane with mandatory access control.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=LazyGroup,
 )
-app.add_typer(admin.app, name="admin")
-app.add_typer(artifacts.app, name="artifact")
-app.add_typer(transfers.app, name="transfer")
-app.add_typer(jobs.app, name="job")
-app.add_typer(audit.app, name="audit")
-app.add_typer(sim.app, name="sim")
-app.add_typer(datasets.app, name="dataset")
-app.add_typer(models.app, name="model")
-app.add_typer(train.app, name="train")
-app.add_typer(endpoints.app, name="endpoint")
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the version and exit.",
+            is_eager=True,
+            callback=version_callback,
+            metavar="",
+        ),
+    ] = False,
+) -> None:
+    """Enclave: a sovereign AI + HPC cloud control plane with mandatory access control."""
 
 
 @app.command()
@@ -71,6 +75,10 @@ def up(
 ) -> None:
     """Start the control plane (embedded default: SQLite + local executor, fleet `local`)."""
     import uvicorn
+
+    from enclave.audit.log import key_path
+    from enclave.fleet import load_fleet
+    from enclave.scheduler.policies import make_policy
 
     load_fleet(fleet)  # fail fast, with one line, on a bad fleet or policy
     make_policy(policy)
@@ -108,6 +116,9 @@ def up(
 def _first_start_audit_key(path: Path) -> None:
     """Create the audit signing key on the first start and print its public half, for the
     operator to record apart from this machine (`enclave audit verify --pubkey`)."""
+    from enclave.audit.chain import public_key_text
+    from enclave.audit.log import load_or_create_key
+
     if path.exists():
         return
     public = public_key_text(load_or_create_key(path).public_key())
@@ -126,6 +137,8 @@ def login(
     password_stdin: Annotated[bool, typer.Option(help="Read the password from stdin")] = False,
 ) -> None:
     """Log in with a password; later commands use the saved session token."""
+    from enclave.client import Client
+
     password = read_password("Password", password_stdin)
     with Client(server_url()) as api:
         minted = api.login(user, password, label)
@@ -141,15 +154,11 @@ def logout() -> None:
 
 
 @app.command()
-def whoami(as_json: bool = JsonOpt) -> None:
+def whoami(as_json: bool = JsonOpt, output: str | None = OutputOpt) -> None:
+    """Who the token is: user, agency, session label, clearance and roles."""
     with client() as api:
         me = api.whoami()
-    if as_json:
-        print_json(me)
-    else:
-        typer.echo(
-            f"{me['user']} ({me['agency']}) at {me['label']}; clearance {me['clearance']}; roles {', '.join(me['roles'])}"
-        )
+    emit_one(me, ["user", "agency", "label", "clearance", "roles"], output, as_json)
 
 
 @app.command()
@@ -167,13 +176,10 @@ def passwd(
 
 
 @app.command()
-def regions(as_json: bool = JsonOpt) -> None:
+def regions(as_json: bool = JsonOpt, output: str | None = OutputOpt, wide: bool = WideOpt) -> None:
     """Regions of the fleet: accreditation, power cap, capacity, back end."""
     with client() as api:
         items = api.regions()
-    if as_json:
-        print_json(items)
-        return
     rows = [
         {
             **r,
@@ -184,11 +190,8 @@ def regions(as_json: bool = JsonOpt) -> None:
         }
         for r in items
     ]
-    print_table(
-        rows,
-        ["name", "accreditation", "power_cap_mw", "peak_mw", "nodes", "gpus", "backend", "healthy"],
-        "Regions",
-    )
+    columns = ["name", "accreditation", "power_cap_mw", "peak_mw", "nodes", "gpus", "backend", "healthy"]
+    emit(rows, columns, "Regions", output, as_json, wide=wide, raw=items)
 
 
 @app.command()
@@ -214,6 +217,7 @@ def worker(
     import logging
     import signal
 
+    from enclave.client import Client
     from enclave.worker import RegionWorker
 
     secret = (

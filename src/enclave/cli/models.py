@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from enclave import archive
-from enclave.cli.common import JsonOpt, client, print_json, print_table
+from enclave.cli.common import JsonOpt, OutputOpt, WideOpt, client, emit, emit_one
 from enclave.cli.datasets import upload_bar
 from enclave.errors import InvalidInput
 
@@ -87,13 +87,11 @@ def register(
 
 
 @app.command("list")
-def list_(as_json: bool = JsonOpt) -> None:
+def list_(as_json: bool = JsonOpt, output: str | None = OutputOpt, wide: bool = WideOpt) -> None:
+    """The models you may read: name, version, label, runtime."""
     with client() as api:
         items = api.list_models()
-    if as_json:
-        print_json(items)
-    else:
-        print_table(items, COLUMNS, "Models")
+    emit(items, COLUMNS, "Models", output, as_json, wide=wide)
 
 
 def _row(model: dict[str, Any]) -> dict[str, Any]:
@@ -107,14 +105,14 @@ def _row(model: dict[str, Any]) -> dict[str, Any]:
 
 
 @app.command("show")
-def show(model_id: str, as_json: bool = JsonOpt) -> None:
+def show(
+    model_id: str, as_json: bool = JsonOpt, output: str | None = OutputOpt, wide: bool = WideOpt
+) -> None:
     """Show a model with its lineage and metrics."""
     with client() as api:
         model = api.model(model_id)
-    if as_json:
-        print_json(model)
-    else:
-        print_table([_row(model)], [*COLUMNS[:5], "framework", "metrics", "job", "datasets", "base_models"])
+    fields = [*COLUMNS, "framework", "metrics", "job", "datasets", "base_models"]
+    emit_one(_row(model), fields, output, as_json, wide=wide, raw=model)
 
 
 @app.command("delete")

@@ -16,7 +16,8 @@ from rich.table import Table
 from rich.text import Text
 
 from enclave.cli import jobs
-from enclave.cli.common import JsonOpt, client, console, print_json, print_table
+from enclave.cli.common import JsonOpt, OutputOpt, WideOpt, client, console, emit, emit_one, print_json
+from enclave.cli.humanize import human
 from enclave.client import Client
 from enclave.errors import EnclaveError, InvalidInput
 
@@ -146,46 +147,37 @@ def _wait(api: Client, job_id: str, interval: float) -> None:
 
 
 @app.command("list")
-def list_(as_json: bool = JsonOpt, limit: Annotated[int, typer.Option()] = 100) -> None:
+def list_(
+    as_json: bool = JsonOpt,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first")] = 100,
+    output: str | None = OutputOpt,
+    wide: bool = WideOpt,
+) -> None:
+    """Training jobs you may read: state, the model they register, its id once registered."""
     with client() as api:
         items = api.list_training(limit)
-    if as_json:
-        print_json(items)
-    else:
-        print_table([_flat(j) for j in items], COLUMNS, "Training jobs")
+    emit([_flat(j) for j in items], COLUMNS, "Training jobs", output, as_json, wide=wide, raw=items)
 
 
 @app.command("show")
-def show(job_id: str, as_json: bool = JsonOpt) -> None:
+def show(job_id: str, as_json: bool = JsonOpt, output: str | None = OutputOpt, wide: bool = WideOpt) -> None:
     """Show a training job: the job, its inputs and what it registered."""
     with client() as api:
         job = api.training(job_id)
-    if as_json:
-        print_json(job)
-        return
-    t = job["training"]
-    typer.echo(
-        f"{job['name']}  [{job['label']}]  {job['state']}" + (f" ({job['reason']})" if job["reason"] else "")
-    )
-    typer.echo(f"  job          {job['id']} in {job['region']}")
-    typer.echo(
-        f"  model        {t['model_name']} ({t['runtime']}): {t['model_id'] or '-'}  {t['outcome'] or ''}"
-    )
-    typer.echo(f"  script       {t['script']}")
-    typer.echo(f"  datasets     {', '.join(t['datasets']) or '-'}")
-    typer.echo(f"  base models  {', '.join(t['base_models']) or '-'}")
-    typer.echo(f"  hparams      {json.dumps(t['hyperparameters'], sort_keys=True)}")
+    row = {**_flat(job), "hyperparameters": json.dumps(job["training"]["hyperparameters"], sort_keys=True)}
+    fields = ["id", "name", "label", "state", "reason", "region", "model_name", "runtime", "model_id"]
+    fields += ["outcome", "script", "datasets", "base_models", "hyperparameters"]
+    emit_one(row, fields, output, as_json, wide=wide, raw=job)
 
 
 def _metrics_table(points: list[dict[str, Any]], title: str) -> Table:
+    """Every metric, 4 significant digits; columns past the terminal's width wrap, not vanish."""
     keys = ["step", *dict.fromkeys(k for p in points for k in p if k != "step")]
-    table = Table(title=title)
+    table = Table(title=title, title_justify="left", box=None, pad_edge=False, header_style="bold")
     for key in keys:
-        table.add_column(key, justify="right")
+        table.add_column(key, justify="right", overflow="fold")
     for p in points:
-        table.add_row(
-            *(Text(f"{p[k]:.6g}" if isinstance(p.get(k), float) else str(p.get(k, "-"))) for k in keys)
-        )
+        table.add_row(*(Text(human(k, p.get(k))) for k in keys))
     return table
 
 
@@ -254,4 +246,5 @@ def logs(
 
 @app.command("cancel")
 def cancel(job_id: str) -> None:
+    """Cancel a training job (no model is registered)."""
     jobs.cancel(job_id)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from enclave.cli.common import JsonOpt, client, print_json, print_table
+from enclave.cli.common import JsonOpt, OutputOpt, WideOpt, client, emit, emit_one
 
 app = typer.Typer(
     help="Move an artifact to another label through the cross-domain guard.", no_args_is_help=True
@@ -40,6 +40,7 @@ def approve(transfer_id: str, comment: Annotated[str | None, typer.Option()] = N
 
 @app.command("refuse")
 def refuse(transfer_id: str, comment: Annotated[str | None, typer.Option()] = None) -> None:
+    """Refuse as a release authority (the transfer ends); prints the resulting state."""
     _review(transfer_id, False, comment)
 
 
@@ -62,20 +63,23 @@ def release(transfer_id: str) -> None:
 
 
 @app.command("show")
-def show(transfer_id: str, as_json: bool = JsonOpt) -> None:
+def show(
+    transfer_id: str, as_json: bool = JsonOpt, output: str | None = OutputOpt, wide: bool = WideOpt
+) -> None:
+    """Show a transfer: labels, state, requester, the released copy."""
     with client() as api:
         transfer = api.transfer(transfer_id)
-    if as_json:
-        print_json(transfer)
-    else:
-        print_table([transfer], [*COLUMNS, "reason"])
+    emit_one(transfer, [*COLUMNS, "reason"], output, as_json, wide=wide)
 
 
 @app.command("list")
-def list_(as_json: bool = JsonOpt, state: Annotated[str | None, typer.Option()] = None) -> None:
+def list_(
+    as_json: bool = JsonOpt,
+    state: Annotated[str | None, typer.Option(help="Only transfers in this state")] = None,
+    output: str | None = OutputOpt,
+    wide: bool = WideOpt,
+) -> None:
+    """Transfers you requested or may review."""
     with client() as api:
         items = api.list_transfers(state)
-    if as_json:
-        print_json(items)
-    else:
-        print_table(items, COLUMNS, "Transfers")
+    emit(items, COLUMNS, "Transfers", output, as_json, wide=wide)

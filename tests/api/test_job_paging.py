@@ -91,7 +91,12 @@ def test_paging_across_2500_jobs_by_cursor_and_by_offset(api: Api) -> None:
     assert by_offset == newest_first
     last = api.jobs(api.alice, limit=300, offset=2400)
     assert last["count"] == 100 and last["next_cursor"] is None
-    assert api.jobs(api.alice, limit=300, offset=2500) == {"items": [], "count": 0, "total": 2500, "next_cursor": None}
+    assert api.jobs(api.alice, limit=300, offset=2500) == {
+        "items": [],
+        "count": 0,
+        "total": 2500,
+        "next_cursor": None,
+    }
 
 
 def test_a_cursor_keeps_its_place_while_jobs_are_submitted(api: Api) -> None:

@@ -31,7 +31,7 @@ def test_arrays_pages_and_prefixes_from_the_cli(live_server: Callable[..., Serve
     second = json.loads(server.run("job", "list", "--limit", "3", "--page", "2", "--json").stdout)
     assert [j["name"] for j in second] == ["grid[0]"]  # the oldest
     everything = json.loads(server.run("job", "list", "--limit", "1", "--all", "--json").stdout)
-    assert [j["id"] for j in everything][0] == single and len(everything) == 4
+    assert everything[0]["id"] == single and len(everything) == 4
 
     cancelled = server.run("job", "cancel", "--array", array_id[:10])
     assert cancelled.stdout.strip() == "cancel requested for 3 of 3 tasks"

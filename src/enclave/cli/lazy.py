@@ -10,6 +10,7 @@ by tests/cli/test_startup.py).
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any
 
 import typer
@@ -92,6 +93,18 @@ class LazyGroup(TyperGroup):
             super().format_help(ctx, formatter)
         finally:
             self._listing = False
+
+
+UNUSED_IN_CLI = ("trio",)
+
+
+def skip_unused_imports() -> None:
+    """For the `enclave` process only (its entry point, never on import): httpcore imports
+    trio, when installed, only to tell whether it runs under trio (about 65 ms); Enclave never
+    does (the client is synchronous, the server runs on asyncio). A None entry in sys.modules
+    makes that import fail at once, which httpcore expects (trio is optional)."""
+    for name in UNUSED_IN_CLI:
+        sys.modules.setdefault(name, None)  # type: ignore[assignment]
 
 
 def version_callback(value: bool) -> None:

@@ -25,7 +25,7 @@ from enclave.cli.common import (
     server_url,
     write_secret,
 )
-from enclave.cli.lazy import LazyGroup, version_callback
+from enclave.cli.lazy import LazyGroup, skip_unused_imports, version_callback
 from enclave.errors import EnclaveError, NotAuthenticated
 
 app = typer.Typer(
@@ -242,6 +242,7 @@ def worker(
 
 
 def main() -> None:
+    skip_unused_imports()
     try:
         app()
     except EnclaveError as exc:

@@ -6,6 +6,12 @@ engine's handle, then the job's end. ``poll`` reads those reports, ``cancel`` an
 leave requests the worker picks up on its next sync, and the worker streams the job's output
 into ``log_root`` so that logs read and kept exactly as for any other back end.
 
+Starting a job here only *hands it over* (``hands_over``): the job is not running until the
+worker reports that its engine runs it (the runner keeps it ``admitted`` until then). A
+handover that no worker takes while none of the region's workers is connected is given up
+after WORKER_TIMEOUT_S: ``poll`` reports it lost (the runner requeues it), and the record is
+closed in the same transaction, so a worker that connects later can no longer take it.
+
 Everything goes through the store, so any control-plane replica sharing it can take a
 worker's reports and a restarted control plane finds every dispatched job where it was.
 """
@@ -31,6 +37,7 @@ from enclave.store.models import Dispatch, RegionWorker
 # unstarted claims are lost and its running jobs go to the region's next worker to adopt.
 WORKER_TIMEOUT_S = 30.0
 SNAPSHOT_TTL_S = 0.02  # polls of many jobs in one tick share one read of the mailbox
+GIVE_UP_EVERY_S = 1.0  # how often stale handovers are looked for (while there are any)
 STREAMS = ("stdout", "stderr")
 
 
@@ -50,6 +57,7 @@ class DispatchExecutor:
     type = "worker"
     stages_files = False
     runs_here = False
+    hands_over = True  # start() hands the job to a worker; the worker reports the real start
 
     def __init__(
         self,
@@ -67,6 +75,7 @@ class DispatchExecutor:
         self._lock = threading.Lock()
         self._snapshot: dict[str, Status] = {}
         self._snapshot_at = float("-inf")
+        self._gave_up_at = float("-inf")
 
     def start(self, spec: ExecSpec) -> Handle:
         # No worker connected is not a failure: the record is durable and the region's worker
@@ -95,12 +104,16 @@ class DispatchExecutor:
     def poll(self, handle: Handle) -> Status:
         with self._lock:
             if time.monotonic() - self._snapshot_at > SNAPSHOT_TTL_S:
-                self._snapshot = self._read_all()
+                self._snapshot, oldest_untaken = self._read_all()
+                if oldest_untaken is not None and self._give_up_untaken(oldest_untaken):
+                    self._snapshot, _ = self._read_all()
                 self._snapshot_at = time.monotonic()
             status = self._snapshot.get(handle["dispatch"])
         return status or Status(RunState.LOST, detail="lost: the dispatch record is gone")
 
-    def _read_all(self) -> dict[str, Status]:
+    def _read_all(self) -> tuple[dict[str, Status], datetime | None]:
+        """Every dispatch of the region as a status, and when the oldest one that no worker
+        has taken yet was handed over (None if there is none)."""
         with self.reads() as session:
             rows = session.execute(
                 select(
@@ -113,10 +126,14 @@ class DispatchExecutor:
                     Dispatch.lost,
                     Dispatch.detail,
                     Dispatch.running_at,
+                    Dispatch.dispatched_at,
                 ).where(Dispatch.region == self.region)
             ).all()
         out: dict[str, Status] = {}
-        for job_id, state, exit_code, signal, cpu_s, energy_j, lost, detail, running_at in rows:
+        oldest: datetime | None = None
+        for job_id, state, exit_code, signal, cpu_s, energy_j, lost, detail, running_at, at in rows:
+            if state == DispatchState.QUEUED and (oldest is None or at < oldest):
+                oldest = at
             if state != DispatchState.ENDED:
                 # Until the engine runs it — waiting for a worker to take it, or in the engine's
                 # own queue — the job's walltime has not started.
@@ -125,7 +142,43 @@ class DispatchExecutor:
                 out[job_id] = Status(RunState.LOST, detail=detail)
             else:
                 out[job_id] = Status(RunState.EXITED, exit_code, signal, cpu_s, energy_j)
-        return out
+        return out, oldest
+
+    def _give_up_untaken(self, oldest: datetime) -> bool:
+        """Close the handovers no worker took while none of the region's workers has been
+        connected for WORKER_TIMEOUT_S; True if any was closed. One conditional UPDATE: a
+        worker claiming at the same moment either got the record first (then it is not
+        ``queued`` any more and stays the worker's) or finds it closed — never both."""
+        now = self.clock()
+        if oldest > live_since(now) or time.monotonic() - self._gave_up_at < GIVE_UP_EVERY_S:
+            return False
+        self._gave_up_at = time.monotonic()
+        with self.store.begin() as session:
+            connected = session.execute(
+                select(RegionWorker.name)
+                .where(RegionWorker.region == self.region, RegionWorker.last_seen_at > live_since(now))
+                .limit(1)
+            ).first()
+            if connected is not None:
+                return False  # a worker is there: it takes them as it has room
+            closed = session.execute(
+                update(Dispatch)
+                .where(
+                    Dispatch.region == self.region,
+                    Dispatch.state == DispatchState.QUEUED,
+                    Dispatch.dispatched_at <= live_since(now),
+                )
+                .values(
+                    state=DispatchState.ENDED,
+                    lost=True,
+                    ended_at=now,
+                    detail=(
+                        f"lost: no region worker of {self.region} was connected to take it "
+                        f"within {WORKER_TIMEOUT_S:.0f} s"
+                    ),
+                )
+            )
+        return bool(getattr(closed, "rowcount", 0))
 
     def cancel(self, handle: Handle, grace_s: float) -> None:
         self._stop(handle, {"cancel_grace_s": grace_s})

@@ -10,6 +10,18 @@ exactly as the simulator drives it with a simulated one. Durability rules:
   transition, committed before the sandbox is cleaned up;
 * on start-up every ``running`` job is reconciled with its executor (still running, ended
   while we were down — the local wrapper leaves its exit status on disk — or lost).
+
+Regions whose back end cannot take work now (unhealthy, or no region worker connected; see
+:mod:`enclave.services.region_health`) get no new work: the core is told so before each pass.
+
+A *handed-over* job — one given to a region worker (an executor with ``hands_over``) — is not
+running until the worker says its engine runs it. Until then it stays ``admitted``, with its
+region, placement and dispatch handle recorded (durable: a restart finds it handed over) and
+the reason ``handed to the region worker of R; waiting for it to start the job``; its walltime
+starts with the start the worker reports. When the worker reports it running it becomes
+``running`` (``started_at`` then). A handover no worker takes is given up by the dispatch
+executor once no worker of the region has been connected for WORKER_TIMEOUT_S (the job is
+requeued as lost, and failed after MAX_ATTEMPTS), so it never waits on a region that is gone.
 """
 
 from __future__ import annotations
@@ -37,6 +49,7 @@ from enclave.services import artifacts, endpoints, training
 from enclave.services.context import Context
 from enclave.services.jobs import TERMINAL as TERMINAL_STATES
 from enclave.services.jobs import DependencyType, JobState, label_key, transition
+from enclave.services.region_health import RegionHealth
 from enclave.services.regions import executor_for
 from enclave.services.unit import Unit, unit
 from enclave.store.models import Agency
@@ -55,6 +68,7 @@ POLL_QUEUED_S = 0.05  # a job waiting in its engine's queue
 TICK_IDLE_S = 0.5
 RESCHEDULE_S = TICK_IDLE_S  # an unchanged queue is re-planned (and pending jobs polled) this often
 MAX_ATTEMPTS = 5  # requeues after loss before a job is failed
+HANDED_OVER = "handed to the region worker of {region}; waiting for it to start the job"
 
 
 # Job kinds other than plain batch jobs: what they stage before a start (the real command and
@@ -85,6 +99,7 @@ class Live:
     energy_j: float = 0.0
     measured: bool = False
     next_poll_s: float = 0.0
+    handed_over: bool = False  # given to a region worker, which has not reported it running yet
 
 
 @dataclass
@@ -111,6 +126,7 @@ class JobRunner:
         scheduled = ctx.fleet.model_copy(update={"regions": [r.as_scheduled() for r in ctx.fleet.regions]})
         self.cluster = ClusterState.from_fleet(scheduled, power_cap_scale(self.policy))
         self.executors = {r.name: executor_for(ctx, r) for r in ctx.fleet.regions}
+        self.health = RegionHealth(self.executors)
         self.live: dict[str, Live] = {}
         self.queue: dict[str, tuple[int, Job]] = {}  # admitted: id -> (seq, job)
         self._queue_list: list[Job] | None = None
@@ -132,6 +148,7 @@ class JobRunner:
     def start(self) -> None:
         self.reconcile()
         training.recover(self.ctx)
+        self.health.start()
         self._thread = threading.Thread(target=self._run, name="enclave-runner", daemon=True)
         self._thread.start()
 
@@ -140,6 +157,7 @@ class JobRunner:
         self.ctx.notify_jobs()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        self.health.stop()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -179,10 +197,16 @@ class JobRunner:
             ).scalars()
             for row in rows:
                 job = self._core_job(u, row)
-                if row.state == JobState.ADMITTED:
+                placement = Placement(**row.placement) if row.placement else None
+                # Admitted with a placement: handed to a region worker before the stop.
+                handed_over = (
+                    row.state == JobState.ADMITTED
+                    and placement is not None
+                    and _hands_over(self.executors.get(placement.region))
+                )
+                if row.state == JobState.ADMITTED and not handed_over:
                     self.queue[row.id] = (row.seq, job)
                     continue
-                placement = Placement(**row.placement) if row.placement else None
                 if placement is None or row.handle is None:
                     self._requeue(
                         u, row, "lost: the control plane stopped before the job's process started", now
@@ -196,6 +220,7 @@ class JobRunner:
                     row.handle,
                     self.executors[placement.region],
                     row.started_at.timestamp() if row.started_at else now,
+                    handed_over=handed_over,
                 )
         self._queue_list = None
 
@@ -205,10 +230,13 @@ class JobRunner:
         now = self.clock()
         self._sample_energy()
         finished: list[tuple[Live, Status]] = []
+        begun: list[Live] = []
         for live in list(self.live.values()):
             if live.handle is None or (now < live.next_poll_s and live.term_sent_s is None):
                 continue
             status = live.executor.poll(live.handle)
+            if live.handed_over and status.state is RunState.RUNNING:
+                begun.append(live)
             if status.state in NOT_ENDED:
                 if status.state is RunState.QUEUED and live.term_sent_s is None:
                     # Waiting in the engine's own queue: walltime and wall time count from
@@ -221,6 +249,8 @@ class JobRunner:
                 self._enforce(live, now)
             else:
                 finished.append((live, status))
+        if begun:
+            self._begun(begun, now)
         if finished:
             self._finish(finished, now)
         # Cancellations asked through this process wake the loop; those asked through another
@@ -246,10 +276,24 @@ class JobRunner:
         # changed; only the clock moves priorities (age, fair-share decay) meanwhile, so an
         # unchanged queue is re-planned at the idle cadence, not on every 10 ms poll.
         started = 0
+        if self.cluster.set_unavailable(self.health.down()):
+            self._queue_list = None  # what may start where has changed: plan again now
         if finished or self._queue_list is None or now - self._last_pass_s >= RESCHEDULE_S:
             self._last_pass_s = now
             started = self._schedule(now)
         return bool(finished or admitted or started)
+
+    def _begun(self, begun: list[Live], now: float) -> None:
+        """Handed-over jobs their region worker now reports running: ``running`` from now."""
+        when = datetime.fromtimestamp(now, UTC)
+        with unit(self.ctx) as u, u.session.no_autoflush:  # see _no_autoflush_note
+            rows = self._load_rows(u, [live.row_seq for live in begun])
+            for live in begun:
+                live.handed_over = False
+                live.started_s = now
+                row = rows.get(live.row_seq)
+                if row is not None and row.state == JobState.ADMITTED:
+                    transition(u, row, JobState.RUNNING, None, when)
 
     def _enforce(self, live: Live, now: float) -> None:
         if live.term_sent_s is None and now >= live.started_s + live.job.walltime_s:
@@ -277,6 +321,17 @@ class JobRunner:
                 if status.state is RunState.LOST:
                     self._requeue(u, row, status.detail or "lost: the executor no longer knows this job", now)
                     continue
+                if row.state == JobState.ADMITTED:  # handed over, not reported running
+                    if live.ending is JobState.PREEMPTED:  # it never ran: nothing was lost
+                        why = "requeued: preempted before its region worker started it"
+                        transition(
+                            u, row, JobState.PENDING, why, when, handle=None, placement=None, region=None
+                        )
+                        done.append((live, row))  # its (empty) output and record are cleared
+                        continue
+                    if live.ending is not JobState.CANCELLED:
+                        # It ran and ended between two polls: it did run, however briefly.
+                        transition(u, row, JobState.RUNNING, None, when)
                 energy = self._energy(live, status, wall_s)
                 fields: dict[str, Any] = {
                     "exit_code": status.exit_code,
@@ -289,7 +344,16 @@ class JobRunner:
                 if live.ending is JobState.PREEMPTED:
                     transition(u, row, JobState.PREEMPTED, "preempted by an urgent job", when, **fields)
                     row.attempts += 1
-                    transition(u, row, JobState.PENDING, "requeued after preemption", when)
+                    transition(
+                        u,
+                        row,
+                        JobState.PENDING,
+                        "requeued after preemption",
+                        when,
+                        handle=None,
+                        placement=None,
+                        region=None,
+                    )
                 elif live.ending is not None:
                     reason = (
                         "cancelled by request" if live.ending is JobState.CANCELLED else "walltime exceeded"
@@ -380,7 +444,7 @@ class JobRunner:
                 )
             ).scalars()
             for row in rows:
-                if row.state == JobState.RUNNING:
+                if row.state == JobState.RUNNING or row.id in self.live:  # started or handed over
                     live = self.live.get(row.id)
                     if live is not None and live.ending is None:
                         live.ending = JobState.CANCELLED
@@ -432,7 +496,9 @@ class JobRunner:
                 if over:
                     self._set_reason(row, over)
                     continue
-                transition(u, row, JobState.ADMITTED, None, when)
+                # A placement left from an earlier attempt would read as a handover on restart.
+                stale = {"placement": None, "region": None, "handle": None} if row.placement else {}
+                transition(u, row, JobState.ADMITTED, None, when, **stale)
                 self.queue[row.id] = (row.seq, self._core_job(u, row))
                 self._queue_list = None
                 admitted += 1
@@ -478,15 +544,20 @@ class JobRunner:
                         if row is None:
                             self.queue[job.id] = (seq, core)
                         continue
-                    transition(
-                        u,
-                        row,
-                        JobState.RUNNING,
-                        None,
-                        when,
-                        region=placement.region,
-                        placement=_placement_dict(placement),
-                    )
+                    if _hands_over(self.executors[placement.region]):
+                        # Not running until its region worker says so (module docstring).
+                        row.region, row.placement = placement.region, _placement_dict(placement)
+                        row.reason = HANDED_OVER.format(region=placement.region)
+                    else:
+                        transition(
+                            u,
+                            row,
+                            JobState.RUNNING,
+                            None,
+                            when,
+                            region=placement.region,
+                            placement=_placement_dict(placement),
+                        )
                     starting.append((job, placement, row))
             if changed:
                 seqs = {jid: self.queue[jid][0] for jid in changed if jid in self.queue}
@@ -542,7 +613,7 @@ class JobRunner:
                 # MAX_ATTEMPTS); anything else about this job will not change by retrying.
                 failed.append((row, f"could not start: {exc}", isinstance(exc, Unavailable)))
                 continue
-            self.live[job.id] = Live(job, row.seq, handle, executor, now)
+            self.live[job.id] = Live(job, row.seq, handle, executor, now, handed_over=_hands_over(executor))
             handles.append({"seq": row.seq, "handle": handle})
         self.stats.started += len(handles)
         with unit(self.ctx) as u:
@@ -624,6 +695,13 @@ class JobRunner:
 # round of statements per job; everything is flushed together at commit (the transitions'
 # audit records are written in one statement then, see Unit.record). A query whose answer
 # depends on this pass's changes (the quota sums) flushes explicitly first.
+
+
+def _hands_over(executor: Executor | None) -> bool:
+    """Whether starting a job on this executor only hands it over (to a region worker), the
+    start to be reported later. A capability attribute; the engines' executors, which start
+    the job (or queue it in the engine) before ``start`` returns, do not declare it."""
+    return bool(getattr(executor, "hands_over", False))
 
 
 def _placement_dict(p: Placement) -> dict[str, Any]:

@@ -78,8 +78,10 @@ def table(
         out.add_column(
             col,
             justify="right" if numeric else "left",
-            no_wrap=not free,
-            overflow="fold",  # what does not fit wraps; it is never replaced by an ellipsis
+            # chosen to fit, nothing wraps; only free text, or a first column wider than the
+            # terminal, folds onto more lines (never cut, never an ellipsis)
+            no_wrap=not free and (width is None or widths[columns.index(col)] <= width),
+            overflow="fold",
             min_width=min(widths[columns.index(col)], FREE_TEXT_MIN_WIDTH) if free else None,
         )
     index = [columns.index(c) for c in shown]

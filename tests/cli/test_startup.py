@@ -1,0 +1,79 @@
+"""CLI start-up: what `enclave` imports before it does anything, and its help."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import typer
+
+from enclave.cli.lazy import GROUPS
+from enclave.cli.main import app
+from tests.conftest import CLI
+
+HEAVY = ["sqlalchemy", "numpy", "enclave.audit.log", "enclave.sim", "enclave.store", "fastapi", "httpx"]
+PROBE = """
+import json, sys
+sys.argv = ["enclave", *{args!r}]
+from enclave.cli.main import main
+try:
+    main()
+except SystemExit:
+    pass
+print(json.dumps(sorted(sys.modules)), file=sys.stderr)
+"""
+
+
+def _modules_after(*args: str) -> set[str]:
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE.format(args=list(args))], capture_output=True, text=True, timeout=60
+    )
+    return set(json.loads(proc.stderr.strip().splitlines()[-1]))
+
+
+@pytest.mark.parametrize("args", [("--help",), ("job", "--help"), ("job", "list", "--help")])
+def test_help_imports_nothing_heavy(args: tuple[str, ...]) -> None:
+    loaded = _modules_after(*args)
+    assert not {m for m in loaded for heavy in HEAVY if m == heavy or m.startswith(heavy + ".")}
+    groups = {module for module, _ in GROUPS.values()}
+    assert loaded & groups == ({"enclave.cli.jobs"} if "job" in args else set())
+
+
+def test_group_help_lines_match_the_groups() -> None:
+    """`enclave --help` lists groups from lazy.GROUPS without importing them: same words."""
+    for name, (module, help_text) in GROUPS.items():
+        assert importlib.import_module(module).app.info.help == help_text, name
+
+
+def _commands(group: typer.Typer, prefix: str) -> list[tuple[str, object]]:
+    found = [(f"{prefix} {c.name or c.callback.__name__}", c.callback) for c in group.registered_commands]
+    for sub in group.registered_groups:
+        assert sub.typer_instance is not None
+        found += _commands(sub.typer_instance, f"{prefix} {sub.name}")
+    return found
+
+
+def test_every_command_says_what_it_does() -> None:
+    mine = [m for m, _ in GROUPS.values() if m not in ("enclave.cli.jobs", "enclave.cli.audit")]
+    commands = _commands(app, "enclave")
+    for module in mine:
+        commands += _commands(importlib.import_module(module).app, module)
+    missing = [name for name, callback in commands if not (getattr(callback, "__doc__", None) or "").strip()]
+    assert len(commands) > 50 and missing == []
+
+
+def test_version_and_flags_without_a_value() -> None:
+    version = subprocess.run([*CLI, "--version"], capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0 and version.stdout.startswith("enclave ")
+    env_help = subprocess.run(
+        [*CLI, "model", "list", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+    assert "--json" in env_help.stdout and "--wide" in env_help.stdout and "<bool>" not in env_help.stdout

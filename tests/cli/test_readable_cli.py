@@ -28,10 +28,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv.stop()
 
 
-def cli(server: Server, *args: str, columns: int = 80) -> str:
-    """Run `enclave ARGS` as a terminal COLUMNS wide would (rich reads $COLUMNS)."""
+def cli(server: Server, *args: str, columns: int | None = 80) -> str:
+    """Run `enclave ARGS` as a terminal COLUMNS wide would (rich reads $COLUMNS); None: piped."""
     env = {**os.environ, "ENCLAVE_HOME": str(server.home), "ENCLAVE_URL": server.url, "COLUMNS": str(columns)}
     env.pop("ENCLAVE_TOKEN", None)
+    if columns is None:
+        env.pop("COLUMNS")
     proc = subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
@@ -78,6 +80,8 @@ def test_regions_and_usage(server: Server, jobs: list[dict[str, object]], column
     _fits(regions, columns)
     for name in ("gov-east", "secret-west", "ts-east", "TOP SECRET"):
         assert name in regions
+    piped = cli(server, "regions", columns=None)  # to a program, without $COLUMNS: every column
+    assert "healthy" in piped.splitlines()[1] and "hidden" not in piped
     usage = cli(server, "admin", "agency", "usage", "enclave", columns=columns)
     _fits(usage, columns)
     total = next(line for line in usage.splitlines() if line.startswith("total"))

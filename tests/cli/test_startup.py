@@ -24,7 +24,7 @@ try:
     main()
 except SystemExit:
     pass
-print(json.dumps(sorted(sys.modules)), file=sys.stderr)
+print(json.dumps(sorted(n for n, m in sys.modules.items() if m is not None)), file=sys.stderr)
 """
 
 

@@ -95,14 +95,15 @@ class LazyGroup(TyperGroup):
             self._listing = False
 
 
-UNUSED_IN_CLI = ("trio",)
+UNUSED_IN_CLI = ("trio", "httpx._main")
 
 
 def skip_unused_imports() -> None:
-    """For the `enclave` process only (its entry point, never on import): httpcore imports
-    trio, when installed, only to tell whether it runs under trio (about 65 ms); Enclave never
-    does (the client is synchronous, the server runs on asyncio). A None entry in sys.modules
-    makes that import fail at once, which httpcore expects (trio is optional)."""
+    """For the `enclave` process only (its entry point, never on import), two optional imports
+    of the HTTP client that it never uses: httpcore imports trio, when installed, only to tell
+    whether it runs under trio (about 65 ms; Enclave's client is synchronous, its server runs
+    on asyncio); httpx imports its own command line (`httpx._main`: click, pygments, about
+    17 ms). A None entry in sys.modules makes each import fail at once, which both expect."""
     for name in UNUSED_IN_CLI:
         sys.modules.setdefault(name, None)  # type: ignore[assignment]
 

@@ -26,6 +26,7 @@ from enclave.cli.humanize import human, is_number
 from enclave.errors import InvalidInput
 
 FORMATS = ("table", "wide", "json", "yaml", "csv", "ids")
+UNLIMITED_WIDTH = 10_000  # a table printed whole (--wide, or piped) may be this wide
 COLUMN_GAP = 2  # spaces between two columns
 FREE_TEXT_MIN_WIDTH = 16  # a free-text column wraps, but not narrower than this
 FIRST = {"id": 0, "name": 0, "state": 1, "label": 1}  # kept before the other columns
@@ -116,7 +117,10 @@ def print_rows(
 ) -> None:
     width = None if wide else table_width(console)
     rendered, hidden = table(rows, columns, title, width)
-    console.print(rendered, width=None if width is not None else max(console.width, 1 << 12), crop=False)
+    # Unlimited (--wide, or piped without $COLUMNS): a console as wide as the table, since
+    # Console.print never goes past its console's width; the rows are not padded beyond it.
+    target = console if width is not None else Console(file=console.file, width=UNLIMITED_WIDTH)
+    target.print(rendered, crop=False)
     footer = f"{len(rows)} item(s)"
     if hidden:
         footer += f"; hidden at {width} columns: {', '.join(hidden)} (--wide shows all)"

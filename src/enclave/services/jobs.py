@@ -253,7 +253,7 @@ def add(u: Unit, actor: Actor, specs: list[JobSpec]) -> list[dict[str, Any]]:
             if existing is not None:
                 out.append(view(ctx, existing, actor.subject.agency))
                 continue
-        deps = [(kind, visible_job(u, actor, dep_id).id) for kind, dep_id in spec.depends_on]
+        deps = [(kind, visible_job(u, actor, dep, prefix=True).id) for kind, dep in spec.depends_on]
         project_id = project_id_of(u.session, actor.agency_id, actor.subject.agency, spec.project)
         count = spec.array or 1
         array_id = str(uuid.uuid4()) if spec.array else None
@@ -343,9 +343,12 @@ _UNSET: dict[str, Any] = dict.fromkeys(
 )
 
 
-def visible_job(u: Unit, actor: Actor, job_id: str, action: Action = Action.READ) -> Job:
-    """The job ``job_id`` names (a full id, or a short prefix of one the session may read)."""
-    if len(job_id) < ID_LEN:
+def visible_job(
+    u: Unit, actor: Actor, job_id: str, action: Action = Action.READ, *, prefix: bool = False
+) -> Job:
+    """The job ``job_id`` names; with ``prefix``, a short prefix of the id of a job the session
+    may read is taken too (callers that store the id they were given leave it off)."""
+    if prefix and len(job_id) < ID_LEN:
         job_id = one_named(u, actor, job_id, arrays=False).id
     row = u.session.execute(
         select(Job, Agency.name).join(Agency, Job.agency_id == Agency.id).where(Job.id == job_id)
@@ -396,6 +399,7 @@ def named_by(u: Unit, actor: Actor, prefix: str, *, arrays: bool = True) -> list
                 .where(*scope, Job.array_id.like(ref + "%"))
                 .group_by(Job.array_id, Job.label)
             )
+            if id_ is not None  # never: LIKE matched it
         ]
     readable: dict[str, bool] = {}
     for *_, label in rows:
@@ -465,6 +469,15 @@ def view(ctx: Context, job: Job, agency: str, owner: str | None = None) -> dict[
     }
 
 
+def full_id(ctx: Context, actor: Actor, job_id: str) -> str:
+    """The full id of the job ``job_id`` (an id or a prefix) names, for services that take only
+    full ids; a full id is returned as given (its service checks it)."""
+    if len(job_id) >= ID_LEN:
+        return job_id
+    with unit(ctx) as u:
+        return one_named(u, actor, job_id, arrays=False).id
+
+
 def show(ctx: Context, actor: Actor, job_id: str) -> dict[str, Any]:
     with unit(ctx) as u:
         job = visible_job(u, actor, job_id)
@@ -501,7 +514,7 @@ def list_visible(
 def cancel(ctx: Context, actor: Actor, job_id: str) -> dict[str, Any]:
     """Ask for cancellation; the live loop stops a running job (grace signal, then kill)."""
     with unit(ctx) as u:
-        result = cancel_job(u, actor, visible_job(u, actor, job_id, Action.WRITE))
+        result = cancel_job(u, actor, visible_job(u, actor, job_id, Action.WRITE, prefix=True))
     ctx.notify_jobs()
     return result
 

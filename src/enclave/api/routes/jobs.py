@@ -100,6 +100,7 @@ def logs(
     stream: Annotated[Literal["stdout", "stderr"], Query()] = "stdout",
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> PlainTextResponse:
-    """The job's output from ``offset`` (bytes): live while it runs, from the log artifact after."""
-    text, next_offset = joblogs.read(ctx, actor, job_id, stream, offset)
+    """The job's output from ``offset`` (bytes): live while it runs, from the log artifact after.
+    ``job_id`` may be a prefix of a job's id."""
+    text, next_offset = joblogs.read(ctx, actor, jobs.full_id(ctx, actor, job_id), stream, offset)
     return PlainTextResponse(text, headers={"X-Next-Offset": str(next_offset)})

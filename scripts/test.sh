@@ -16,6 +16,7 @@ compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 command -v slurmctld >/dev/null || need+=(slurm-wlm munge)   # the Slurm executor's real engine
 command -v ip >/dev/null || need+=(iproute2)                 # network namespaces for Ray
 command -v bwrap >/dev/null || need+=(bubblewrap)            # every job runs confined by it
+command -v chromium >/dev/null || need+=(chromium)           # /docs rendered with no network
 if ((${#need[@]})); then
   sudo=; [ "$(id -u)" = 0 ] || sudo=sudo
   export DEBIAN_FRONTEND=noninteractive

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import importlib.resources
 import inspect
 import os
 from collections.abc import AsyncIterator
@@ -12,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
 
 from enclave import __version__
 from enclave.api import problems
@@ -128,10 +132,13 @@ def create_app(
         description="Self-hosted AI + HPC cloud control plane with mandatory access control.",
         lifespan=lifespan,
         dependencies=[Depends(plain_text)],
+        docs_url=None,  # served by _docs_pages, from Enclave itself rather than public CDNs
+        redoc_url=None,
         **_NO_NATIVE_TELEMETRY,
     )
     app.state.ctx = ctx
     _document(app, gateway.OPENAPI_PATHS)
+    _docs_pages(app)
     problems.install(app)
     # The gateway's routes first: matched on every model call, they are the hot path.
     app.include_router(gateway.router, prefix="/v1")
@@ -200,6 +207,51 @@ def _document(app: FastAPI, paths: dict[str, Any]) -> None:
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+# The API's documentation pages: Swagger UI at /docs and ReDoc at /redoc, their scripts, styles
+# and icon served by Enclave itself from the fastapi-offline package (MIT; it ships the
+# swagger-ui-dist and ReDoc bundles), never from a public CDN — a classified site has none —
+# and ReDoc without web fonts (the system's are used). GET / leads to the documentation until
+# there is a web console.
+DOCS_ASSETS_URL = "/docs-assets"
+DOCS_ASSETS = importlib.resources.files("fastapi_offline") / "static"
+
+
+def _docs_pages(app: FastAPI) -> None:
+    app.mount(DOCS_ASSETS_URL, StaticFiles(directory=str(DOCS_ASSETS)), name="docs-assets")
+    title = f"{app.title} API"
+    oauth2_redirect = "/docs/oauth2-redirect"
+    favicon = f"{DOCS_ASSETS_URL}/favicon.png"
+
+    @app.get("/", include_in_schema=False)
+    def home() -> RedirectResponse:
+        return RedirectResponse("/docs", status_code=307)
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=str(app.openapi_url),
+            title=f"{title} - Swagger UI",
+            oauth2_redirect_url=oauth2_redirect,
+            swagger_js_url=f"{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS_URL}/swagger-ui.css",
+            swagger_favicon_url=favicon,
+        )
+
+    @app.get(oauth2_redirect, include_in_schema=False)
+    def swagger_ui_oauth2_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url=str(app.openapi_url),
+            title=f"{title} - ReDoc",
+            redoc_js_url=f"{DOCS_ASSETS_URL}/redoc.standalone.js",
+            redoc_favicon_url=favicon,
+            with_google_fonts=False,
+        )
 
 
 def app_from_env() -> FastAPI:

@@ -1,14 +1,21 @@
-"""job paging: jobs listed a page at a time, newest first, per agency (issue 13)
+"""job paging and id prefixes (issue 13)
 
 * ``ix_jobs_agency_id_seq`` on ``jobs (agency_id, seq)``: a page of an agency's jobs, newest
   first (``ORDER BY seq DESC``, with ``seq < cursor``), is read by walking this index back
   from the cursor and stopping once the page is full, instead of sorting every job of the
   agency on each request.
+* ``ix_jobs_id_prefix`` and ``ix_jobs_array_id_prefix``: a short id prefix
+  (``WHERE id LIKE 'abcd%'``) is found by a range scan of the rows that start with it, not by
+  reading every job of the agency (whose count, at labels the session cannot read, would
+  show in the time of the answer). PostgreSQL needs ``varchar_pattern_ops`` for LIKE to use
+  an index whatever the database's collation; SQLite's LIKE is case-insensitive, so it uses
+  a ``NOCASE`` index.
 
 Revision ID: 0007
 Revises: 0006
 """
 
+import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
@@ -16,12 +23,24 @@ down_revision = "0006"
 branch_labels = None
 depends_on = None
 
+PREFIX_INDEXES = {"ix_jobs_id_prefix": "id", "ix_jobs_array_id_prefix": "array_id"}
+
 
 def upgrade() -> None:
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.create_index("ix_jobs_agency_id_seq", ["agency_id", "seq"], unique=False)
+    dialect = op.get_bind().dialect.name
+    for name, column in PREFIX_INDEXES.items():
+        if dialect == "postgresql":
+            op.create_index(name, "jobs", [column], postgresql_ops={column: "varchar_pattern_ops"})
+        elif dialect == "sqlite":
+            op.create_index(name, "jobs", [sa.text(f"{column} COLLATE NOCASE")])
 
 
 def downgrade() -> None:
+    dialect = op.get_bind().dialect.name
+    if dialect in ("postgresql", "sqlite"):
+        for name in PREFIX_INDEXES:
+            op.drop_index(name, table_name="jobs")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.drop_index("ix_jobs_agency_id_seq")

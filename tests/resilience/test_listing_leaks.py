@@ -34,6 +34,7 @@ from ..api.helpers import (
     ok,
     token_header,
 )
+from .test_side_channels import _assert_same_time
 
 PREFIX = "beef"
 
@@ -212,3 +213,17 @@ def test_the_audit_total_counts_only_readable_records(world: World) -> None:
     admin_s = token_header(w.client, "admin", "SECRET")
     above = ok(w.client.get("/v1/audit", params={"total": "true", "event": "job.submitted"}, headers=admin_s))
     assert above["total"] == 1 + 1 + 1 + 3  # mine, the other agency's, the SECRET job and array
+
+
+def test_a_prefix_costs_the_same_however_many_jobs_are_above(world: World) -> None:
+    """alpha holds 20,000 jobs above alice's UNCLASSIFIED session, beta none: a prefix lookup
+    that names nothing takes the same time in both (the prefix index reads only the rows
+    sharing the prefix; reading the agency's jobs would take milliseconds more in alpha)."""
+    w = world
+    for headers in (w.alice_s, w.alice_si):
+        body = {"name": "hidden", "command": ["true"], "array": 10_000}
+        ok(w.client.post("/v1/jobs", json=body, headers=headers), 201)
+    _assert_same_time(
+        lambda: w.client.get(f"/v1/jobs/{missing_id()[:8]}", headers=w.alice_u),
+        lambda: w.client.get(f"/v1/jobs/{missing_id()[:8]}", headers=w.eve_u),
+    )

@@ -37,6 +37,7 @@ from enclave.services import jobs, models, workspace
 from enclave.services.auth import subject_for
 from enclave.services.context import Context
 from enclave.services.jobs import TERMINAL, JobSpec, JobState
+from enclave.services.regions import executor_for
 from enclave.services.training import Launch
 from enclave.services.unit import Actor, Unit, entry_for, unit
 from enclave.store.models import Agency, Artifact, Endpoint, Job, Model, User
@@ -51,6 +52,20 @@ PII_MODES = ("off", "mask")
 SCALE_UP_IN_FLIGHT = 4.0  # calls in flight per ready replica that ask for one more
 TICK_S = 0.5
 HEALTH_TIMEOUT_S = 1.0
+# A replica that ends before it ever served is a failed start. Replacements wait longer after
+# each one in a row (1 s, 2 s, 4 s ... 60 s); after MAX_FAILED_STARTS in a row the endpoint
+# fails with the last one's exit, until its owner scales it again.
+MAX_FAILED_STARTS = 5
+BACKOFF_FIRST_S, BACKOFF_MAX_S = 1.0, 60.0
+STDERR_TAIL_BYTES = 2000
+# What a replica's stderr says when it ran out of its address space (ulimit -v = memory_mb).
+OUT_OF_MEMORY = (
+    "MemoryError",
+    "Cannot allocate memory",
+    "std::bad_alloc",
+    "out of memory",
+    "failed to map segment",
+)
 
 
 @dataclass(frozen=True)
@@ -247,9 +262,71 @@ def _replica_jobs(u: Unit, endpoint_ids: list[str], live_only: bool = True) -> d
 
 
 def show(ctx: Context, actor: Actor, name: str) -> dict[str, Any]:
+    """One endpoint, with how its last replica that ended unasked ended (exit, the tail of its
+    stderr): why an endpoint that keeps restarting does."""
     with unit(ctx) as u:
         ep, res = load(u, actor, name)
-        return view(ctx, ep, res.agency or "", _replica_jobs(u, [ep.id])[ep.id])
+        out = view(ctx, ep, res.agency or "", _replica_jobs(u, [ep.id])[ep.id])
+        last = _last_unasked_end(u.session, ep.id)
+    out["last_exit"] = None if last is None else _exit_view(ctx, last, ep)
+    return out
+
+
+def _last_unasked_end(session: Session, endpoint_id: str) -> Job | None:
+    return session.execute(
+        select(Job)
+        .where(
+            Job.kind == "replica",
+            Job.parent_id == endpoint_id,
+            Job.state.in_([str(s) for s in TERMINAL]),
+            Job.cancel_requested.is_(False),
+        )
+        .order_by(Job.seq.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+def _exit_view(ctx: Context, job: Job, ep: Endpoint) -> dict[str, Any]:
+    tail = _stderr_tail(ctx, job)
+    return {
+        "job": job.id,
+        "state": job.state,
+        "exit_code": job.exit_code,
+        "reason": job.reason,
+        "ended_at": job.ended_at.isoformat() if job.ended_at else None,
+        "summary": _exit_summary(job, tail, ep.memory_mb),
+        "stderr_tail": tail,
+    }
+
+
+def _exit_summary(job: Job, stderr_tail: str, memory_mb: int) -> str:
+    """One line: how the replica ended, and what to do where Enclave can tell."""
+    code = job.exit_code
+    if code is not None and code > 128:
+        how = f"killed by signal {code - 128}"
+    elif code is not None:
+        how = f"exited with code {code}"
+    else:
+        how = job.reason or job.state
+    if any(marker in stderr_tail for marker in OUT_OF_MEMORY):
+        how += f"; it ran out of its memory limit ({memory_mb} MB): deploy it with a larger --memory-mb"
+    lines = [line for line in stderr_tail.splitlines() if line.strip()]
+    return f"{how}: {lines[-1][:300]}" if lines and "memory limit" not in how else how
+
+
+def _stderr_tail(ctx: Context, job: Job) -> str:
+    """The end of a replica's stderr: its kept log once it has ended, else its sandbox's file."""
+    art_id = (job.log_artifacts or {}).get("stderr")
+    data = b""
+    if art_id:
+        with ctx.read_sessions() as session:
+            art = session.get(Artifact, art_id)
+            if art is not None:
+                data = b"".join(ctx.blobs.read(art.label, art.blob_key))
+    elif job.handle and job.region:
+        path = executor_for(ctx, ctx.fleet.region(job.region)).log_paths(job.handle).get("stderr")
+        data = (outputs.read_small(path, STDERR_TAIL_BYTES * 64) or b"") if path else b""
+    return data[-STDERR_TAIL_BYTES:].decode("utf-8", "replace")
 
 
 def list_visible(ctx: Context, actor: Actor) -> list[dict[str, Any]]:
@@ -286,6 +363,8 @@ def scale(
         )
         ep.min_replicas, ep.max_replicas, ep.replicas = low2, high2, want
         ep.updated_at = ctx.now()
+        if ep.state == "failed":  # its owner tries again: the supervisor starts it afresh
+            ep.state, ep.reason = "deploying", "starting replicas"
         u.record(
             entry_for(
                 actor,
@@ -387,6 +466,9 @@ class Supervisor:
         self._watch: dict[str, _Watch] = {}
         self._seen_ended: set[str] = set()
         self._primed: set[str] = set()  # endpoints whose earlier endings were noted, not counted
+        self._served: set[str] = set()  # replica jobs seen ready at least once
+        self._failed_starts: dict[str, int] = {}  # by endpoint: replicas in a row that never served
+        self._retry_at: dict[str, float] = {}  # by endpoint: no replacement before this time
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="enclave-endpoints", daemon=True)
@@ -441,25 +523,80 @@ class Supervisor:
             ready.append((job.id, url))
             busy += int(health.get("in_flight", 0))
         self.ctx.router.update(ep.id, ready)
+        self._served.update(job_id for job_id, _ in ready)
         if not self.manage:
+            return
+        ended = self._ended_since_last(ep)
+        if ep.state == "failed":
+            return  # until its owner scales it again (or it is deleted)
+        failed = self._count_failed_starts(ep, ended)
+        if failed >= MAX_FAILED_STARTS:
+            self._fail(ep, failed)
             return
         busy = max(busy, self.ctx.router.in_flight(ep.id))
         want = self._autoscale(ep, len(ready), busy)
         active = [j for j in replicas if not j.cancel_requested]
-        ended = self._ended_since_last(ep)
+        waiting = self._retry_at.get(ep.id, 0.0) - self.clock()
+        if len(active) < want and waiting > 0:
+            self._say(ep, "deploying", f"{self._failing(ep, failed)}; next try in {waiting:.0f} s")
+            return
         if len(active) < want:
-            self._add_replicas(ep, want - len(active), replaced=ended)
+            self._add_replicas(ep, want - len(active), replaced=len(ended))
         elif len(active) > want:
             # Give back replicas that are not serving first, newest first.
             spare = sorted(active, key=lambda j: (j.id in dict(ready), -j.seq))
             for job in spare[: len(active) - want]:
                 self._cancel(job)
         state, reason = _state(len(ready), want, replicas)
+        if failed and not ready:
+            reason = f"{self._failing(ep, failed)}; trying again"
+        self._say(ep, state, reason)
+
+    def _say(self, ep: Endpoint, state: str, reason: str | None) -> None:
         if (state, reason) != (ep.state, ep.reason):
             with unit(self.ctx) as u:
                 row = u.session.get_one(Endpoint, ep.id)
-                if row.deleted_at is None:
+                if row.deleted_at is None and row.state != "failed":
                     row.state, row.reason, row.updated_at = state, reason, self.ctx.now()
+
+    def _count_failed_starts(self, ep: Endpoint, ended: list[str]) -> int:
+        """Replicas in a row that ended before they ever served (one that served resets it);
+        each failed start pushes the next replacement further out."""
+        if self._failed_starts.get(ep.id, 0) >= MAX_FAILED_STARTS:
+            self._failed_starts[ep.id] = 0  # its owner scaled a failed endpoint again: a fresh start
+            self._retry_at.pop(ep.id, None)
+        for job_id in ended:
+            if job_id in self._served:
+                self._failed_starts[ep.id] = 0
+            else:
+                self._failed_starts[ep.id] = self._failed_starts.get(ep.id, 0) + 1
+        failed = self._failed_starts.get(ep.id, 0)
+        if ended and failed:
+            wait = min(BACKOFF_FIRST_S * 2 ** (failed - 1), BACKOFF_MAX_S)
+            self._retry_at[ep.id] = self.clock() + wait
+        return failed
+
+    def _failing(self, ep: Endpoint, failed: int) -> str:
+        with unit(self.ctx) as u:
+            last = _last_unasked_end(u.session, ep.id)
+        summary = _exit_summary(last, _stderr_tail(self.ctx, last), ep.memory_mb) if last else "no exit known"
+        return f"{failed} replica(s) in a row ended before serving; the last {summary}"
+
+    def _fail(self, ep: Endpoint, failed: int) -> None:
+        reason = f"{self._failing(ep, failed)}; gave up (scale the endpoint to try again)"
+        with unit(self.ctx) as u:
+            row = u.session.get_one(Endpoint, ep.id)
+            if row.deleted_at is None:
+                row.state, row.reason, row.updated_at = "failed", reason[:2000], self.ctx.now()
+                u.record(
+                    entry_for(
+                        None,
+                        AuditEvent.ENDPOINT_REPLICA_REPLACED,
+                        Resource(kind="endpoint", label=self.ctx.scheme.parse(ep.label)),
+                        ep.id,
+                        details={"failed_starts": failed, "gave_up": True},
+                    )
+                )
 
     def _health(self, url: str) -> Any:
         if not url.startswith("unix:"):
@@ -510,7 +647,7 @@ class Supervisor:
             ep.replicas = want
         return want
 
-    def _ended_since_last(self, ep: Endpoint) -> int:
+    def _ended_since_last(self, ep: Endpoint) -> list[str]:
         """Replicas of this endpoint that ended without being asked to (failures, kills)."""
         with unit(self.ctx) as u:
             ended = u.session.execute(
@@ -525,8 +662,8 @@ class Supervisor:
         self._seen_ended.update(fresh)
         if ep.id not in self._primed:  # ended before this supervisor started: not news
             self._primed.add(ep.id)
-            return 0
-        return len(fresh)
+            return []
+        return fresh
 
     def _add_replicas(self, ep: Endpoint, count: int, replaced: int) -> None:
         """Submit replica jobs on behalf of the endpoint's owner, at the endpoint's label: an

@@ -28,6 +28,7 @@ ENDPOINT = {
     "restarts": 1,
     "settings": {"pii": "mask", "log_content": False},
     "replicas": {"ready": 2, "desired": 2, "min": 1, "max": 4, "in_flight": 0, "jobs": []},
+    "last_exit": {"job": JOB_ID, "state": "failed", "exit_code": 137, "summary": "killed by signal 9"},
 }
 MODEL = {
     "id": MODEL_ID,
@@ -127,6 +128,7 @@ def test_endpoint_show(screen: io.StringIO) -> None:
     ):
         assert value in text
     assert "pii=mask" in text and "log_content=no" in text
+    assert "killed by signal 9" in text and text.count(JOB_ID) == 1  # the failed replica's job
 
 
 def test_model_show(screen: io.StringIO) -> None:

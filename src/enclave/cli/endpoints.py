@@ -32,6 +32,11 @@ def _line(ep: dict[str, Any]) -> str:
     return f"{text} ({ep['reason']})" if ep.get("reason") else text
 
 
+def _last_exit(last: dict[str, Any] | None) -> str | None:
+    """How the last replica that ended did, with its job id (for `enclave job logs --stderr`)."""
+    return None if not last else f"{last['summary']} (replica job {last['job']})"
+
+
 def _spinner(ep: dict[str, Any]) -> Spinner:
     return Spinner("dots", text=Text(_line(ep)))
 
@@ -105,9 +110,11 @@ def show(name: str, as_json: bool = JsonOpt, output: str | None = OutputOpt, wid
         "replicas": f"{r['ready']} ready / {r['desired']} desired (min {r['min']}, max {r['max']})",
         "in_flight": r["in_flight"],
         "settings": dict(sorted(ep["settings"].items())),
+        "last_exit": _last_exit(ep.get("last_exit")),
     }
     fields = ["name", "label", "state", "reason", "model", "runtime", "region", "agency", "replicas"]
-    emit_one(row, [*fields, "in_flight", "restarts", "settings"], output, as_json, wide=wide, raw=ep)
+    fields += ["in_flight", "restarts", "settings", "last_exit"]
+    emit_one(row, fields, output, as_json, wide=wide, raw=ep)
     if r["jobs"] and not (as_json or output not in (None, "table", "wide")):
         print_table(r["jobs"], ["id", "state", "reason"], "Replica jobs", wide=wide)
 

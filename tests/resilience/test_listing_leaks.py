@@ -11,10 +11,13 @@ another agency.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import statistics
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
@@ -34,7 +37,7 @@ from ..api.helpers import (
     ok,
     token_header,
 )
-from .test_side_channels import _assert_same_time
+from .test_side_channels import TIMING_TOLERANCE, TIMING_TRIES, _assert_same_time
 
 PREFIX = "beef"
 
@@ -227,3 +230,42 @@ def test_a_prefix_costs_the_same_however_many_jobs_are_above(world: World) -> No
         lambda: w.client.get(f"/v1/jobs/{missing_id()[:8]}", headers=w.alice_u),
         lambda: w.client.get(f"/v1/jobs/{missing_id()[:8]}", headers=w.eve_u),
     )
+
+
+def _assert_same_time_ok(a: Callable[[], httpx.Response], b: Callable[[], httpx.Response]) -> None:
+    """Two successful requests take the same median time (interleaved, as for denials)."""
+    ratios = []
+    for _ in range(3):
+        times: dict[int, list[float]] = {0: [], 1: []}
+        for i in range(20 + TIMING_TRIES):
+            for which in (0, 1) if i % 2 else (1, 0):
+                start = time.perf_counter()
+                assert (a, b)[which]().status_code == 200
+                if i >= 20:
+                    times[which].append(time.perf_counter() - start)
+        ratios.append(statistics.median(times[0]) / statistics.median(times[1]))
+        if abs(ratios[-1] - 1) <= TIMING_TOLERANCE:
+            return
+    raise AssertionError(f"median time ratios {ratios}")
+
+
+def test_a_page_costs_the_same_however_many_jobs_are_above(world: World) -> None:
+    """alice (alpha) and eve (beta) each see 50 UNCLASSIFIED jobs; alpha also holds 20,000
+    jobs above alice's session, newer than hers. Her pages, totals and filters take the time
+    eve's do: only rows at labels the session dominates are read."""
+    w = world
+    for headers in (w.alice_u, w.eve_u):
+        ok(
+            w.client.post(
+                "/v1/jobs", json={"name": "mine", "command": ["true"], "array": 50}, headers=headers
+            ),
+            201,
+        )
+    for headers in (w.alice_s, w.alice_si):
+        body = {"name": "hidden", "command": ["true"], "array": 10_000}
+        ok(w.client.post("/v1/jobs", json=body, headers=headers), 201)
+    for params in ({"limit": 20}, {"limit": 20, "offset": 20, "name": "mine"}):
+        _assert_same_time_ok(
+            lambda params=params: w.client.get("/v1/jobs", params=params, headers=w.alice_u),
+            lambda params=params: w.client.get("/v1/jobs", params=params, headers=w.eve_u),
+        )

@@ -1,9 +1,9 @@
 """job paging and id prefixes (issue 13)
 
-* ``ix_jobs_agency_id_seq`` on ``jobs (agency_id, seq)``: a page of an agency's jobs, newest
-  first (``ORDER BY seq DESC``, with ``seq < cursor``), is read by walking this index back
-  from the cursor and stopping once the page is full, instead of sorting every job of the
-  agency on each request.
+* ``ix_jobs_agency_id_label_seq`` on ``jobs (agency_id, label, seq)``: a page of an agency's
+  jobs at the labels a session may read (``label IN (...)``, newest first, ``seq < cursor``)
+  and its total are read from the rows at those labels only: the jobs at labels above the
+  session are never read, so the time of the answer does not depend on them.
 * ``ix_jobs_id_prefix`` and ``ix_jobs_array_id_prefix``: a short id prefix
   (``WHERE id LIKE 'abcd%'``) is found by a range scan of the rows that start with it, not by
   reading every job of the agency (whose count, at labels the session cannot read, would
@@ -28,7 +28,7 @@ PREFIX_INDEXES = {"ix_jobs_id_prefix": "id", "ix_jobs_array_id_prefix": "array_i
 
 def upgrade() -> None:
     with op.batch_alter_table("jobs", schema=None) as batch_op:
-        batch_op.create_index("ix_jobs_agency_id_seq", ["agency_id", "seq"], unique=False)
+        batch_op.create_index("ix_jobs_agency_id_label_seq", ["agency_id", "label", "seq"], unique=False)
     dialect = op.get_bind().dialect.name
     for name, column in PREFIX_INDEXES.items():
         if dialect == "postgresql":
@@ -43,4 +43,4 @@ def downgrade() -> None:
         for name in PREFIX_INDEXES:
             op.drop_index(name, table_name="jobs")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
-        batch_op.drop_index("ix_jobs_agency_id_seq")
+        batch_op.drop_index("ix_jobs_agency_id_label_seq")

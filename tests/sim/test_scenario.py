@@ -241,3 +241,38 @@ def test_sim_run_on_a_scenario(tmp_path: Path) -> None:
     bad = scenario(tmp_path, "[trace]\npath = 'traces/small.swf'\ncolour = 1\n", "bad.toml")
     result = CliRunner().invoke(app, ["sim", "run", "--workload", str(bad), "--out", str(out)])
     assert result.exit_code != 0
+
+
+def test_a_rule_that_matches_no_job_is_an_error(tmp_path: Path) -> None:
+    """A typo in a value (or a range off the field's scale) must not silently change nothing:
+    the README's own example once gave five identical policies that way."""
+    path = scenario(tmp_path, SYNTH + "[[rules]]\nfield = 'kind'\nin = ['trainig']\nagency = 'doe'\n")
+    with pytest.raises(InvalidInput, match=r"rules\.0: kind in = \['trainig'\] matches no job"):
+        load_scenario_workload(path, DEFAULT_SCHEME)
+
+
+def test_the_shipped_scenario_runs_and_its_policies_differ(tmp_path: Path) -> None:
+    """examples/scenarios/contended.toml, as the README runs it: every policy schedules every
+    job, and the policies do not all give the same waits (the rules match, the fleet is short)."""
+    shipped = Path(__file__).resolve().parents[2] / "examples" / "scenarios" / "contended.toml"
+    out = tmp_path / "compare"
+    result = CliRunner().invoke(
+        app,
+        [
+            "sim",
+            "compare",
+            "--workload",
+            str(shipped),
+            "--out",
+            str(out),
+            "--policies",
+            "fcfs,easy,priority,power-capped,carbon-aware",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    policies = json.loads((out / "compare.json").read_text())["policies"]
+    assert len(policies) == 5
+    assert all(p["jobs_never_started"] == 0 and p["jobs"] > 1000 for p in policies.values())
+    waits = {name: round(p["avg_wait_s"]) for name, p in policies.items()}
+    assert len(set(waits.values())) == 5, waits
+    assert waits["easy"] < waits["fcfs"]  # backfilling helps a contended fleet

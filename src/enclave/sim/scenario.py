@@ -30,7 +30,9 @@ rule that sets it wins; a job no rule matches keeps the reader's defaults (SWF: 
 ``group-<id>``; Alibaba: ``alibaba``; synthetic: drawn by the shares of ``[synthetic]``).
 
 Everything is checked up front — unknown keys, a rule with no match or nothing to set, a
-field the workload does not have, an unknown label — and an error names the file and the key.
+field the workload does not have, an unknown label, a rule that matches no job of the
+workload — and an error names the file and the key. ``examples/scenarios/`` holds scenarios
+that run as they are.
 """
 
 from __future__ import annotations
@@ -237,6 +239,9 @@ def _apply_rules(
         if rule.in_ is not None and rule.field == "label":  # compare canonical markings
             wanted = {_parse_label(scheme, str(v), f"{source}: rules.{i}.in").marking for v in rule.in_}
         hits = np.flatnonzero(_matches(rule, fields[rule.field], wanted)).tolist()
+        if not hits:  # a typo in a value or a range off the trace's scale: say so, never ignore it
+            what = f"in = {rule.in_}" if rule.in_ is not None else f"range = {list(rule.range or ())}"
+            raise InvalidInput(f"{source}: rules.{i}: {rule.field} {what} matches no job of the workload")
         for k in hits:
             if rule.agency is not None and agency[k] is None:
                 agency[k] = rule.agency

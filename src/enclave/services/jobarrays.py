@@ -129,6 +129,7 @@ def view(u: Unit, array: JobArray, owner: str | None) -> dict[str, Any]:
     states = {str(r[0]): int(r[1]) for r in rows}
     state = next(s for s in _STATE_ORDER if s in states)
     ended = state in TERMINAL
+    asked = sum(int(r[6] or 0) for r in rows)
     kwh, kgco2e, cost = (_sum(r[i] for r in rows) for i in (2, 3, 4))
     ended_at = max((r[5] for r in rows if r[5] is not None), default=None) if ended else None
     base = jobs.view(u.ctx, array.first, array.agency, owner)
@@ -146,7 +147,10 @@ def view(u: Unit, array: JobArray, owner: str | None) -> dict[str, Any]:
         "idempotency_key": array.first.idempotency_key,
         "exit_code": 0 if state is JobState.COMPLETED else None,
         "attempts": None,
-        "cancel_requested": sum(int(r[6] or 0) for r in rows) == sum(states.values()),
+        "cancel_requested": bool(asked)
+        and not any(  # every task still to end was asked to
+            int(r[1]) > int(r[6] or 0) for r in rows if JobState(r[0]) not in TERMINAL
+        ),
         "started_at": None,
         "ended_at": ended_at.isoformat() if ended_at else None,
         "cpu_s": None,

@@ -69,11 +69,9 @@ def test_every_command_says_what_it_does() -> None:
 def test_version_and_flags_without_a_value() -> None:
     version = subprocess.run([*CLI, "--version"], capture_output=True, text=True, timeout=60)
     assert version.returncode == 0 and version.stdout.startswith("enclave ")
-    env_help = subprocess.run(
-        [*CLI, "model", "list", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "COLUMNS": "120"},
-    )
-    assert "--json" in env_help.stdout and "--wide" in env_help.stdout and "<bool>" not in env_help.stdout
+    env = {**os.environ, "COLUMNS": "120"}
+    for args in (["model", "list"], ["whoami"], ["admin", "user", "set"], []):
+        shown = subprocess.run([*CLI, *args, "--help"], capture_output=True, text=True, timeout=60, env=env)
+        assert "--help" in shown.stdout and "<bool>" not in shown.stdout, (args, shown.stdout)
+        if args[:2] == ["model", "list"]:
+            assert "--json" in shown.stdout and "--wide" in shown.stdout

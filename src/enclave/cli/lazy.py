@@ -54,7 +54,6 @@ def load_group(name: str) -> Any:
     module = importlib.import_module(GROUPS[name][0])
     command = typer.main.get_command(module.app)
     command.name = name
-    flags_take_no_value(command)
     return command
 
 
@@ -79,12 +78,14 @@ class LazyGroup(TyperGroup):
         return [*GROUPS, *(name for name in self.commands if name not in GROUPS)]
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
-        if cmd_name in self.commands or cmd_name not in GROUPS:
-            return self.commands.get(cmd_name)
-        if self._listing:
-            return TyperGroup(name=cmd_name, help=GROUPS[cmd_name][1])
-        self.commands[cmd_name] = load_group(cmd_name)
-        return self.commands[cmd_name]
+        if cmd_name in GROUPS and cmd_name not in self.commands:
+            if self._listing:
+                return TyperGroup(name=cmd_name, help=GROUPS[cmd_name][1])
+            self.commands[cmd_name] = load_group(cmd_name)
+        command = self.commands.get(cmd_name)
+        if command is not None and not self._listing:
+            flags_take_no_value(command)
+        return command
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
         flags_take_no_value(self)

@@ -150,6 +150,9 @@ def test_bad_list_parameters_are_problems_and_change_nothing(api: Api) -> None:
             ({"since": "yesterday"}, 422, None),
             ({"state": "sleeping"}, 422, None),
             ({"kind": "cron"}, 422, None),
+            ({"name": "a\x00b"}, 422, "NUL"),
+            ({"owner": "\x00"}, 422, "NUL"),
+            ({"region": "r\x00"}, 422, "NUL"),
             ({"array": missing_id()}, 404, "not found"),
             ({"array": "zz"}, 404, "not found"),
         ):
@@ -223,6 +226,8 @@ def test_what_is_not_a_prefix_is_not_found(api: Api) -> None:
     with unchanged(api.ctx, audit=None):
         for ref in ("abc", "a%", "____", "zzzzzzzz", missing_id()[:12]):
             assert_problem(api.client.get(f"/v1/jobs/{ref}", headers=api.alice), 404, "not found")
+            assert_problem(api.client.get(f"/v1/jobs/{ref}/logs", headers=api.alice), 404, "not found")
+            assert_problem(api.client.post(f"/v1/jobs/{ref}/cancel", headers=api.alice), 404, "not found")
 
 
 def test_a_full_id_denied_is_still_audited(api: Api) -> None:

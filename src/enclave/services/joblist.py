@@ -63,9 +63,10 @@ def page(
         raise InvalidInput(f"limit must be between 1 and {MAX_LIMIT}")
     if not 0 <= offset <= MAX_OFFSET:
         raise InvalidInput(f"offset must be between 0 and {MAX_OFFSET}")
+    where = where or JobFilter()
     agency = actor.subject.agency
     with unit(ctx) as u:
-        clauses = _clauses(u, actor, where or JobFilter())
+        clauses = _clauses(u, actor, where)
         markings = _readable_markings(u, actor)
         total = u.session.execute(
             select(func.count()).select_from(Job).where(*clauses, Job.label.in_(markings))

@@ -12,7 +12,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from enclave.api.app import create_app
+from enclave.services import jobs
+from enclave.services.auth import authenticate
 from enclave.services.context import Context
+from enclave.services.jobs import JobState
 from enclave.store.models import Job
 
 from .helpers import (
@@ -135,6 +138,13 @@ def test_filters(api: Api) -> None:
     later = {j["name"] for j in everything["items"] if j["submitted_at"] >= cut}
     assert names(since=cut) == later
     assert names(until=cut) == {j["name"] for j in everything["items"]} - later
+
+    # The service other listings build on (training) gives the same jobs, newest first.
+    alice = authenticate(api.ctx, api.alice["Authorization"].removeprefix("Bearer "))
+    assert jobs.list_visible(api.ctx, alice, limit=3) == everything["items"][:3]
+    assert [j["name"] for j in jobs.list_visible(api.ctx, alice, JobState.PENDING)] == [
+        j["name"] for j in everything["items"]
+    ]
 
 
 def test_bad_list_parameters_are_problems_and_change_nothing(api: Api) -> None:

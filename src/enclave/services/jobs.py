@@ -500,23 +500,11 @@ def _agency_name(session: Session, agency_id: int) -> str:
 def list_visible(
     ctx: Context, actor: Actor, state: JobState | None = None, limit: int = 1000
 ) -> list[dict[str, Any]]:
-    s = actor.subject
-    query = (
-        select(Job, Agency.name)
-        .join(Agency, Job.agency_id == Agency.id)
-        .where(Job.agency_id == actor.agency_id, Job.label_rank <= s.session.rank)
-        .order_by(Job.seq.desc())
-    )
-    if state is not None:
-        query = query.where(Job.state == str(state))
-    out: list[dict[str, Any]] = []
-    with unit(ctx) as u:
-        for job, agency in u.session.execute(query):
-            if decide(s, Action.READ, resource_of(ctx, job, agency)).allowed:
-                out.append(view(ctx, job, agency))
-                if len(out) >= limit:
-                    break
-    return out
+    """The newest ``limit`` jobs the session may read (one page of :mod:`.joblist`)."""
+    from enclave.services import joblist  # builds on this module
+
+    where = joblist.JobFilter(state=state)
+    return list(joblist.page(ctx, actor, where, min(limit, joblist.MAX_LIMIT))["items"])
 
 
 def cancel(ctx: Context, actor: Actor, job_id: str) -> dict[str, Any]:

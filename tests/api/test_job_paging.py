@@ -145,6 +145,7 @@ def test_filters(api: Api) -> None:
     assert [j["name"] for j in jobs.list_visible(api.ctx, alice, JobState.PENDING)] == [
         j["name"] for j in everything["items"]
     ]
+    assert ok(api.client.get("/v1/training", params={"limit": 10_000}, headers=api.alice))["items"] == []
 
 
 def test_bad_list_parameters_are_problems_and_change_nothing(api: Api) -> None:

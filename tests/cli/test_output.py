@@ -19,6 +19,8 @@ from enclave.errors import InvalidInput
     [
         ("energy_kwh", 1.0768611111111111e-05, "10.8 mWh"),
         ("kwh", 0.5, "500 Wh"),
+        ("kwh", 0.0, "0 kWh"),
+        ("emissions_kgco2e", 0, "0 kgCO2e"),
         ("kwh", 1234.5, "1.23 MWh"),
         ("emissions_kgco2e", 1.76e-07, "0.176 mgCO2e"),
         ("kgco2e", 2.5, "2.5 kgCO2e"),

@@ -28,7 +28,10 @@ def sig(value: float, digits: int = SIGNIFICANT_DIGITS) -> str:
 
 
 def _scaled(value: float, steps: tuple[tuple[float, str], ...]) -> str:
-    """The largest unit of ``steps`` (factor, suffix), ascending, that keeps ``value`` >= 1."""
+    """The largest unit of ``steps`` (factor, suffix), ascending, that keeps ``value`` >= 1;
+    zero in the unit of factor 1 (`0 kWh`, not `0 mWh`)."""
+    if value == 0:
+        return f"0 {dict(steps)[1.0]}"
     factor, suffix = steps[0]
     for f, s in steps:
         if abs(value) >= f:

@@ -35,12 +35,34 @@ def _modules_after(*args: str) -> set[str]:
     return set(json.loads(proc.stderr.strip().splitlines()[-1]))
 
 
-@pytest.mark.parametrize("args", [("--help",), ("job", "--help"), ("job", "list", "--help")])
-def test_help_imports_nothing_heavy(args: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    ("args", "group"),
+    [
+        (("--help",), None),
+        (("job", "--help"), "job"),
+        (("job", "list", "--help"), "job"),
+        (("sim", "run", "--help"), "sim"),
+    ],
+)
+def test_help_imports_nothing_heavy(args: tuple[str, ...], group: str | None) -> None:
     loaded = _modules_after(*args)
     assert not {m for m in loaded for heavy in HEAVY if m == heavy or m.startswith(heavy + ".")}
     groups = {module for module, _ in GROUPS.values()}
-    assert loaded & groups == ({"enclave.cli.jobs"} if "job" in args else set())
+    assert loaded & groups == ({GROUPS[group][0]} if group else set())
+
+
+def test_sim_defaults_match_the_engine() -> None:
+    """enclave.cli.sim copies three defaults so that its help does not import the simulator."""
+    from enclave.cli import sim
+    from enclave.scheduler.policies import DEFAULT_POWER_CAP_SCALE
+    from enclave.sim.carbon import BUILTIN
+    from enclave.sim.compare import DEFAULT_POLICIES
+
+    assert (sim.DEFAULT_POWER_CAP_SCALE, sim.BUILTIN_CARBON, sim.DEFAULT_POLICIES) == (
+        DEFAULT_POWER_CAP_SCALE,
+        BUILTIN,
+        DEFAULT_POLICIES,
+    )
 
 
 def test_group_help_lines_match_the_groups() -> None:

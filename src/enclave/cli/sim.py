@@ -4,33 +4,28 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from enclave.cli.common import console, print_json
-from enclave.scheduler.policies import DEFAULT_POWER_CAP_SCALE
-from enclave.sim.carbon import BUILTIN, resolve_carbon
-from enclave.sim.compare import (
-    CARBON_AWARE,
-    COLUMNS,
-    DEFAULT_POLICIES,
-    Comparison,
-    build_policy,
-    compare,
-    mark_deferrable,
-    parse_policies,
-    write,
-)
-from enclave.sim.engine import Progress as SimProgress
-from enclave.sim.engine import simulate
-from enclave.sim.metrics import summarize
-from enclave.sim.report import write_outputs
-from enclave.sim.workloads import workload_and_fleet
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from enclave.sim.compare import Comparison
+    from enclave.sim.engine import Progress as SimProgress
+
+# The engine's defaults, written here so that `enclave sim --help` does not import the
+# simulator (numpy, the scheduler: about half a second); tests/cli/test_startup.py checks them.
+DEFAULT_POWER_CAP_SCALE = 0.8  # enclave.scheduler.policies.DEFAULT_POWER_CAP_SCALE
+BUILTIN_CARBON = "builtin"  # enclave.sim.carbon.BUILTIN
+DEFAULT_POLICIES = ("fcfs", "easy", "priority", "power-capped", "carbon-aware")  # enclave.sim.compare
 
 
 def _progress_bar() -> Progress:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
     return Progress(
         "[progress.description]{task.description}",
         BarColumn(),
@@ -64,6 +59,13 @@ def run(
     ] = None,
 ) -> None:
     """Simulate one workload under one policy; writes summary.json, CSVs and a report."""
+    from enclave.sim.carbon import resolve_carbon
+    from enclave.sim.compare import build_policy
+    from enclave.sim.engine import simulate
+    from enclave.sim.metrics import summarize
+    from enclave.sim.report import write_outputs
+    from enclave.sim.workloads import workload_and_fleet
+
     wl, fleet_spec = workload_and_fleet(workload, fleet)
     curve = resolve_carbon(carbon, fleet_spec)
     chosen = build_policy(policy, fleet_spec, curve, DEFAULT_POWER_CAP_SCALE)
@@ -118,7 +120,7 @@ def compare_cmd(
     out: Annotated[Path, typer.Option(help="Output directory")] = Path("sim-compare"),
     carbon: Annotated[
         str, typer.Option(help="Grid carbon intensity: 'builtin', a curve file (.toml, .csv) or 'flat'")
-    ] = BUILTIN,
+    ] = BUILTIN_CARBON,
     power_cap_scale: Annotated[
         float, typer.Option(help="power-capped: every region's cap times this factor (0, 1]")
     ] = DEFAULT_POWER_CAP_SCALE,
@@ -131,6 +133,10 @@ def compare_cmd(
     seed: Annotated[int, typer.Option(help="Seed for choosing the deferrable jobs")] = 0,
 ) -> None:
     """Run several policies on one workload and fleet; print one table, write compare.json/csv."""
+    from enclave.sim.carbon import resolve_carbon
+    from enclave.sim.compare import compare, mark_deferrable, parse_policies, write
+    from enclave.sim.workloads import workload_and_fleet
+
     names = parse_policies(policies)
     wl, fleet_spec = workload_and_fleet(workload, fleet)
     curve = None if carbon == "flat" else resolve_carbon(carbon, fleet_spec)
@@ -202,6 +208,8 @@ def _cell(key: str, value: float) -> str:
 def _print_comparison(result: Comparison, title: str) -> None:
     from rich.console import Console
     from rich.table import Table
+
+    from enclave.sim.compare import CARBON_AWARE, COLUMNS
 
     table = Table(title=title, caption="* mean draw over the time jobs were waiting, as a share of the cap")
     table.add_column("policy", no_wrap=True)

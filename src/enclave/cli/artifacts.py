@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
 from enclave.cli.common import JsonOpt, OutputOpt, WideOpt, client, emit, emit_one, write_out
 from enclave.errors import InvalidInput
@@ -24,6 +23,8 @@ def put(
     project: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """Upload FILE at the token's session label; prints the new artifact's id."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn  # on use: start-up
+
     if not file.is_file():
         raise InvalidInput(f"no such file: {file}")
     size = file.stat().st_size

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
 from enclave.cli.common import JsonOpt, OutputOpt, WideOpt, client, emit, emit_one, write_out
 from enclave.errors import InvalidInput
@@ -24,6 +23,8 @@ COLUMNS = ["id", "name", "version", "label", "agency", "size_bytes", "created_at
 @contextmanager
 def upload_bar(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
     """A transient upload progress bar on stderr (when it is a terminal); yields the advance hook."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn  # on use: start-up
+
     with Progress(
         "[progress.description]{task.description}",
         BarColumn(),

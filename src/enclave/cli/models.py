@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 import typer
 
-from enclave import archive
 from enclave.cli.common import JsonOpt, OutputOpt, WideOpt, client, emit, emit_one
 from enclave.cli.datasets import upload_bar
 from enclave.errors import InvalidInput
@@ -22,6 +21,8 @@ UPSTREAM = "openai-upstream"
 
 
 def _upstream_archive(url: str | None, model: str | None) -> bytes:
+    from enclave import archive  # tarfile, lzma...: only when registering
+
     if not url or not model:
         raise InvalidInput(f"--runtime {UPSTREAM} without PATH needs --upstream-url and --upstream-model")
     manifest = {

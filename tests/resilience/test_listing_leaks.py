@@ -269,3 +269,23 @@ def test_a_page_costs_the_same_however_many_jobs_are_above(world: World) -> None
             lambda params=params: w.client.get("/v1/jobs", params=params, headers=w.alice_u),
             lambda params=params: w.client.get("/v1/jobs", params=params, headers=w.eve_u),
         )
+
+
+def test_an_audit_page_costs_the_same_however_many_records_are_above(world: World) -> None:
+    """The operator's UNCLASSIFIED session sees 50 ``job.submitted`` and 50
+    ``job.cancel_requested`` records; 20,000 more ``job.submitted`` are SECRET. Pages of the
+    two events, with their totals, take the same time."""
+    w = world
+    made = ok(w.client.post("/v1/jobs", json={"name": "u", "command": ["true"], "array": 50}, headers=w.alice_u), 201)  # fmt: skip
+    ok(w.client.post(f"/v1/jobs/{made['array_id']}/cancel", headers=w.alice_u))
+    for headers in (w.alice_s, w.alice_si):
+        body = {"name": "hidden", "command": ["true"], "array": 10_000}
+        ok(w.client.post("/v1/jobs", json=body, headers=headers), 201)
+    w.ctx.denials.flush()
+
+    def page(event: str) -> httpx.Response:
+        params = {"event": event, "order": "desc", "limit": 20, "total": "true"}
+        return w.client.get("/v1/audit", params=params, headers=w.admin)
+
+    assert page("job.submitted").json()["total"] == page("job.cancel_requested").json()["total"] == 50
+    _assert_same_time_ok(lambda: page("job.submitted"), lambda: page("job.cancel_requested"))

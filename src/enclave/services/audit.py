@@ -14,6 +14,7 @@ from enclave.audit.events import AuditEvent
 from enclave.audit.sink import SinkError, read_sink, to_check
 from enclave.errors import InvalidInput
 from enclave.policy import Action, Resource, Subject, decide
+from enclave.services import readable
 from enclave.services.context import Context
 from enclave.services.unit import Actor, entry_for, unit
 from enclave.store.models import AuditRecord
@@ -77,26 +78,22 @@ def page_records(
     ctx.denials.flush()  # denials recorded off the request path are read as written
     with unit(ctx) as u:
         u.require(actor, Action.READ_AUDIT, AUDIT)
-        scope = [AuditRecord.label_rank <= s.session.rank]
+        markings = _readable_markings(ctx, u.session, s)
+        scope = [AuditRecord.label_rank <= s.session.rank]  # as before; the labels imply it
         if event is not None:
             scope.append(AuditRecord.event == event)
-        total = _total(ctx, u.session, s, scope) if with_total else None
-        query = select(AuditRecord).where(*scope, AuditRecord.seq > after_seq)
+        total = _total(u.session, scope, markings) if with_total else None
+        window = [*scope, AuditRecord.seq > after_seq]
         if before_seq is not None:
-            query = query.where(AuditRecord.seq < before_seq)
-        query = query.order_by(AuditRecord.seq.desc() if order == "desc" else AuditRecord.seq)
-        out: list[dict[str, Any]] = []
-        more = False
-        # Streamed (a server-side cursor on PostgreSQL): closed explicitly, since the loop
-        # stops early once a record past ``limit`` is found.
-        with u.session.execute(query.execution_options(yield_per=500)) as result:
-            for rec in result.scalars():
-                if _readable(ctx, s, rec.object_label):
-                    if len(out) >= limit:
-                        more = True
-                        break
-                    out.append(_view(rec))
-    last = out[-1]["seq"] if out and more else None
+            window.append(AuditRecord.seq < before_seq)
+        label = AuditRecord.object_label
+        seqs = readable.page_seqs(
+            u.session, AuditRecord.seq, label, window, markings, 0, limit + 1, newest_first=order == "desc"
+        )
+        records = u.session.execute(select(AuditRecord).where(AuditRecord.seq.in_(seqs))).scalars()
+        by_seq = {r.seq: _view(r) for r in records}
+        out = [by_seq[n] for n in seqs[:limit]]
+    last = out[-1]["seq"] if len(seqs) > limit else None
     return {
         "items": out,
         "count": len(out),
@@ -106,17 +103,31 @@ def page_records(
     }
 
 
+def _readable_markings(ctx: Context, session: Session, s: Subject) -> list[str | None]:
+    """The object labels whose records the session may read (None: records of no object),
+    worked out from the session's label (:mod:`enclave.services.readable`), so that the
+    records above it are never read, not even skipped."""
+    found = readable.dominated_markings(ctx.scheme, s.session)
+    if found is None:  # a session holding many compartments: the labels records have
+        query = select(AuditRecord.object_label).distinct().where(AuditRecord.label_rank <= s.session.rank)
+        found = [m for m in session.execute(query).scalars() if m is not None]
+    return [m for m in [None, *found] if _readable(ctx, s, m)]
+
+
 def _readable(ctx: Context, s: Subject, object_label: str | None) -> bool:
     label = ctx.scheme.parse(object_label) if object_label else None
     return decide(s, Action.READ_AUDIT, Resource(kind="audit", label=label)).allowed
 
 
-def _total(ctx: Context, session: Session, s: Subject, scope: list[ColumnElement[bool]]) -> int:
-    """Readable records in ``scope``: counted per object label, each label checked once."""
-    counts = session.execute(
-        select(AuditRecord.object_label, func.count()).where(*scope).group_by(AuditRecord.object_label)
-    ).all()
-    return sum(n for label, n in counts if _readable(ctx, s, label))
+def _total(session: Session, scope: list[ColumnElement[bool]], markings: list[str | None]) -> int:
+    """Readable records in ``scope``: one count at the named labels, one of the unlabelled."""
+    named = [m for m in markings if m is not None]
+    label = AuditRecord.object_label
+    count = select(func.count()).select_from(AuditRecord).where(*scope)
+    total = session.execute(count.where(label.in_(named))).scalar_one() if named else 0
+    if None in markings:
+        total += session.execute(count.where(label.is_(None))).scalar_one()
+    return int(total)
 
 
 def public_key(ctx: Context, actor: Actor) -> dict[str, Any]:

@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, union_all
+from sqlalchemy import ColumnElement, and_, func, or_, select
 
 from enclave.errors import InvalidInput
-from enclave.labels import Label
 from enclave.policy import Action, Resource, decide
-from enclave.services import jobs
+from enclave.services import jobs, readable
 from enclave.services.context import Context
 from enclave.services.jobs import JobState
 from enclave.services.unit import Actor, Unit, unit
@@ -30,8 +29,6 @@ from enclave.store.models import Job, User
 
 MAX_LIMIT = 10_000
 MAX_OFFSET = 10_000_000
-MAX_LABEL_UNION = 128  # labels merged one index range each; more: one IN (SQLite caps UNIONs at 500)
-MAX_LABEL_SET = 4096  # labels listed in SQL; more (12+ compartments held): read from the store
 
 
 @dataclass(frozen=True)
@@ -73,7 +70,7 @@ def page(
         ).scalar_one()
         if cursor is not None:
             clauses.append(Job.seq < _cursor_seq(u, actor, cursor))
-        seqs = _page_seqs(u, clauses, markings, offset, limit + 1)
+        seqs = readable.page_seqs(u.session, Job.seq, Job.label, clauses, markings, offset, limit + 1)
         found = list(
             u.session.execute(select(Job).where(Job.seq.in_(seqs)).order_by(Job.seq.desc())).scalars()
         )
@@ -87,51 +84,19 @@ def page(
     }
 
 
-def _page_seqs(
-    u: Unit, clauses: list[ColumnElement[bool]], markings: list[str], offset: int, count: int
-) -> list[int]:
-    """The ``seq`` of the page's jobs, newest first: the newest ``offset + count`` of each
-    readable label (each an index range of ``(agency_id, label, seq)``, read backwards),
-    merged. Asking per label keeps the database from walking the agency's jobs in ``seq``
-    order through rows at labels the session cannot read."""
-    if not markings:
-        return []
-    if len(markings) > MAX_LABEL_UNION:
-        query = select(Job.seq).where(*clauses, Job.label.in_(markings)).order_by(Job.seq.desc())
-        return list(u.session.execute(query.offset(offset).limit(count)).scalars())
-    parts = [
-        select(Job.seq)
-        .where(*clauses, Job.label == m)
-        .order_by(Job.seq.desc())
-        .limit(offset + count)
-        .subquery()
-        for m in markings
-    ]
-    merged = union_all(*(select(part.c.seq) for part in parts)).subquery()
-    query = select(merged.c.seq).order_by(merged.c.seq.desc()).offset(offset).limit(count)
-    return list(u.session.execute(query).scalars())
-
-
 def _readable_markings(u: Unit, actor: Actor) -> list[str]:
-    """Every label the session may read jobs at, worked out from its own label alone: each
-    level up to its own with each subset of its compartments, kept if the policy gate allows.
-    Selecting ``label IN`` these (index ``agency_id, label, seq``) reads no row above the
-    session, so neither the answer nor its time depends on such rows."""
+    """Every label the session may read jobs at (see :mod:`.readable`), checked by the gate."""
     session = actor.subject.session
-    comps = sorted(session.compartments)
-    if (session.rank + 1) << len(comps) > MAX_LABEL_SET:  # a session holding many compartments
-        found = u.session.execute(
-            select(Job.label)
-            .distinct()
-            .where(Job.agency_id == actor.agency_id, Job.label_rank <= session.rank)
-        ).scalars()
-        return [m for m in found if _readable(u, actor, m)]
-    subsets = [frozenset(c for i, c in enumerate(comps) if bits >> i & 1) for bits in range(1 << len(comps))]
-    levels = u.ctx.scheme.levels[: session.rank + 1]
-    candidates = [
-        Label(rank, level, subset).marking for rank, level in enumerate(levels) for subset in subsets
-    ]
-    return [m for m in candidates if _readable(u, actor, m)]
+    markings = readable.dominated_markings(u.ctx.scheme, session)
+    if markings is None:  # a session holding many compartments: the labels jobs have
+        markings = list(
+            u.session.execute(
+                select(Job.label)
+                .distinct()
+                .where(Job.agency_id == actor.agency_id, Job.label_rank <= session.rank)
+            ).scalars()
+        )
+    return [m for m in markings if _readable(u, actor, m)]
 
 
 def _readable(u: Unit, actor: Actor, label: str) -> bool:

@@ -87,6 +87,13 @@ class FakeApi:
     def training(self, job_id: str) -> dict[str, Any]:
         return TRAINING
 
+    def training_metrics(self, job_id: str, since: int = -1) -> dict[str, Any]:
+        extra = {f"grad_norm_layer_{i}": 1.0 / (i + 1) for i in range(8)}  # more than 80 columns hold
+        points = [
+            {"step": s, "loss": 1 / (s + 1) ** 0.5, "accuracy": 0.5 + s / 10, **extra} for s in range(3)
+        ]
+        return {"metrics": points, "state": "completed"}
+
 
 @contextmanager
 def fake_client() -> Iterator[FakeApi]:
@@ -98,6 +105,7 @@ def screen(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
     """An 80-column terminal: what the commands print lands here."""
     out = io.StringIO()
     monkeypatch.setattr(common, "console", Console(width=80, file=out, color_system=None))
+    monkeypatch.setattr(train, "console", common.console)  # train prints metrics on it directly
     monkeypatch.setenv("COLUMNS", "80")
     for module in (admin, endpoints, models, train):
         monkeypatch.setattr(module, "client", fake_client)
@@ -154,3 +162,13 @@ def test_agency_usage(screen: io.StringIO) -> None:
     assert "15m" in gpu and "100 h" in gpu and "(0.2%)" in gpu
     assert "unlimited" in next(line for line in lines if line.startswith("kwh"))
     assert "10.0 GiB" in next(line for line in lines if line.startswith("storage_bytes"))
+
+
+def test_training_metrics(screen: io.StringIO) -> None:
+    _run(train.app, "metrics", JOB_ID)
+    lines = _lines(screen)
+    head = next(i for i, line in enumerate(lines) if line.startswith("step"))
+    note = " ".join(lines[:head])  # the title names the metrics left out; it wraps to the table
+    assert "not shown at this width:" in note and "grad_norm_layer_7" in note
+    assert lines[head].split()[:3] == ["step", "loss", "accuracy"]
+    assert lines[head + 2].split()[:3] == ["1", "0.7071", "0.6"]  # 4 significant digits

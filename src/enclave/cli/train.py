@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -15,11 +15,12 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from enclave.cli import jobs
+from enclave.cli import jobs, output
 from enclave.cli.common import JsonOpt, OutputOpt, WideOpt, client, console, emit, emit_one, print_json
-from enclave.cli.humanize import human
-from enclave.client import Client
 from enclave.errors import EnclaveError, InvalidInput
+
+if TYPE_CHECKING:
+    from enclave.client import Client
 
 app = typer.Typer(
     help="Training jobs: submit a script over datasets, follow its metrics.", no_args_is_help=True
@@ -171,13 +172,12 @@ def show(job_id: str, as_json: bool = JsonOpt, output: str | None = OutputOpt, w
 
 
 def _metrics_table(points: list[dict[str, Any]], title: str) -> Table:
-    """Every metric, 4 significant digits; columns past the terminal's width wrap, not vanish."""
+    """Step, then each metric to 4 significant digits, as many whole columns as the terminal
+    holds (a title note names the others; `--json` has them all)."""
     keys = ["step", *dict.fromkeys(k for p in points for k in p if k != "step")]
-    table = Table(title=title, title_justify="left", box=None, pad_edge=False, header_style="bold")
-    for key in keys:
-        table.add_column(key, justify="right", overflow="fold")
-    for p in points:
-        table.add_row(*(Text(human(k, p.get(k))) for k in keys))
+    table, hidden = output.table(points, keys, title, output.table_width(console))
+    if hidden:
+        table.title = f"{title}; not shown at this width: {', '.join(hidden)}"
     return table
 
 

@@ -97,3 +97,11 @@ def test_version_and_flags_without_a_value() -> None:
         assert "--help" in shown.stdout and "<bool>" not in shown.stdout, (args, shown.stdout)
         if args[:2] == ["model", "list"]:
             assert "--json" in shown.stdout and "--wide" in shown.stdout
+
+
+def test_default_url_matches_the_client() -> None:
+    """enclave.cli.common copies the client's default URL so that it need not import httpx."""
+    from enclave import client
+    from enclave.cli import common
+
+    assert common.DEFAULT_URL == client.DEFAULT_URL

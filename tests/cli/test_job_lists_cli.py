@@ -37,6 +37,8 @@ def test_arrays_pages_and_prefixes_from_the_cli(live_server: Callable[..., Serve
     assert cancelled.stdout.strip() == "cancel requested for 3 of 3 tasks"
     assert server.run("job", "cancel", single[:8]).stdout.strip() == "cancel requested"
 
+    ids = server.run("job", "list", "--array", array_id, "-o", "ids").stdout.split()
+    assert sorted(ids) == sorted(t["id"] for t in tasks)  # machine output: no footer
     records = server.run("audit", "list", "--limit", "2").stdout
     assert re.search(r"2 of \d+ records, newest first; older: --before \d+", records), records
 

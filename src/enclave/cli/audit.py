@@ -10,7 +10,8 @@ import typer
 from enclave.audit.chain import parse_public_key, public_key_text
 from enclave.audit.log import load_or_create_key
 from enclave.audit.sink import SinkError, read_sink, to_check
-from enclave.cli.common import JsonOpt, client, console, print_json, print_table
+from enclave.cli import output as out
+from enclave.cli.common import JsonOpt, OutputOpt, WideOpt, client, console, emit, print_json
 
 MAX_SINK_CHECKPOINTS = 1000  # what the server takes in one verification
 
@@ -96,6 +97,8 @@ def pubkey(
 @app.command("list")
 def list_(
     as_json: bool = JsonOpt,
+    output: str | None = OutputOpt,
+    wide: bool = WideOpt,
     after: Annotated[
         int, typer.Option(help="Only records after this sequence number (then oldest first)")
     ] = 0,
@@ -110,14 +113,15 @@ def list_(
     ] = False,
 ) -> None:
     """The records you may read, newest first, a page at a time (with how many there are)."""
+    fmt = out.check_format(output, as_json)
     order = "asc" if oldest_first or after else "desc"
     with client() as api:
         result = api.audit_page(after, limit, event, before=before, order=order, total=True)
     items = result["items"]
-    if as_json:
-        print_json(items)
+    columns = ["seq", "ts", "event", "outcome", "actor", "object_kind", "object_id", "object_label"]
+    emit(items, columns, "Audit records", fmt, wide=wide)
+    if fmt not in ("table", "wide"):
         return
-    print_table(items, ["seq", "ts", "event", "outcome", "actor", "object_kind", "object_id", "object_label"])
     more = ""
     if result["next_before"] is not None:
         more = f"; older: --before {result['next_before']}"

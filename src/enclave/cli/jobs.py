@@ -13,7 +13,8 @@ from rich.live import Live
 from rich.spinner import Spinner
 from rich.text import Text
 
-from enclave.cli.common import JsonOpt, client, console, print_json, print_table
+from enclave.cli import output as out
+from enclave.cli.common import JsonOpt, OutputOpt, WideOpt, client, console, emit, emit_one
 from enclave.errors import InvalidInput
 
 app = typer.Typer(help="Batch jobs: submit, watch, logs, cancel.", no_args_is_help=True)
@@ -82,6 +83,8 @@ def submit(
 @app.command("list")
 def list_(
     as_json: bool = JsonOpt,
+    output: str | None = OutputOpt,
+    wide: bool = WideOpt,
     state: Annotated[str | None, typer.Option()] = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000, help="Jobs per page")] = 100,
     page: Annotated[int | None, typer.Option(min=1, help="Which page (1: the newest jobs)")] = None,
@@ -101,6 +104,7 @@ def list_(
     kind: Annotated[str | None, typer.Option(help="batch, train or replica")] = None,
 ) -> None:
     """Jobs you may read, newest first, a page at a time (with the total that match)."""
+    fmt = out.check_format(output, as_json)
     if page is not None and (cursor is not None or all_):
         raise InvalidInput("--page cannot be combined with --cursor or --all")
     filters: dict[str, Any] = {
@@ -121,10 +125,9 @@ def list_(
         else:
             result = api.jobs_page(state, limit, offset=offset, cursor=cursor, **filters)
     items = result["items"]
-    if as_json:
-        print_json(items)
+    emit(items, COLUMNS, "Jobs", fmt, wide=wide)
+    if fmt not in ("table", "wide"):
         return
-    print_table(items, COLUMNS, "Jobs")
     _footer(
         len(items),
         offset,
@@ -171,19 +174,19 @@ def show(
     job_id: Annotated[str | None, typer.Argument(help="A job or array id, or a prefix of one")] = None,
     array: Annotated[str | None, typer.Option(help="An array id (or prefix): the array as a whole")] = None,
     as_json: bool = JsonOpt,
+    output: str | None = OutputOpt,
+    wide: bool = WideOpt,
 ) -> None:
     """Show a job (or an array) as the API returns it (with why it is pending, and its energy)."""
     with client() as api:
         job = api.job(_target(job_id, array))
     if array is not None and job.get("kind") != "array":
         raise InvalidInput(f"{array} names a job, not an array")
-    if as_json:
-        print_json(job)
-        return
     energy = job["energy"]
     row = {**job, "kwh": energy["kwh"], "kgco2e": energy["kgco2e"], "energy_source": energy["source"]}
-    extra = ["tasks"] if job.get("kind") == "array" else []
-    print_table([row], [*COLUMNS, *extra, "walltime_s", "kwh", "kgco2e", "energy_source"])
+    extra = ["tasks", "states"] if job.get("kind") == "array" else []
+    fields = [*COLUMNS, *extra, "walltime_s", "kwh", "kgco2e", "energy_source"]
+    emit_one(row, fields, output, as_json, wide=wide, raw=job)
 
 
 def _target(job_id: str | None, array: str | None) -> str:

@@ -2,9 +2,9 @@
 
 Only jobs the session may read are ever counted, returned or even read: the session's
 agency, at the labels it dominates — worked out from the session's label alone and checked
-by the policy gate, then selected with ``label IN (...)`` on the ``(agency_id, label, seq)``
-index. So the total, the page, its offset, its cursor and the time they take never depend on
-a job the session cannot read.
+by the policy gate, then read label by label on the ``(agency_id, label, seq)`` index
+(:mod:`enclave.services.readable`). So the total, the page, its offset, its cursor and the
+time they take never depend on a job the session cannot read.
 
 A page is asked for by ``offset`` (``--page``) or by ``cursor``: the id of the last job of the
 previous page (``next_cursor``), which keeps its place while new jobs are submitted. Job

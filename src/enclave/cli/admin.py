@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -15,6 +16,7 @@ from enclave.cli.common import (
     print_json,
     print_table,
     read_password,
+    write_secret,
 )
 from enclave.cli.humanize import human
 
@@ -253,11 +255,21 @@ def worker_credential_create(
     worker: Annotated[
         str | None, typer.Option(help="The one worker name it acts as (default: the name of its first sync)")
     ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write the secret to this file (mode 0600) instead of printing it"),
+    ] = None,
 ) -> None:
     """A credential for one worker of a region; prints only the secret (shown once)."""
     with client() as api:
         made = api.create_worker_credential(region, worker)
-    typer.echo(made["secret"])
+    if out is None:
+        typer.echo(made["secret"])
+        return
+    write_secret(out, made["secret"])
+    typer.echo(
+        f"wrote the secret to {out} (mode 0600); start the worker with --credential-file {out}", err=True
+    )
 
 
 @worker_app.command("list")

@@ -62,7 +62,8 @@ def client(authenticated: bool = True) -> Client:
 
 def write_secret(path: Path, value: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    os.fchmod(fd, 0o600)  # a file that was there keeps its mode through O_CREAT: not this one
     with os.fdopen(fd, "w") as fh:
         fh.write(value + "\n")
 

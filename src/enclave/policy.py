@@ -141,7 +141,12 @@ def star_property(s: Subject, a: Action, r: Resource) -> Decision | None:
     # Reached only after simple_security passed for existing objects, so the object is
     # visible and the answer is "forbidden"; a create above the session is invisible-safe
     # to report because the caller chose the label.
-    return _deny("star_property", f"writes happen at the session label {s.session}", visible=True)
+    return _deny(
+        "star_property",
+        f"writes happen at the session label {s.session}; to work at {r.label}, use a session at"
+        f" that label (`enclave login --label '{r.label}'`, or a token minted for it)",
+        visible=True,
+    )
 
 
 def owning_agency(s: Subject, a: Action, r: Resource) -> Decision | None:

@@ -238,11 +238,18 @@ def test_train_submit_wait_metrics_logs(user: User, tmp_path: Path) -> None:
 
     # A script that fails: --wait exits 1 and says no model was registered.
     broken = tmp_path / "broken.py"
-    broken.write_text("raise SystemExit(3)\n")
+    broken.write_text(
+        "import sys\nprint('column flows.x is missing', file=sys.stderr)\nraise SystemExit(3)\n"
+    )
     failed = user.run(
         "train", "submit", str(broken), "--name", "none", "--runtime", "sklearn", "--wait", check=False
     )
+    # The cause is shown with the failure, not only in the logs.
     assert failed.returncode == 1 and "no model registered" in failed.stderr
+    assert "column flows.x is missing" in failed.stderr, failed.stderr
+    listed = user.json("train", "list")
+    failed_id = next(t["id"] for t in listed if t["exit_code"] == 3)  # type: ignore[union-attr, index]
+    assert "column flows.x is missing" in user.run("train", "logs", failed_id, "--stderr").stdout
     bad_hp = user.run(
         "train", "submit", str(script), "--name", "x", "--runtime", "sklearn", "--hp", "x", check=False
     )

@@ -53,3 +53,19 @@ def test_bad_submission_is_one_line(live_server: Callable[..., Server], tmp_path
     )
     above = server.run("job", "submit", "--label", "SECRET", "--", "true", check=False)
     assert above.returncode == 1 and "session label" in above.stderr
+    assert "enclave login --label 'SECRET'" in above.stderr  # ... and what to do about it
+
+
+def test_logs_of_a_job_that_said_nothing_on_stdout_point_to_stderr(
+    live_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    server = live_server(tmp_path / "home")
+    job = server.run("job", "submit", "--", "no-such-command-here").stdout.strip()
+    assert server.run("job", "watch", job, "--interval", "0.1", check=False).returncode == 127
+    logs = server.run("job", "logs", job)
+    assert logs.stdout == ""  # stdout stays the job's own
+    assert "exit code 127" in logs.stderr and "not found" in logs.stderr and "--stderr" in logs.stderr
+    assert "no-such-command-here" in server.run("job", "logs", job, "--stderr").stdout
+    quiet = server.run("job", "submit", "--", "true").stdout.strip()
+    server.run("job", "watch", quiet, "--interval", "0.1")
+    assert server.run("job", "logs", quiet).stderr == ""  # a job that succeeded quietly: no remark

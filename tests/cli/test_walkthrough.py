@@ -101,9 +101,11 @@ def test_readme_walkthrough(server: Server, tmp_path: Path) -> None:
     ts = server.run("admin", "token", "create", "--user", "alice", "--label", "TOP SECRET//SI").stdout.strip()
     dirty_id = server.run("artifact", "put", str(dirty), token=ts).stdout.strip()
     refused = server.run(
-        "transfer", "request", dirty_id, "--to", "SECRET", "--why", "share", token=ts
-    ).stdout.strip()
-    view = json.loads(server.run("transfer", "show", refused, "--json", token=ts).stdout)
+        "transfer", "request", dirty_id, "--to", "SECRET", "--why", "share", token=ts, check=False
+    )
+    # Refused by the scan at once: the id on stdout, the reason on stderr, exit 1.
+    assert refused.returncode == 1 and "refused" in refused.stderr and "TOP SECRET//SI" in refused.stderr
+    view = json.loads(server.run("transfer", "show", refused.stdout.strip(), "--json", token=ts).stdout)
     assert view["state"] == "refused" and "TOP SECRET//SI" in view["reason"]
 
     # Audit: clean, then broken after editing one row by hand.

@@ -6,7 +6,7 @@ import re
 import sys
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.live import Live
@@ -16,6 +16,9 @@ from rich.text import Text
 from enclave.cli import output as out
 from enclave.cli.common import JsonOpt, OutputOpt, WideOpt, client, console, emit, emit_one
 from enclave.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from enclave.client import Client
 
 app = typer.Typer(help="Batch jobs: submit, watch, logs, cancel.", no_args_is_help=True)
 TERMINAL = {"completed", "failed", "cancelled", "timeout"}
@@ -212,9 +215,26 @@ def logs(
                 if follow:  # drain what the job wrote just before ending
                     text, offset = api.job_logs(job_id, stream, offset)
                     sys.stdout.write(text)
+                if offset == 0 and not stderr:
+                    _say_why_empty(api, job_id)
                 return
             if not text:
                 time.sleep(0.5)
+
+
+def _say_why_empty(api: Client, job_id: str) -> None:
+    """An empty stdout of a job that failed: point at where its words went (on stderr, so
+    that what stdout holds stays the job's own output)."""
+    job = api.job(job_id)
+    code = job.get("exit_code")
+    if job.get("state") not in TERMINAL or code in (None, 0):
+        return
+    why = " (127: the command was not found)" if code == 127 else ""
+    typer.echo(
+        f"(no output on stdout; the job ended {job['state']} with exit code {code}{why}: "
+        f"`enclave job logs {job_id} --stderr` shows what it wrote there)",
+        err=True,
+    )
 
 
 @app.command("cancel")

@@ -144,7 +144,23 @@ def _wait(api: Client, job_id: str, interval: float) -> None:
         return
     outcome = job["training"]["outcome"] or f"the job ended {job['state']}; no model registered yet"
     typer.echo(f"error: {outcome}", err=True)
+    tail = _stderr_tail(api, job_id)
+    if tail:  # the cause is usually there: the script's own traceback
+        typer.echo(
+            f"--- the job's stderr, last lines (all: enclave train logs {job_id} --stderr) ---", err=True
+        )
+        typer.echo(tail, err=True)
     raise typer.Exit(1)
+
+
+def _stderr_tail(api: Client, job_id: str, lines: int = 20) -> str:
+    text, offset = "", 0
+    while True:  # the log comes in chunks; keep only the end
+        chunk, offset = api.job_logs(job_id, "stderr", offset)
+        if not chunk:
+            break
+        text = (text + chunk)[-64_000:]
+    return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
 @app.command("list")
@@ -236,12 +252,13 @@ def _follow(api: Client, job_id: str, interval: float) -> Iterator[tuple[list[di
 def logs(
     job_id: str,
     stream: Annotated[str, typer.Option(help="stdout or stderr")] = "stdout",
+    stderr: Annotated[bool, typer.Option("--stderr", help="Show stderr (as `job logs --stderr`)")] = False,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the job ends")] = False,
 ) -> None:
     """A training job's output (the job log)."""
     if stream not in ("stdout", "stderr"):
         raise InvalidInput(f"--stream is stdout or stderr, not {stream!r}")
-    jobs.logs(job_id, stderr=stream == "stderr", follow=follow)
+    jobs.logs(job_id, stderr=stderr or stream == "stderr", follow=follow)
 
 
 @app.command("cancel")

@@ -20,10 +20,14 @@ def request(
     to: Annotated[str, typer.Option(help="Target label marking")],
     why: Annotated[str, typer.Option(help="Justification for the reviewers")],
 ) -> None:
-    """Ask for a copy of ARTIFACT_ID at another label; prints the transfer id."""
+    """Ask for a copy of ARTIFACT_ID at another label; prints the transfer id. A request the
+    guard's scan refuses at once still prints its id, says why on stderr and exits 1."""
     with client() as api:
         transfer = api.request_transfer(artifact_id, to, why)
     typer.echo(transfer["id"])
+    if transfer["state"] == "refused":
+        typer.echo(f"error: the guard refused transfer {transfer['id']}: {transfer['reason']}", err=True)
+        raise typer.Exit(1)
 
 
 def _review(transfer_id: str, approve: bool, comment: str | None) -> None:

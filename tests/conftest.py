@@ -7,7 +7,6 @@ provides it.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
@@ -109,23 +108,10 @@ def client(ctx: Context) -> Iterator[TestClient]:
 
 def kill_sandboxes(home: Path) -> None:
     """End every confined process of a test's control plane (its jobs and model replicas
-    outlive the control plane by design, so that a restarted one adopts them): SIGKILL to each
-    bubblewrap of ``home`` and its sandbox's init takes the whole namespace with it."""
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv and argv[0].endswith(b"bwrap") and any(str(home).encode() in a for a in argv):
-            try:
-                kids = (proc / "task" / proc.name / "children").read_text().split()
-            except OSError:
-                kids = []
-            for pid in [*kids, proc.name]:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid), signal.SIGKILL)
+    outlive the control plane by design, so that a restarted one adopts them)."""
+    from enclave.executors import confine
+
+    confine.end(confine.sandboxes_of(home))
 
 
 # -- waiting on real processes -----------------------------------------------------------------

@@ -5,10 +5,12 @@ Errors print as one line on stderr and exit 1; nothing prints a traceback for a 
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -102,15 +104,142 @@ def up(
         f"admin token: {enclave_home / 'admin.token'}",
         err=True,
     )
-    uvicorn.run(
-        "enclave.api.app:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        log_level="warning",
-        http="enclave.api.limits:HeaderTimeoutProtocol",  # a deadline on request headers
-        proxy_headers=False,  # the peer address is the client (per-address throttles)
+    state = enclave_home / SERVER_FILE
+    write_secret(state, json.dumps({"pid": os.getpid(), "url": f"http://{host}:{port}", "fleet": fleet}))
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again for the
+    # handler it found: this one, so that the process ends here, saying what it leaves running.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stopped)
+    try:
+        uvicorn.run(
+            "enclave.api.app:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            log_level="warning",
+            http="enclave.api.limits:HeaderTimeoutProtocol",  # a deadline on request headers
+            proxy_headers=False,  # the peer address is the client (per-address throttles)
+        )
+    except _Stop:
+        pass
+    finally:
+        state.unlink(missing_ok=True)
+        typer.echo(f"enclave: stopped; {_left_running(enclave_home)}", err=True)
+
+
+class _Stop(Exception):
+    """The stop signal, raised again by uvicorn once it has shut down."""
+
+
+def _stopped(_sig: int, _frame: object) -> None:
+    raise _Stop
+
+
+SERVER_FILE = "server.json"  # the running `enclave up` of this home: pid, url (0600)
+
+
+def _left_running(enclave_home: Path) -> str:
+    """What a stopped control plane leaves running, and why (said at exit and by `down`)."""
+    left = _confined(enclave_home)
+    if not left:
+        return "no job or replica left running"
+    replicas = sum(1 for pid in left if _is_replica(pid))
+    return (
+        f"{len(left) - replicas} job(s) and {replicas} endpoint replica(s) left running, confined, under "
+        f"their own uids: the next `enclave up` on {enclave_home} adopts them; "
+        "`enclave down --stop-jobs` ends them"
     )
+
+
+def _confined(enclave_home: Path) -> list[int]:
+    from enclave.executors import confine
+
+    return confine.sandboxes_of(enclave_home)
+
+
+def _is_replica(pid: int) -> bool:
+    try:
+        return b"enclave.serving.replica" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _server(enclave_home: Path) -> dict[str, Any] | None:
+    """The running server of this home, from its state file (None: none, or it died)."""
+    try:
+        state = json.loads((enclave_home / SERVER_FILE).read_text())
+        pid = int(state["pid"])
+        if not _alive(pid) or b"enclave" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return None  # it died (and its pid may be another program's now)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return dict(state)
+
+
+@app.command()
+def status() -> None:
+    """Whether this home's control plane runs (pid, URL, health) and what it has confined."""
+    import httpx
+
+    enclave_home = home()
+    server = _server(enclave_home)
+    left = _confined(enclave_home)
+    if server is None:
+        typer.echo(f"no control plane running for {enclave_home}; {_left_running(enclave_home)}")
+        raise typer.Exit(3)  # as `systemctl status` says "not running"
+    try:
+        health = httpx.get(f"{server['url']}/healthz", timeout=5, trust_env=False).json()
+    except (httpx.HTTPError, ValueError) as exc:
+        health = {"status": f"not answering: {exc}"}
+    typer.echo(
+        f"control plane: pid {server['pid']}, {server['url']}, fleet {server['fleet']}, home {enclave_home}"
+    )
+    typer.echo(f"health: {health.get('status', health)}")
+    typer.echo(f"confined processes (jobs and endpoint replicas): {len(left)}")
+
+
+@app.command()
+def down(
+    stop_jobs: Annotated[
+        bool, typer.Option("--stop-jobs", help="Also end every job and replica it leaves running")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the server to stop")] = 30.0,
+) -> None:
+    """Stop this home's control plane (SIGTERM: it finishes what it is doing and exits); its
+    jobs and replicas keep running for the next `enclave up` unless --stop-jobs."""
+    import time
+
+    from enclave.executors import confine
+
+    enclave_home = home()
+    server = _server(enclave_home)
+    if server is not None:
+        pid = int(server["pid"])
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(pid):
+            if time.monotonic() > deadline:
+                raise EnclaveError(f"the control plane (pid {pid}) did not stop within {timeout:g} s")
+            time.sleep(0.1)
+        typer.echo(f"stopped the control plane (pid {pid})")
+    else:
+        typer.echo(f"no control plane running for {enclave_home}")
+    if stop_jobs:
+        typer.echo(f"ended {confine.end(confine.sandboxes_of(enclave_home))} confined job(s) and replica(s)")
+    else:
+        typer.echo(_left_running(enclave_home))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _first_start_audit_key(path: Path) -> None:
@@ -215,7 +344,6 @@ def worker(
     `enclave admin worker-credential create REGION`, takes the jobs the scheduler placed in
     the region, runs them on the region's engine and reports back."""
     import logging
-    import signal
 
     from enclave.client import Client
     from enclave.worker import RegionWorker

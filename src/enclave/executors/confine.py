@@ -45,6 +45,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -373,3 +374,39 @@ def _parents(path: Path, made: set[Path], binds: list[Path]) -> list[str]:
         out += ["--perms", "0711", "--dir", str(parent)]
         made.add(parent)
     return out
+
+
+def sandboxes_of(home: Path) -> list[int]:
+    """The bubblewrap processes running jobs or replicas of the control plane at ``home``
+    (their command lines name its sandboxes): what outlives a stopped control plane, by design,
+    so that the next one adopts it."""
+    needle = str(home).encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"bwrap") and any(needle in a for a in argv):
+            found.append(int(proc.name))
+    return found
+
+
+def end(bwrap_pids: Iterable[int]) -> int:
+    """SIGKILL each sandbox's init (its whole PID namespace goes with it) and its bubblewrap;
+    how many sandboxes were ended."""
+    ended = 0
+    for pid in bwrap_pids:
+        try:
+            kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            kids = []
+        for target in [*(int(k) for k in kids), pid]:
+            try:
+                os.kill(target, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+        ended += 1
+    return ended

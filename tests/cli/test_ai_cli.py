@@ -52,8 +52,10 @@ class User:
     token: str
     label: str
 
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.server.run(*args, token=self.token, check=check)
+    def run(
+        self, *args: str, check: bool = True, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return self.server.run(*args, token=self.token, check=check, stdin=stdin)
 
     def json(self, *args: str) -> object:
         return json.loads(self.run(*args, "--json").stdout)
@@ -295,6 +297,22 @@ def test_endpoint_deploy_call_scale_delete(user: User) -> None:
     oai = openai.OpenAI(base_url=f"{user.server.url}/v1", api_key=user.token, max_retries=0)
     vectors = oai.embeddings.create(model="embed", input=["hello world", "goodbye"])
     assert len(vectors.data) == 2 and len(vectors.data[0].embedding) == 384
+    # The same from the CLI: one JSON vector per text, the same numbers as the SDK's.
+    lines = user.run("endpoint", "embed", "embed", "hello world", "goodbye").stdout.splitlines()
+    assert [len(json.loads(line)) for line in lines] == [384, 384]
+    assert json.loads(lines[0]) == pytest.approx(vectors.data[0].embedding, abs=1e-6)
+    piped = user.run("endpoint", "embed", "embed", stdin="hello world\n").stdout.splitlines()
+    assert json.loads(piped[0]) == pytest.approx(vectors.data[0].embedding, abs=1e-6)
+    # An embeddings model answers no chat: the gateway's refusal is one line, exit 1.
+    no_chat = user.run("endpoint", "chat", "embed", "hi", check=False)
+    assert (
+        no_chat.returncode == 1
+        and no_chat.stderr.startswith("error: ")
+        and len(no_chat.stderr.splitlines()) == 1
+    )
+    # The replica's own output, by endpoint name.
+    replica_logs = user.run("endpoint", "logs", "embed", "--stderr")
+    assert "(replica job " in replica_logs.stderr
 
     assert [e["name"] for e in user.json("endpoint", "list")] == ["embed"]  # type: ignore[union-attr]
     assert "min 1, max 2" in user.run("endpoint", "scale", "embed", "--min", "1", "--max", "2").stdout

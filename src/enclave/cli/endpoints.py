@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Annotated, Any
 
@@ -11,7 +12,7 @@ from rich.live import Live
 from rich.spinner import Spinner
 from rich.text import Text
 
-from enclave.cli.common import JsonOpt, OutputOpt, WideOpt, client, emit, emit_one, print_table
+from enclave.cli.common import JsonOpt, OutputOpt, WideOpt, client, emit, emit_one, print_json, print_table
 from enclave.errors import EnclaveError, InvalidInput
 
 app = typer.Typer(
@@ -141,3 +142,71 @@ def delete(name: str) -> None:
     with client() as api:
         api.delete_endpoint(name)
     typer.echo("deleted")
+
+
+@app.command("chat")
+def chat(
+    name: str,
+    message: Annotated[str | None, typer.Argument(help="The user message (default: read stdin)")] = None,
+    system: Annotated[str | None, typer.Option(help="A system message before it")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="At most this many tokens in the answer")] = None,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Ask an endpoint (OpenAI chat completions through the gateway); prints the answer."""
+    text = message if message is not None else typer.get_text_stream("stdin").read()
+    if not text.strip():
+        raise InvalidInput("nothing to send: give a message or pipe one in")
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": text}
+    ]
+    extra = {"max_tokens": max_tokens} if max_tokens is not None else {}
+    with client() as api:
+        answer = api.chat(name, messages, **extra)
+    if as_json:
+        print_json(answer)
+        return
+    for choice in answer.get("choices") or []:
+        typer.echo((choice.get("message") or {}).get("content") or "")
+
+
+@app.command("embed")
+def embed(
+    name: str,
+    texts: Annotated[
+        list[str] | None, typer.Argument(help="Texts to embed (default: one per stdin line)")
+    ] = None,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Embed texts with an endpoint; prints one JSON vector per text (or the whole answer)."""
+    inputs = texts or [line for line in typer.get_text_stream("stdin").read().splitlines() if line.strip()]
+    if not inputs:
+        raise InvalidInput("nothing to embed: give texts or pipe them in, one per line")
+    with client() as api:
+        answer = api.embeddings(name, inputs)
+    if as_json:
+        print_json(answer)
+        return
+    for item in sorted(answer.get("data") or [], key=lambda d: d.get("index", 0)):
+        typer.echo(json.dumps(item.get("embedding")))
+
+
+@app.command("logs")
+def logs(
+    name: str,
+    stderr: Annotated[bool, typer.Option("--stderr", help="Show stderr instead of stdout")] = False,
+    replica: Annotated[
+        str | None,
+        typer.Option(help="This replica job (default: the newest running, else the last that ended)"),
+    ] = None,
+) -> None:
+    """A replica's output: the newest running one, or the last that ended (why it did)."""
+    from enclave.cli import jobs
+
+    with client() as api:
+        ep = api.endpoint(name)
+    running = [j["id"] for j in ep["replicas"]["jobs"] if j["state"] == "running"]
+    target = replica or (running[-1] if running else (ep.get("last_exit") or {}).get("job"))
+    if target is None:
+        raise InvalidInput(f"endpoint {name} has no replica that ran yet")
+    typer.echo(f"(replica job {target})", err=True)
+    jobs.logs(target, stderr=stderr, follow=False)

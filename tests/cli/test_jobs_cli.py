@@ -37,6 +37,21 @@ def test_submit_watch_logs_show(live_server: Callable[..., Server], tmp_path: Pa
     assert [j["id"] for j in listed] == [job]
 
 
+def test_watch_shows_time_run_and_the_last_lines_of_output(
+    live_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    server = live_server(tmp_path / "home")
+    script = "for i in 1 2 3 4 5; do echo line-$i; done; sleep 1"
+    job = server.run("job", "submit", "--walltime", "60", "--", "sh", "-c", script).stdout.strip()
+    watched = server.run("job", "watch", job, "--interval", "0.2").stdout
+    assert "completed" in watched and ", ran " in watched
+    assert "line-5" in watched and "line-3" in watched and "line-2" not in watched  # the last 3 lines
+    # The short id a watch shows is accepted wherever an id is.
+    short = job[:8]
+    assert f"[{short}]" in watched
+    assert json.loads(server.run("job", "show", short, "--json").stdout)["id"] == job
+
+
 def test_failed_job_watch_exits_with_its_code(live_server: Callable[..., Server], tmp_path: Path) -> None:
     server = live_server(tmp_path / "home")
     job = server.run("job", "submit", "--", "sh", "-c", "exit 4").stdout.strip()

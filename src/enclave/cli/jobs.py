@@ -9,12 +9,14 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.console import Group
 from rich.live import Live
 from rich.spinner import Spinner
 from rich.text import Text
 
 from enclave.cli import output as out
 from enclave.cli.common import JsonOpt, OutputOpt, WideOpt, client, console, emit, emit_one
+from enclave.cli.humanize import duration_s
 from enclave.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -256,24 +258,64 @@ def cancel(
 
 @app.command("watch")
 def watch(job_id: str, interval: Annotated[float, typer.Option(help="Seconds between polls")] = 0.5) -> None:
-    """Show live progress until the job ends; exits with the job's exit code (1 if none)."""
+    """Show live progress until the job ends: state, time run and walltime left, the last lines
+    of its output. Exits with the job's exit code (1 if none)."""
+    tail = _Tail()
     with client() as api:
         job = api.job(job_id)
-        with Live(Spinner("dots", text=_line(job)), transient=False, refresh_per_second=8) as live:
+        with Live(_watched(job, tail), transient=False, refresh_per_second=8) as live:
             while job["state"] not in TERMINAL:
                 time.sleep(interval)
                 job = api.job(job_id)
-                live.update(Spinner("dots", text=_line(job)))
-            live.update(_line(job))
+                tail.read(api, job)
+                live.update(_watched(job, tail))
+            tail.read(api, job)
+            live.update(_watched(job, tail, spinning=False))
     code = job["exit_code"]
     raise typer.Exit(
         0 if job["state"] == "completed" else (code if isinstance(code, int) and code > 0 else 1)
     )
 
 
-def _line(job: dict[str, Any]) -> Text:
-    """Plain text, not markup: names, ids and reasons may hold brackets."""
-    return Text(_plain_line(job))
+class _Tail:
+    """The last lines a job wrote on stdout, read as it runs (from where the last read ended)."""
+
+    LINES = 3
+
+    def __init__(self) -> None:
+        self.offset = 0
+        self.text = ""
+
+    def read(self, api: Client, job: dict[str, Any]) -> None:
+        if job["state"] not in ("running", *TERMINAL):
+            return
+        chunk, self.offset = api.job_logs(job["id"], "stdout", self.offset)
+        self.text = (self.text + chunk)[-8192:]
+
+    def lines(self) -> list[str]:
+        return self.text.rstrip("\n").splitlines()[-self.LINES :] if self.text.strip() else []
+
+
+def _watched(job: dict[str, Any], tail: _Tail, spinning: bool = True) -> Group:
+    head = _plain_line(job)
+    ran = _ran_s(job)
+    if ran is not None:
+        left = job["walltime_s"] - ran
+        head += f", ran {duration_s(ran)}" + (
+            f", {duration_s(max(0.0, left))} of walltime left" if spinning else ""
+        )
+    out: list[Any] = [Spinner("dots", text=Text(head)) if spinning else Text(head)]
+    out += [Text(f"  │ {line}", style="dim") for line in tail.lines()]
+    return Group(*out)
+
+
+def _ran_s(job: dict[str, Any]) -> float | None:
+    """Seconds the job has run (to its end, or to now)."""
+    if not job.get("started_at"):
+        return None
+    start = datetime.fromisoformat(job["started_at"])
+    end = datetime.fromisoformat(job["ended_at"]) if job.get("ended_at") else datetime.now(UTC)
+    return max(0.0, (end - start).total_seconds())
 
 
 def _plain_line(job: dict[str, Any]) -> str:

@@ -349,3 +349,24 @@ def test_bad_engine_queues_are_refused(backend: str, cap: str, message: str) -> 
     assert parse_fleet(
         with_backend('{ type = "slurm", partition = "p", queue_depth = 2 }', "0.00096")
     ).regions[0]
+
+
+def test_a_fleet_file_with_several_problems_names_them_all_at_once() -> None:
+    """Found by a user: only the first problem was reported, one start-up per fix."""
+    text = MINIMAL.replace("power_cap_mw = 1.0", "power_cap_mw = -1.0") + (
+        '\n[[regions]]\nname = "Bad Name"\naccreditation = "SECRET"\npower_cap_mw = 1.0\n'
+        '[[regions.pools]]\nname = "p"\ncount = 0\ncpus = 1\nmemory_mb = 1\nidle_w = 1\npeak_w = 2\n'
+    )
+    with pytest.raises(InvalidInput) as caught:
+        parse_fleet(text, "fleet.toml")
+    message = caught.value.detail
+    assert message.startswith("fleet.toml: 3 problems: ") and "\n" not in message
+    for where in ("regions.0.power_cap_mw", "regions.1.name", "regions.1.pools.0.count"):
+        assert where in message, message
+    # Checks beyond the schema too: an unknown accreditation and a bad pattern, together.
+    semantic = MINIMAL.replace('accreditation = "SECRET"', 'accreditation = "SEKRET"') + (
+        '\n[[guard.patterns]]\npattern = "(unclosed"\nmarking = "SECRET"\n'
+    )
+    with pytest.raises(InvalidInput) as caught:
+        parse_fleet(semantic, "fleet.toml")
+    assert "accreditation" in caught.value.detail and "guard.patterns.0.pattern" in caught.value.detail

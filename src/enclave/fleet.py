@@ -229,39 +229,58 @@ def validate_toml(text: str, source: str, model: type[M]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or model.__name__.lower()
-        raise InvalidInput(f"{source}: {where}: {first['msg']}") from exc
+        problems = [
+            f"{'.'.join(str(p) for p in err['loc']) or model.__name__.lower()}: {err['msg']}"
+            for err in exc.errors()
+        ]
+        raise InvalidInput(_all(source, problems)) from exc
+
+
+MAX_PROBLEMS = 10  # of a file, said at once: fixing them one start-up at a time is slow
+
+
+def _all(source: str, problems: list[str]) -> str:
+    more = len(problems) - MAX_PROBLEMS
+    listed = "; ".join(problems[:MAX_PROBLEMS]) + (f"; and {more} more" if more > 0 else "")
+    return f"{source}: {listed}" if len(problems) == 1 else f"{source}: {len(problems)} problems: {listed}"
 
 
 def parse_fleet(text: str, source: str = "<fleet>") -> Fleet:
     fleet = validate_toml(text, source, Fleet)
+    problems: list[str] = []
     names = [r.name for r in fleet.regions]
     if len(set(names)) != len(names):
-        raise InvalidInput(f"{source}: region names must be unique")
+        problems.append("regions: region names must be unique")
+    scheme: LabelScheme | None = None
+    try:
+        scheme = fleet.scheme
+    except InvalidInput as exc:
+        problems.append(f"labels: {exc.detail}")
     for region in fleet.regions:
         pools = [p.name for p in region.pools]
         if len(set(pools)) != len(pools):
-            raise InvalidInput(f"{source}: regions.{region.name}.pools: pool names must be unique")
-        _check_queue_depth(region, source)
-    where = "labels"
-    try:
-        scheme = fleet.scheme
-        for region in fleet.regions:
-            where = f"regions.{region.name}.accreditation"
-            scheme.parse(region.accreditation)  # raises on an unknown marking
-        for i, item in enumerate(fleet.guard.patterns):
-            where = f"guard.patterns.{i}.marking"
-            scheme.parse(item.marking)
-    except InvalidInput as exc:
-        raise InvalidInput(f"{source}: {where}: {exc.detail}") from exc
+            problems.append(f"regions.{region.name}.pools: pool names must be unique")
+        try:
+            _check_queue_depth(region, source)
+        except InvalidInput as exc:
+            problems.append(exc.detail.removeprefix(f"{source}: "))
+        if scheme is not None:
+            try:
+                scheme.parse(region.accreditation)  # raises on an unknown marking
+            except InvalidInput as exc:
+                problems.append(f"regions.{region.name}.accreditation: {exc.detail}")
     for i, item in enumerate(fleet.guard.patterns):
+        if scheme is not None:
+            try:
+                scheme.parse(item.marking)
+            except InvalidInput as exc:
+                problems.append(f"guard.patterns.{i}.marking: {exc.detail}")
         try:
             re.compile(item.pattern)
         except re.error as exc:
-            raise InvalidInput(
-                f"{source}: guard.patterns.{i}.pattern: not a valid regular expression: {exc}"
-            ) from exc
+            problems.append(f"guard.patterns.{i}.pattern: not a valid regular expression: {exc}")
+    if problems:
+        raise InvalidInput(_all(source, problems))
     return fleet
 
 

@@ -8,6 +8,9 @@ import csv
 import html
 import io
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +21,27 @@ from enclave.sim.metrics import bounded_slowdown, wait_s
 MAX_PLOT_POINTS = 5000
 
 
+NAMES = ("summary.json", "jobs.csv", "power.csv", "report.png", "report.html")
+
+
 def write_outputs(
     out: Path, fleet: Fleet, outcome: Outcome, summary: dict[str, Any], title: str
 ) -> list[Path]:
+    """Write the run's files into a folder of their own beside ``out``, then move each into
+    ``out``: an interrupted run (Ctrl-C while the report renders) leaves ``out`` as it was."""
     out.mkdir(parents=True, exist_ok=True)
-    paths = [
-        out / "summary.json",
-        out / "jobs.csv",
-        out / "power.csv",
-        out / "report.png",
-        out / "report.html",
-    ]
+    part = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent))
+    try:
+        written = _write(part, fleet, outcome, summary, title)
+        for path in written:
+            os.replace(path, out / path.name)
+    finally:
+        shutil.rmtree(part, ignore_errors=True)
+    return [out / name for name in NAMES]
+
+
+def _write(out: Path, fleet: Fleet, outcome: Outcome, summary: dict[str, Any], title: str) -> list[Path]:
+    paths = [out / name for name in NAMES]
     paths[0].write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     with paths[1].open("w", newline="") as fh:
         w = csv.writer(fh)

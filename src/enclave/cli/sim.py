@@ -91,7 +91,9 @@ def run(
             "wall_s": wall,
         }
     )
-    write_outputs(out, fleet_spec, outcome, summary, f"{workload.name} on {fleet_spec.name} ({policy})")
+    write_outputs(
+        out, fleet_spec, outcome, summary, f"{workload.name} on {fleet_spec.name} ({policy})", curve
+    )
     keys = [
         "jobs",
         "avg_wait_s",

@@ -102,7 +102,7 @@ def summarize(
     }
 
 
-def _running_integral(carbon: CarbonCurve, region: str, t: np.ndarray, default: float) -> np.ndarray:
+def running_integral(carbon: CarbonCurve, region: str, t: np.ndarray, default: float) -> np.ndarray:
     """∫ intensity dt from 0 to each ``t`` (gCO2e/kWh × s), as :class:`HourlyCurve` does."""
     curve = carbon.curve(region)
     if curve is None:
@@ -144,7 +144,7 @@ def _energy(
         joules[name] = float((watts * dt).sum())
         saturated_j[name] = float((watts * dt)[waiting].sum())
         flat = region.carbon_g_per_kwh
-        intensity_s = _running_integral(carbon, name, ends, flat) - _running_integral(carbon, name, t, flat)
+        intensity_s = running_integral(carbon, name, ends, flat) - running_integral(carbon, name, t, flat)
         grams += float((watts * intensity_s).sum()) / 3.6e6
     kwh = {r: j / 3.6e6 for r, j in joules.items()}
     price = {r.name: r.price_per_kwh for r in fleet.regions}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import csv
 import html
-import io
 import json
 import os
 import shutil
@@ -15,24 +14,28 @@ from pathlib import Path
 from typing import Any
 
 from enclave.fleet import Fleet
+from enclave.sim import charts
+from enclave.sim.carbon import CarbonCurve
 from enclave.sim.engine import Outcome
 from enclave.sim.metrics import bounded_slowdown, wait_s
-
-MAX_PLOT_POINTS = 5000
-
 
 NAMES = ("summary.json", "jobs.csv", "power.csv", "report.png", "report.html")
 
 
 def write_outputs(
-    out: Path, fleet: Fleet, outcome: Outcome, summary: dict[str, Any], title: str
+    out: Path,
+    fleet: Fleet,
+    outcome: Outcome,
+    summary: dict[str, Any],
+    title: str,
+    carbon: CarbonCurve | None = None,
 ) -> list[Path]:
     """Write the run's files into a folder of their own beside ``out``, then move each into
     ``out``: an interrupted run (Ctrl-C while the report renders) leaves ``out`` as it was."""
     out.mkdir(parents=True, exist_ok=True)
     part = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent))
     try:
-        written = _write(part, fleet, outcome, summary, title)
+        written = _write(part, fleet, outcome, summary, title, carbon)
         for path in written:
             os.replace(path, out / path.name)
     finally:
@@ -40,7 +43,9 @@ def write_outputs(
     return [out / name for name in NAMES]
 
 
-def _write(out: Path, fleet: Fleet, outcome: Outcome, summary: dict[str, Any], title: str) -> list[Path]:
+def _write(
+    out: Path, fleet: Fleet, outcome: Outcome, summary: dict[str, Any], title: str, carbon: CarbonCurve | None
+) -> list[Path]:
     paths = [out / name for name in NAMES]
     paths[0].write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     with paths[1].open("w", newline="") as fh:
@@ -72,55 +77,100 @@ def _write(out: Path, fleet: Fleet, outcome: Outcome, summary: dict[str, Any], t
         w.writerow(["t_s", *[f"{name}_mw" for name in regions]])
         for s in outcome.power:
             w.writerow([s.t_s, *[round(s.facility_w[name] / 1e6, 9) for name in regions]])
-    png = _plot(fleet, outcome, title)
+    png = charts.plot(fleet, outcome, title, carbon)
     paths[3].write_bytes(png)
     paths[4].write_text(_html(summary, png, title))
     return paths
 
 
-def _plot(fleet: Fleet, outcome: Outcome, title: str) -> bytes:
-    import matplotlib
+# summary.json's figures as the report shows them: a label, and how to write the value.
+SHOWN: dict[str, tuple[str, str]] = {
+    "jobs": ("jobs", "count"),
+    "jobs_never_started": ("jobs never started", "count"),
+    "avg_wait_s": ("mean wait", "duration"),
+    "max_wait_s": ("longest wait", "duration"),
+    "avg_response_s": ("mean response (wait + run)", "duration"),
+    "avg_bounded_slowdown": ("mean bounded slowdown", "ratio"),
+    "utilization": ("CPU utilisation", "percent"),
+    "makespan_s": ("makespan", "duration"),
+    "energy_mwh": ("energy", "MWh"),
+    "emissions_tco2e": ("emissions", "tCO2e"),
+    "cost": ("energy cost", "money"),
+    "homes_equivalent": ("homes' yearly electricity, equivalent", "count"),
+    "power_cap_violations": ("power cap violations", "count"),
+    "queue_saturated_s": ("time with jobs waiting", "duration"),
+    "cap_share_saturated": ("share of the cap drawn while jobs waited", "percent"),
+    "scheduling_passes": ("scheduling passes", "count"),
+}
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, (ax_power, ax_wait) = plt.subplots(2, 1, figsize=(10, 8))
-    samples = outcome.power
-    step = max(1, len(samples) // MAX_PLOT_POINTS)
-    shown = samples[::step]
-    hours = [s.t_s / 3600 for s in shown]
-    for region in fleet.regions:
-        ax_power.step(
-            hours, [s.facility_w[region.name] / 1e6 for s in shown], where="post", label=f"{region.name} draw"
-        )
-        ax_power.axhline(region.power_cap_mw, linestyle="--", linewidth=0.8, label=f"{region.name} cap")
-    ax_power.set_xlabel("simulated hours")
-    ax_power.set_ylabel("facility power (MW)")
-    ax_power.set_title(f"{title}: power draw against the caps")
-    ax_power.legend(fontsize=7, ncol=2)
-    waits = sorted(wait_s(r) / 3600 for r in outcome.runs)
-    if waits:
-        ax_wait.plot(waits, [(k + 1) / len(waits) for k in range(len(waits))])
-    ax_wait.set_xscale("symlog")
-    ax_wait.set_xlabel("wait (hours)")
-    ax_wait.set_ylabel("share of jobs waiting at most this long")
-    ax_wait.set_title("Wait time distribution")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+def figure(value: Any, kind: str) -> str:
+    """One figure, rounded, with its unit."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return str(value)
+    if kind == "count":
+        return f"{value:,.0f}"
+    if kind == "percent":
+        return f"{100 * value:.1f}%"
+    if kind == "duration":
+        return _duration(float(value))
+    if kind == "money":
+        return f"${value:,.2f}"
+    if kind == "ratio":
+        return f"{value:,.2f}"
+    return f"{value:,.4g} {kind}" if abs(value) < 1000 else f"{value:,.0f} {kind}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    for size, unit in ((86400.0, "d"), (3600.0, "h"), (60.0, "min")):
+        if seconds >= size:
+            return f"{seconds / size:,.1f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 def _html(summary: dict[str, Any], png: bytes, title: str) -> str:
-    rows = "".join(
-        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(json.dumps(v) if isinstance(v, dict) else str(v))}</td></tr>"
+    e = html.escape
+    main = "".join(
+        f"<tr><th>{e(label)}</th><td>{e(figure(summary[key], kind))}</td></tr>"
+        for key, (label, kind) in SHOWN.items()
+        if key in summary
+    )
+    other = "".join(
+        f"<tr><th>{e(str(k))}</th><td>{e(f'{v:.4g}' if isinstance(v, float) else str(v))}</td></tr>"
         for k, v in summary.items()
+        if k not in SHOWN and not isinstance(v, dict)
+    )
+    regions = sorted(summary.get("power_cap_mw") or {})
+    region_rows = "".join(
+        f"<tr><td>{e(r)}</td><td>{figure(summary['power_cap_mw'][r], 'MW')}</td>"
+        f"<td>{figure((summary.get('peak_power_mw') or {}).get(r, 0.0), 'MW')}</td>"
+        f"<td>{figure((summary.get('cap_share_saturated_by_region') or {}).get(r, 0.0), 'percent')}</td></tr>"
+        for r in regions
+    )
+    shares = sorted((summary.get("agency_share_of_work") or {}).items(), key=lambda kv: -kv[1])
+    top, rest = shares[:20], shares[20:]
+    if rest:
+        top.append((f"{len(rest)} others", sum(v for _, v in rest)))
+    agency_rows = "".join(
+        f"<tr><td>{e(a)}</td><td>{100 * v:.1f}%</td>"
+        f"<td><div class='bar' style='width:{max(0.5, 300 * v):.0f}px'></div></td></tr>"
+        for a, v in top
     )
     img = base64.b64encode(png).decode()
     return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto}td,th{text-align:left;padding:2px 8px}</style>"
-        f"</head><body><h1>{html.escape(title)}</h1><table>{rows}</table>"
-        f"<img alt='power and waits' src='data:image/png;base64,{img}'></body></html>\n"
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>"
+        "body{font-family:sans-serif;max-width:1400px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{text-align:left;padding:3px 12px;border-bottom:1px solid #ddd}"
+        "th{font-weight:normal;color:#555}td{font-variant-numeric:tabular-nums}.bar{height:10px;background:#4477aa}"
+        "img{max-width:100%}</style></head><body>"
+        f"<h1>{e(title)}</h1><img alt='power against cap, waits, busy CPUs, energy and emissions per day' "
+        f"src='data:image/png;base64,{img}'>"
+        f"<h2>Figures</h2><table>{main}</table>"
+        "<h2>Regions</h2><table><tr><th>region</th><th>cap</th><th>peak draw</th>"
+        f"<th>cap drawn while jobs waited</th></tr>{region_rows}</table>"
+        f"<h2>Share of the work by agency</h2><table><tr><th>agency</th><th>share</th><th></th></tr>{agency_rows}</table>"
+        + (f"<h2>Run</h2><table>{other}</table>" if other else "")
+        + "</body></html>\n"
     )

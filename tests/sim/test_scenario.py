@@ -4,6 +4,7 @@ and deadlines from trace fields, fleets named by the scenario, and `enclave sim 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -276,3 +277,9 @@ def test_the_shipped_scenario_runs_and_its_policies_differ(tmp_path: Path) -> No
     waits = {name: round(p["avg_wait_s"]) for name, p in policies.items()}
     assert len(set(waits.values())) == 5, waits
     assert waits["easy"] < waits["fcfs"]  # backfilling helps a contended fleet
+    # ... and side by side, for a person: a chart per figure and a rounded table.
+    page = (out / "compare.html").read_text()
+    assert (out / "compare.png").read_bytes().startswith(b"\x89PNG")
+    table = page.split("<table>", 1)[1]
+    assert all(f"<th>{name}</th>" in table for name in policies) and "mean wait" in table
+    assert not re.search(r"\d\.\d{7,}", table), "an unrounded float"

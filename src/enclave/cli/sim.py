@@ -172,7 +172,7 @@ def compare_cmd(
     }
     write(out, result, meta)
     _print_comparison(result, f"{workload.name} on {fleet_spec.name}")
-    console.print(f"wrote {out}/compare.json, compare.csv", style="dim")
+    console.print(f"wrote {out}/compare.json, compare.csv, compare.png, compare.html", style="dim")
 
 
 _HEADERS = {

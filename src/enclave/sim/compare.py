@@ -156,8 +156,9 @@ def _missed(outcome: Outcome) -> int:
 
 
 def write(out: Path, comparison: Comparison, meta: dict[str, Any]) -> list[Path]:
-    """``compare.json`` (every figure of every run, the oracle, ``meta``) and ``compare.csv``
-    (one row per policy, the table's columns)."""
+    """``compare.json`` (every figure of every run, the oracle, ``meta``), ``compare.csv``
+    (one row per policy, the table's columns), and the policies side by side: ``compare.png``
+    and ``compare.html``."""
     out.mkdir(parents=True, exist_ok=True)
     json_path, csv_path = out / "compare.json", out / "compare.csv"
     doc = {
@@ -176,4 +177,10 @@ def write(out: Path, comparison: Comparison, meta: dict[str, Any]) -> list[Path]
             oracle = ["" for _ in COLUMNS]
             oracle[COLUMNS.index("emissions_tco2e")] = comparison.carbon["oracle_emissions_tco2e"]
             w.writerow(["oracle-bound", *oracle])
-    return [json_path, csv_path]
+    from enclave.sim.report import compare_page  # matplotlib only when a comparison is written
+
+    png, page = compare_page(comparison.rows, f"{meta.get('workload', 'workload')}: policies compared")
+    png_path, html_path = out / "compare.png", out / "compare.html"
+    png_path.write_bytes(png)
+    html_path.write_text(page)
+    return [json_path, csv_path, png_path, html_path]

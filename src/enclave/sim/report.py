@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import io
 import json
 import os
 import shutil
@@ -174,3 +175,57 @@ def _html(summary: dict[str, Any], png: bytes, title: str) -> str:
         + (f"<h2>Run</h2><table>{other}</table>" if other else "")
         + "</body></html>\n"
     )
+
+
+# What `sim compare` sets side by side, and whether less is better.
+COMPARED = (
+    ("avg_wait_s", "mean wait (h)", 1 / 3600, True),
+    ("avg_bounded_slowdown", "mean bounded slowdown", 1.0, True),
+    ("utilization", "CPU utilisation (%)", 100.0, False),
+    ("energy_mwh", "energy (MWh)", 1.0, True),
+    ("emissions_tco2e", "emissions (tCO2e)", 1.0, True),
+    ("cost", "energy cost ($)", 1.0, True),
+)
+
+
+def compare_page(rows: dict[str, dict[str, Any]], title: str) -> tuple[bytes, str]:
+    """The policies of a comparison side by side: one bar chart per figure (the best bar
+    dark), and a table of every figure, rounded and labelled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(rows)
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7))
+    for ax, (key, label, scale, lower) in zip(axes.flat, COMPARED, strict=True):
+        values = [rows[n].get(key, 0.0) * scale for n in names]
+        best = (min if lower else max)(range(len(values)), key=values.__getitem__) if values else -1
+        ax.bar(names, values, color=["#2255aa" if i == best else "#99aacc" for i in range(len(values))])
+        ax.set_title(label + (" — less is better" if lower else " — more is better"), fontsize=10)
+        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    png = buf.getvalue()
+    e = html.escape
+    shown = [k for k in SHOWN if any(k in r for r in rows.values())]
+    head = "".join(f"<th>{e(SHOWN[k][0])}</th>" for k in shown)
+    body = "".join(
+        f"<tr><th>{e(n)}</th>"
+        + "".join(f"<td>{e(figure(r.get(k), SHOWN[k][1]))}</td>" for k in shown)
+        + "</tr>"
+        for n, r in rows.items()
+    )
+    img = base64.b64encode(png).decode()
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>"
+        "body{font-family:sans-serif;max-width:1500px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse}td,th{text-align:right;padding:3px 10px;border-bottom:1px solid #ddd}"
+        "th{font-weight:normal;color:#555}img{max-width:100%}</style></head><body>"
+        f"<h1>{e(title)}</h1><img alt='the policies side by side' src='data:image/png;base64,{img}'>"
+        f"<table><tr><th>policy</th>{head}</tr>{body}</table></body></html>\n"
+    )
+    return png, page

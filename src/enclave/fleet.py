@@ -116,11 +116,13 @@ class SlurmBackend(_Backend):
 
 
 class RayBackend(_Backend):
-    """``address`` of the head (``HOST:6379``); ``dashboard``: its job API (default port 8265)."""
+    """``address`` of the head (``HOST:6379``); ``dashboard``: its job API (default port 8265);
+    ``token_file``: the file holding the cluster's token (Ray's ``RAY_AUTH_MODE=token``)."""
 
     type: Literal["ray"]
     address: str | None = None
     dashboard: str | None = None
+    token_file: Annotated[str, Field(pattern=r"^/", description="an absolute path")] | None = None
     grace_s: Annotated[float, Field(gt=0)] = 10.0
     timeout_s: Annotated[float, Field(gt=0)] = 10.0
     status_ttl_s: Annotated[float, Field(gt=0)] = 0.5

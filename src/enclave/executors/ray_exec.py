@@ -6,13 +6,15 @@ that Ray cluster. The executor talks HTTP to the cluster's job API (the dashboar
 plane itself never imports ``ray`` nor joins the cluster as a driver, so the core installs light
 and a restarted control plane needs nothing but the stored handle to find its jobs again.
 
-**Security: Ray's dashboard and job API have no authentication.** Anyone who can reach that
-port can run any command as the user Ray runs as. Enclave never exposes it: the dashboard must
-listen on 127.0.0.1 or on the region's own accredited network only, reached by the region's
-worker from inside that network (``scripts/ray.sh`` binds it to 127.0.0.1 of a network
-namespace of its own). Enclave's label checks happen before anything reaches Ray, and a
-region's Ray cluster only ever receives jobs the region is accredited for. HTTP proxies from
-the environment are ignored (``trust_env=False``): job traffic never leaves for a proxy.
+**Security: whoever reaches Ray's job API runs any command as the user Ray runs as.** So the
+cluster asks for a token (Ray's ``RAY_AUTH_MODE=token``) and the region names the file that
+holds it: ``token_file`` (read on every request, never through a link, refused when others may
+read it; sent as ``Authorization: Bearer``). The job API must also listen on the region's own
+accredited network only: ``scripts/ray.sh`` starts the head in a network namespace of its own
+whose job API is reached over one veth link from this machine alone. Enclave's label checks
+happen before anything reaches Ray, and a region's Ray cluster only ever receives jobs the
+region is accredited for. HTTP proxies from the environment are ignored (``trust_env=False``):
+job traffic never leaves for a proxy.
 
 How a job maps onto Ray
 -----------------------
@@ -54,6 +56,7 @@ How a job maps onto Ray
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -63,6 +66,7 @@ import re
 import secrets
 import shlex
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -243,6 +247,7 @@ class RayExecutor:
         host = self.address.removeprefix("ray://").rsplit(":", 1)[0] or "127.0.0.1"
         dashboard = str(conf.get("dashboard") or f"{host}:{DASHBOARD_PORT}")
         self.dashboard = dashboard if "://" in dashboard else f"http://{dashboard}"
+        self.token_file = conf.get("token_file")
         self.grace_s = float(conf.get("grace_s", 10.0))
         self.timeout_s = float(conf.get("timeout_s", 10.0))
         self.status_ttl_s = float(conf.get("status_ttl_s", 0.5))
@@ -254,7 +259,12 @@ class RayExecutor:
         self._refresher: threading.Thread | None = None
 
     def _client(self, timeout_s: float | None = None) -> httpx.Client:
-        return httpx.Client(base_url=self.dashboard, timeout=timeout_s or self.timeout_s, trust_env=False)
+        return httpx.Client(
+            base_url=self.dashboard,
+            timeout=timeout_s or self.timeout_s,
+            trust_env=False,
+            auth=_TokenAuth(Path(self.token_file)) if self.token_file else None,
+        )
 
     @property
     def _http(self) -> httpx.Client:
@@ -307,6 +317,7 @@ class RayExecutor:
             network=self.network,
             egress=self.egress,
             gpus=spec.gpus_per_node > 0,
+            env=privileged,
         )
         confined = confine.argv(jail, confine.wrapped(sandbox, spec.command))
         body: dict[str, Any] = {
@@ -589,12 +600,51 @@ class RayExecutor:
         try:
             with self._client(timeout_s=min(self.timeout_s, 2.0)) as http:
                 resp = http.get("/api/version")
+            if resp.status_code in (401, 403):
+                why = "refused the token in" if self.token_file else "wants a token: name its file as"
+                return Health(False, f"Ray job API at {self.dashboard} {why} the region's backend.token_file")
             if resp.status_code != 200:
                 return Health(False, f"Ray job API at {self.dashboard} answered {resp.status_code}")
             version = resp.json().get("ray_version", "?")
         except (httpx.HTTPError, ValueError) as exc:
             return Health(False, f"Ray job API at {self.dashboard} unreachable: {exc}")
         return Health(True, f"Ray {version}, job API at {self.dashboard}")
+
+
+class _TokenAuth(httpx.Auth):
+    """Ray's token, read from its file for every request (a restarted head may have a new one)."""
+
+    MAX_BYTES = 4096
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+        try:
+            token = _read_token(self.path, self.MAX_BYTES)
+        except OSError as exc:
+            raise httpx.RequestError(
+                f"token_file {self.path}: {exc.strerror or exc}", request=request
+            ) from exc
+        request.headers["Authorization"] = f"Bearer {token}"
+        yield request
+
+
+def _read_token(path: Path, max_bytes: int) -> str:
+    """The token, from a regular file only its owner may read; never through a link."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        if st.st_mode & 0o077:
+            raise OSError(errno.EPERM, f"others may read it (mode {stat.S_IMODE(st.st_mode):04o}; chmod 600)")
+        token = os.read(fd, max_bytes + 1).decode("ascii", "replace").strip()
+    finally:
+        os.close(fd)
+    if not token or len(token) > max_bytes or not token.isprintable() or " " in token:
+        raise OSError(errno.EINVAL, "does not hold one token")
+    return token
 
 
 def _job_output(raw: str, handle: Handle) -> tuple[str, int | None, bool]:

@@ -204,8 +204,11 @@ def test_list_filters(world: World) -> None:
     client = world.client
     ids = [upload(client, world.alice_s, bytes([i]) * 3, name=f"n{i}")["id"] for i in range(3)]
     body = listing(client, "/v1/artifacts", world.alice_s)
-    assert [a["id"] for a in body["items"]] == ids  # oldest first
-    assert [a["id"] for a in listing(client, "/v1/artifacts", world.alice_s, limit=2)["items"]] == ids[:2]
+    assert [a["id"] for a in body["items"]] == ids[::-1]  # newest first (issue 13)
+    first = listing(client, "/v1/artifacts", world.alice_s, limit=2)
+    assert [a["id"] for a in first["items"]] == ids[:0:-1] and first["total"] == 3
+    rest = listing(client, "/v1/artifacts", world.alice_s, limit=2, cursor=first["next_cursor"])
+    assert [a["id"] for a in rest["items"]] == ids[:1] and rest["next_cursor"] is None
     assert listed_ids(client, "/v1/artifacts", world.alice_s, kind="artifact") == set(ids)
     assert listing(client, "/v1/artifacts", world.alice_s, kind="model")["count"] == 0
     for params in ({"limit": 0}, {"limit": 10001}, {"limit": "many"}, {"kind": "k" * 33}):

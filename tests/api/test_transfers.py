@@ -222,7 +222,9 @@ def test_list_filters_by_state(world: World) -> None:
     up = upload(client, world.alice_u, CLEAN)
     released = request_transfer(client, world.alice_u, up["id"], "SECRET")["id"]
     h = world.alice_s
-    assert [t["id"] for t in listing(client, "/v1/transfers", h)["items"]] == [pending, refused, released]
+    everything = listing(client, "/v1/transfers", h)  # newest first (issue 13)
+    assert [t["id"] for t in everything["items"]] == [released, refused, pending] and everything["total"] == 3
+    assert listing(client, "/v1/transfers", h, state="pending")["total"] == 1
     assert listed_ids(client, "/v1/transfers", h, state="pending") == {pending}
     assert listed_ids(client, "/v1/transfers", h, state="refused") == {refused}
     assert listed_ids(client, "/v1/transfers", h, state="released") == {released}

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 
 from enclave.errors import InvalidInput, NotAuthenticated
+from enclave.services import listing
 from enclave.services.auth import authenticate
 from enclave.services.context import Context
 from enclave.services.unit import Actor
@@ -40,3 +41,24 @@ def current_actor(request: Request, ctx: Annotated[Context, Depends(get_ctx)]) -
 
 CtxDep = Annotated[Context, Depends(get_ctx)]
 ActorDep = Annotated[Actor, Depends(current_actor)]
+
+
+def page_window(
+    limit: Annotated[
+        int, Query(ge=1, le=listing.MAX_LIMIT, description="At most this many, newest first")
+    ] = 1000,
+    offset: Annotated[int, Query(ge=0, le=listing.MAX_OFFSET, description="How many to skip (a page)")] = 0,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=listing.MAX_CURSOR_CHARS,
+            description="`next_cursor` of the previous page: what follows it",
+        ),
+    ] = None,
+) -> listing.Window:
+    """Which page a list route is asked for; its answer is ``{"items", "count", "total",
+    "next_cursor"}`` (``total``: all that match, never counting what the session cannot read)."""
+    return listing.Window(limit, offset, cursor)
+
+
+WindowDep = Annotated[listing.Window, Depends(page_window)]

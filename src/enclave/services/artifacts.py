@@ -16,14 +16,17 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, func, join, select
 from sqlalchemy.orm import Session
 
 from enclave.audit.events import AuditEvent
 from enclave.errors import Conflict, InvalidInput, NotFound, TooLarge
 from enclave.executors import outputs
-from enclave.policy import Action, Resource, decide
+from enclave.policy import Action, Resource
+from enclave.services import listing
 from enclave.services.context import Context
+from enclave.services.listing import Window
+from enclave.services.readable import Source
 from enclave.services.tenancy import agency_by_name, project_id_of
 from enclave.services.unit import Actor, Unit, entry_for, unit
 from enclave.store.models import Agency, Artifact, Share
@@ -65,10 +68,20 @@ def load(
 
 
 def _shares(session: Session, object_id: str) -> frozenset[str]:
+    return _shares_of(session, [object_id]).get(object_id, frozenset())
+
+
+def _shares_of(session: Session, object_ids: list[str]) -> dict[str, frozenset[str]]:
+    """The agencies each of ``object_ids`` is shared with."""
     rows = session.execute(
-        select(Agency.name).join(Share, Share.agency_id == Agency.id).where(Share.object_id == object_id)
+        select(Share.object_id, Agency.name)
+        .join(Agency, Share.agency_id == Agency.id)
+        .where(Share.object_id.in_(object_ids))
     )
-    return frozenset(rows.scalars())
+    out: dict[str, set[str]] = {}
+    for object_id, name in rows:
+        out.setdefault(object_id, set()).add(name)
+    return {k: frozenset(v) for k, v in out.items()}
 
 
 def view(art: Artifact, agency: str, shared_with: frozenset[str] = frozenset()) -> dict[str, Any]:
@@ -228,31 +241,39 @@ def storage_left(session: Session, agency_id: int, label: str) -> int:
 def list_visible(
     ctx: Context, actor: Actor, kind: str | None = None, limit: int = 1000
 ) -> list[dict[str, Any]]:
-    """Artifacts the session may read. SQL narrows by agency and level; the gate decides."""
-    s = actor.subject
-    shared_ids = select(Share.object_id).where(Share.agency_id == actor.agency_id)
-    query = (
-        select(Artifact, Agency.name)
-        .join(Agency, Artifact.agency_id == Agency.id)
-        .where(
-            Artifact.deleted_at.is_(None),
-            Artifact.label_rank <= s.session.rank,
-            or_(Artifact.agency_id == actor.agency_id, Artifact.id.in_(shared_ids)),
-        )
-        .order_by(Artifact.created_at, Artifact.id)
-    )
+    """The newest ``limit`` artifacts the session may read (see :func:`page`)."""
+    return list(page(ctx, actor, kind, Window(limit))["items"])
+
+
+def page(ctx: Context, actor: Actor, kind: str | None = None, window: Window = Window()) -> dict[str, Any]:
+    """One page of the artifacts the session may read, newest first: its agency's and those
+    shared with it (read through the share, which carries the artifact's label), at the labels
+    it dominates only (:mod:`enclave.services.listing`)."""
+    filters: list[ColumnElement[bool]] = [Artifact.deleted_at.is_(None)]
     if kind is not None:
-        query = query.where(Artifact.kind == kind)
-    out: list[dict[str, Any]] = []
+        filters.append(Artifact.kind == kind)
+    sources = [
+        Source(Artifact.label, [Artifact.agency_id == actor.agency_id], filters),
+        Source(
+            Share.label,
+            [Share.agency_id == actor.agency_id],
+            filters,
+            joined=join(Artifact, Share, Share.object_id == Artifact.id),
+        ),
+    ]
     with unit(ctx) as u:
-        for art, agency in u.session.execute(query):
-            shares = _shares(u.session, art.id)
-            res = resource_of(ctx, art, agency, shares)
-            if decide(s, Action.READ, res).allowed:
-                out.append(view(art, agency, shares))
-                if len(out) >= limit:
-                    break
-    return out
+        found = listing.page(u, actor, "artifact", [Artifact.created_at, Artifact.id], sources, window)
+        rows = u.session.execute(
+            select(Artifact, Agency.name)
+            .join(Agency, Artifact.agency_id == Agency.id)
+            .where(Artifact.id.in_(found.ids))
+        ).all()
+        shares = _shares_of(u.session, found.ids)
+        items = [
+            view(art, agency, shares.get(art.id, frozenset()))
+            for art, agency in found.ordered(rows, lambda row: str(row[0].id))
+        ]
+    return found.answer(items)
 
 
 def show(ctx: Context, actor: Actor, artifact_id: str, kind: str | None = None) -> dict[str, Any]:
@@ -288,7 +309,9 @@ def share(ctx: Context, actor: Actor, artifact_id: str, agency_name: str) -> dic
             raise InvalidInput("an artifact is always visible to its own agency")
         if u.session.get(Share, (artifact_id, target.id)) is not None:
             raise Conflict(f"artifact already shared with {agency_name}")
-        u.session.add(Share(object_id=artifact_id, agency_id=target.id, created_at=ctx.now()))
+        u.session.add(
+            Share(object_id=artifact_id, agency_id=target.id, label=art.label, created_at=ctx.now())
+        )
         u.record(
             entry_for(actor, AuditEvent.ARTIFACT_SHARED, res, artifact_id, details={"with": agency_name})
         )

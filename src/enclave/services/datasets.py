@@ -12,6 +12,7 @@ from typing import Any
 
 from enclave.services import artifacts
 from enclave.services.context import Context
+from enclave.services.listing import Window
 from enclave.services.unit import Actor
 
 KIND = "dataset"
@@ -43,6 +44,11 @@ async def upload(
 
 def list_visible(ctx: Context, actor: Actor, limit: int = 1000) -> list[dict[str, Any]]:
     return artifacts.list_visible(ctx, actor, KIND, limit)
+
+
+def page(ctx: Context, actor: Actor, window: Window = Window()) -> dict[str, Any]:
+    """One page of the dataset versions the session may read, newest first."""
+    return artifacts.page(ctx, actor, KIND, window)
 
 
 def show(ctx: Context, actor: Actor, dataset_id: str) -> dict[str, Any]:

@@ -33,10 +33,12 @@ from enclave.executors import confine, outputs
 from enclave.executors.base import Mount
 from enclave.gateway.upstream import socket_address
 from enclave.policy import Action, Resource, Subject, decide, may_place
-from enclave.services import jobs, models, workspace
+from enclave.services import jobs, listing, models, workspace
 from enclave.services.auth import subject_for
 from enclave.services.context import Context
 from enclave.services.jobs import TERMINAL, JobSpec, JobState
+from enclave.services.listing import Window
+from enclave.services.readable import Source
 from enclave.services.regions import executor_for
 from enclave.services.training import Launch
 from enclave.services.unit import Actor, Unit, entry_for, unit
@@ -330,25 +332,24 @@ def _stderr_tail(ctx: Context, job: Job) -> str:
 
 
 def list_visible(ctx: Context, actor: Actor) -> list[dict[str, Any]]:
-    s = actor.subject
-    out = []
+    """The newest endpoints the session may read (see :func:`page`)."""
+    return list(page(ctx, actor)["items"])
+
+
+def page(ctx: Context, actor: Actor, window: Window = Window()) -> dict[str, Any]:
+    """One page of the agency's endpoints the session may read, newest first, read only at the
+    labels it dominates (:mod:`enclave.services.listing`)."""
+    sources = [
+        Source(Endpoint.label, [Endpoint.agency_id == actor.agency_id], [Endpoint.deleted_at.is_(None)])
+    ]
     with unit(ctx) as u:
-        rows = list(
-            u.session.execute(
-                select(Endpoint)
-                .where(
-                    Endpoint.agency_id == actor.agency_id,
-                    Endpoint.deleted_at.is_(None),
-                    Endpoint.label_rank <= s.session.rank,
-                )
-                .order_by(Endpoint.name)
-            ).scalars()
-        )
-        visible = [ep for ep in rows if decide(s, Action.READ, resource_of(ctx, ep, s.agency)).allowed]
-        reps = _replica_jobs(u, [ep.id for ep in visible])
-        for ep in visible:
-            out.append(view(ctx, ep, s.agency, reps[ep.id]))
-    return out
+        found = listing.page(u, actor, "endpoint", [Endpoint.created_at, Endpoint.id], sources, window)
+        rows = u.session.execute(select(Endpoint).where(Endpoint.id.in_(found.ids))).scalars().all()
+        reps = _replica_jobs(u, found.ids)
+        items = [
+            view(ctx, ep, actor.subject.agency, reps[ep.id]) for ep in found.ordered(rows, lambda ep: ep.id)
+        ]
+    return found.answer(items)
 
 
 def scale(

@@ -30,10 +30,12 @@ from enclave import archive, egress
 from enclave.audit.events import AuditEvent
 from enclave.errors import InvalidInput, NotFound, TooLarge
 from enclave.labels import Label
-from enclave.policy import Action, Resource, decide, derived_label, may_place
-from enclave.services import artifacts
+from enclave.policy import Action, Resource, derived_label, may_place
+from enclave.services import artifacts, listing
 from enclave.services.context import Context
 from enclave.services.jobs import visible_job
+from enclave.services.listing import Window
+from enclave.services.readable import Source
 from enclave.services.unit import Actor, Unit, entry_for, unit
 from enclave.store.models import Agency, Artifact, Job, Model
 
@@ -452,23 +454,23 @@ def show(ctx: Context, actor: Actor, model_id: str) -> dict[str, Any]:
 
 
 def list_visible(ctx: Context, actor: Actor, limit: int = 1000) -> list[dict[str, Any]]:
-    s = actor.subject
-    query = (
-        select(Model, Agency.name)
-        .join(Agency, Model.agency_id == Agency.id)
-        .where(
-            Model.deleted_at.is_(None), Model.agency_id == actor.agency_id, Model.label_rank <= s.session.rank
-        )
-        .order_by(Model.created_at, Model.id)
-    )
-    out: list[dict[str, Any]] = []
+    """The newest ``limit`` models the session may read (see :func:`page`)."""
+    return list(page(ctx, actor, Window(limit))["items"])
+
+
+def page(ctx: Context, actor: Actor, window: Window = Window()) -> dict[str, Any]:
+    """One page of the agency's models the session may read, newest first, read only at the
+    labels it dominates (:mod:`enclave.services.listing`)."""
+    sources = [Source(Model.label, [Model.agency_id == actor.agency_id], [Model.deleted_at.is_(None)])]
     with unit(ctx) as u:
-        for model, agency in u.session.execute(query):
-            if decide(s, Action.READ, resource_of(ctx, model, agency)).allowed:
-                out.append(view(model, agency))
-                if len(out) >= limit:
-                    break
-    return out
+        found = listing.page(u, actor, "model", [Model.created_at, Model.id], sources, window)
+        rows = u.session.execute(
+            select(Model, Agency.name)
+            .join(Agency, Model.agency_id == Agency.id)
+            .where(Model.id.in_(found.ids))
+        ).all()
+        items = [view(model, agency) for model, agency in found.ordered(rows, lambda row: str(row[0].id))]
+    return found.answer(items)
 
 
 def delete(ctx: Context, actor: Actor, model_id: str) -> None:

@@ -8,15 +8,20 @@ there are: its time tells the session about objects it may not see (SECURITY.md 
   dominates (each level up to its own, with each subset of its compartments);
 * :func:`page_seqs` reads, for each such label, one index range of ``(label, seq)`` (newest or
   oldest first, at most ``offset + count`` rows) and merges them. No row above the session
-  is read, so neither the answer nor its time depends on one.
+  is read, so neither the answer nor its time depends on one;
+* :func:`page_keys` does the same for any order key (``(created_at, id)``) and for listings
+  read from more than one :class:`Source` (an agency's own artifacts and those shared with
+  it), with :func:`count_rows` for their total and :func:`key_of` for where a cursor stands.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, select, union_all
+from sqlalchemy import ColumnElement, FromClause, Row, Select, func, select, union_all
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from enclave.labels import Label, LabelScheme
@@ -47,20 +52,112 @@ def page_seqs(
     newest_first: bool = True,
 ) -> list[int]:
     """The ``seq`` of one page of rows at ``markings`` (None: no label) matching ``clauses``."""
-    if not markings:
-        return []
-    order = seq.desc() if newest_first else seq.asc()
-    if len(markings) > MAX_LABEL_UNION:
-        query = select(seq).where(*clauses, _at(label, markings)).order_by(order)
-        return list(db.execute(query.offset(offset).limit(count)).scalars())
-    parts = [
-        select(seq).where(*clauses, _at(label, [m])).order_by(order).limit(offset + count).subquery()
-        for m in markings
+    source = Source(label, clauses)
+    return [
+        int(row[0])
+        for row in page_keys(db, [seq], [source], markings, offset, count, newest_first=newest_first)
     ]
-    merged = union_all(*(select(part.c[seq.key]) for part in parts)).subquery()
-    column = merged.c[seq.key]
-    query = select(column).order_by(column.desc() if newest_first else column.asc())
-    return list(db.execute(query.offset(offset).limit(count)).scalars())
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a listing's rows come from: a table, or a join read through another table's label
+    (an artifact shared with the agency, through its share). ``scope`` says whose rows they
+    are (an agency's), ``filters`` what the listing asks for; ``label`` is read one index range
+    per marking."""
+
+    label: InstrumentedAttribute[Any]
+    scope: Sequence[ColumnElement[bool]]
+    filters: Sequence[ColumnElement[bool]] = ()
+    joined: FromClause | None = None
+
+    def narrowed(self, *clauses: ColumnElement[bool]) -> Source:
+        return dataclasses.replace(self, filters=[*self.filters, *clauses])
+
+    def select(self, *columns: Any) -> Select[Any]:
+        query = select(*columns)
+        return query if self.joined is None else query.select_from(self.joined)
+
+
+def page_keys(
+    db: Session,
+    keys: Sequence[InstrumentedAttribute[Any]],
+    sources: Sequence[Source],
+    markings: Sequence[str | None],
+    offset: int,
+    count: int,
+    *,
+    newest_first: bool = True,
+) -> list[Row[Any]]:
+    """The ``keys`` of one page of rows of ``sources`` at ``markings``, ordered by the keys
+    (newest first: descending): one index range of at most ``offset + count`` rows per
+    source and marking, merged."""
+    if not markings or not sources:
+        return []
+    order = [k.desc() if newest_first else k.asc() for k in keys]
+    per_label = len(markings) <= MAX_LABEL_UNION
+    parts = [
+        src.select(*keys).where(*src.scope, *src.filters, _at(src.label, group)).order_by(*order)
+        for src in sources
+        for group in ([[m] for m in markings] if per_label else [markings])
+    ]
+    if len(parts) == 1:
+        return list(db.execute(parts[0].offset(offset).limit(count)).all())
+    subqueries = [part.limit(offset + count).subquery() for part in parts]
+    merged = union_all(*(select(*(sub.c[k.key] for k in keys)) for sub in subqueries)).subquery()
+    columns = [merged.c[k.key] for k in keys]
+    query = select(*columns).order_by(*(c.desc() if newest_first else c.asc() for c in columns))
+    return list(db.execute(query.offset(offset).limit(count)).all())
+
+
+def count_rows(db: Session, sources: Sequence[Source], markings: Sequence[str | None]) -> int:
+    """How many rows of ``sources`` lie at ``markings`` (read on the same index ranges)."""
+    if not markings:
+        return 0
+    total = 0
+    for src in sources:
+        query = src.select(func.count()).where(*src.scope, *src.filters, _at(src.label, markings))
+        total += int(db.execute(query).scalar_one())
+    return total
+
+
+def key_of(
+    db: Session,
+    keys: Sequence[InstrumentedAttribute[Any]],
+    sources: Sequence[Source],
+    markings: Sequence[str | None],
+    which: ColumnElement[bool],
+) -> tuple[Any, ...] | None:
+    """The keys of the row ``which`` names, if it is one of ``sources``' (their scope, not
+    their filters) at ``markings``; None otherwise, whether it is missing or above."""
+    if not markings:
+        return None
+    for src in sources:
+        row = db.execute(src.select(*keys).where(*src.scope, which, _at(src.label, markings))).first()
+        if row is not None:
+            return tuple(row)
+    return None
+
+
+def readable_markings(
+    db: Session,
+    scheme: LabelScheme,
+    session: Label,
+    sources: Sequence[Source],
+    allowed: Callable[[str], bool],
+) -> list[str]:
+    """Every label the session may read rows of ``sources`` at: worked out from its label, or,
+    for a session holding too many compartments to list, the labels the rows have. Each is
+    checked by ``allowed`` (the policy gate)."""
+    markings = dominated_markings(scheme, session)
+    if markings is None:
+        found: set[str] = set()
+        for src in sources:
+            found.update(
+                m for m in db.execute(src.select(src.label).distinct().where(*src.scope)).scalars() if m
+            )
+        markings = sorted(m for m in found if session.dominates(scheme.parse(m)))
+    return [m for m in markings if allowed(m)]
 
 
 def _at(label: InstrumentedAttribute[Any], markings: Sequence[str | None]) -> ColumnElement[bool]:

@@ -32,9 +32,11 @@ from enclave.executors import outputs
 from enclave.executors.base import Mount
 from enclave.policy import Resource
 from enclave.scheduler.model import QOS
-from enclave.services import artifacts, jobs, models, workspace
+from enclave.services import artifacts, joblist, jobs, models, workspace
 from enclave.services.context import Context
+from enclave.services.joblist import JobFilter
 from enclave.services.jobs import JobSpec, JobState, visible_job
+from enclave.services.listing import Window
 from enclave.services.unit import Actor, entry_for, unit
 from enclave.store.models import Artifact, Job, Model, Training
 
@@ -158,15 +160,21 @@ def show(ctx: Context, actor: Actor, job_id: str) -> dict[str, Any]:
 
 
 def list_visible(ctx: Context, actor: Actor, limit: int = 1000) -> list[dict[str, Any]]:
-    out = []
+    """The newest ``limit`` training jobs the session may read (see :func:`page`)."""
+    return list(page(ctx, actor, Window(limit))["items"])
+
+
+def page(ctx: Context, actor: Actor, window: Window = Window()) -> dict[str, Any]:
+    """One page of the training jobs the session may read, newest first: a page of its jobs of
+    kind ``train`` (:mod:`.joblist`, read only at the labels it dominates), with what each trains."""
+    found = joblist.page(ctx, actor, JobFilter(kind="train"), window.limit, window.offset, window.cursor)
     with unit(ctx) as u:
-        trainings = {t.job_id: t for t in u.session.execute(select(Training)).scalars()}
-    for job in jobs.list_visible(ctx, actor, limit=limit * 4):
-        if job["kind"] == "train" and job["id"] in trainings:
-            out.append(_view(job, trainings[job["id"]]))
-            if len(out) >= limit:
-                break
-    return out
+        ids = [job["id"] for job in found["items"]]
+        trainings = {
+            t.job_id: t for t in u.session.execute(select(Training).where(Training.job_id.in_(ids))).scalars()
+        }
+    items = [_view(job, trainings[job["id"]]) for job in found["items"] if job["id"] in trainings]
+    return {**found, "items": items, "count": len(items)}
 
 
 def metrics(ctx: Context, actor: Actor, job_id: str, since_step: int = -1) -> dict[str, Any]:

@@ -35,9 +35,11 @@ from enclave.errors import Conflict, InvalidInput, NotFound
 from enclave.guard_content import ContentScanner, Verdict
 from enclave.guard_scan import MarkingScanner
 from enclave.labels import Label
-from enclave.policy import Action, Resource, Subject, decide, plan_transfer
-from enclave.services import artifacts
+from enclave.policy import Action, Resource, Subject, plan_transfer
+from enclave.services import artifacts, listing
 from enclave.services.context import Context
+from enclave.services.listing import Window
+from enclave.services.readable import Source
 from enclave.services.unit import Actor, Unit, entry_for, unit
 from enclave.store.models import Agency, Artifact, Transfer, TransferReview, User
 
@@ -465,21 +467,24 @@ def show(ctx: Context, actor: Actor, transfer_id: str) -> dict[str, Any]:
 def list_visible(
     ctx: Context, actor: Actor, state: str | None = None, limit: int = 1000
 ) -> list[dict[str, Any]]:
-    s = actor.subject
-    query = (
-        select(Transfer, Agency.name, User.name)
-        .join(Agency, Transfer.agency_id == Agency.id)
-        .join(User, Transfer.requester_id == User.id)
-        .where(Transfer.agency_id == actor.agency_id, Transfer.source_rank <= s.session.rank)
-        .order_by(Transfer.created_at, Transfer.id)
-    )
-    if state is not None:
-        query = query.where(Transfer.state == TransferState(state).value)
-    out: list[dict[str, Any]] = []
+    """The newest ``limit`` transfers the session may read (see :func:`page`)."""
+    return list(page(ctx, actor, state, Window(limit))["items"])
+
+
+def page(ctx: Context, actor: Actor, state: str | None = None, window: Window = Window()) -> dict[str, Any]:
+    """One page of the agency's transfers the session may read (at their source label), newest
+    first, read only at the labels it dominates (:mod:`enclave.services.listing`)."""
+    filters = [] if state is None else [Transfer.state == TransferState(state).value]
+    sources = [Source(Transfer.source_label, [Transfer.agency_id == actor.agency_id], filters)]
     with unit(ctx) as u:
-        for t, agency, requester in u.session.execute(query):
-            if decide(s, Action.READ, _resource(ctx, t, agency, requester)).allowed:
-                out.append(_view(u, t, requester, s))
-                if len(out) >= limit:
-                    break
-    return out
+        found = listing.page(u, actor, "transfer", [Transfer.created_at, Transfer.id], sources, window)
+        rows = u.session.execute(
+            select(Transfer, User.name)
+            .join(User, Transfer.requester_id == User.id)
+            .where(Transfer.id.in_(found.ids))
+        ).all()
+        items = [
+            _view(u, t, requester, actor.subject)
+            for t, requester in found.ordered(rows, lambda r: str(r[0].id))
+        ]
+    return found.answer(items)

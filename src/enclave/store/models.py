@@ -154,9 +154,13 @@ class Artifact(Base):
 
 
 class Share(Base):
+    """An artifact shared with another agency. ``label`` is the artifact's (labels never
+    change): the agency's listing reads its shares one label at a time, never those above."""
+
     __tablename__ = "shares"
     object_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     agency_id: Mapped[int] = mapped_column(ForeignKey("agencies.id"), primary_key=True)
+    label: Mapped[str | None] = mapped_column(String(256))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 

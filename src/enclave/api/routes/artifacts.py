@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
-from enclave.api.deps import ActorDep, CtxDep
+from enclave.api.deps import ActorDep, CtxDep, WindowDep
 from enclave.api.schemas import ShareIn
 from enclave.services import artifacts
 
@@ -47,11 +47,12 @@ async def put(
 def list_(
     ctx: CtxDep,
     actor: ActorDep,
+    window: WindowDep,
     kind: Annotated[str | None, Query(max_length=32)] = None,
-    limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
 ) -> dict[str, Any]:
-    items = artifacts.list_visible(ctx, actor, kind, limit)
-    return {"items": items, "count": len(items)}
+    """Artifacts the session may read (its agency's and those shared with it), newest first,
+    a page at a time (``limit``, ``offset`` or ``cursor``; ``total`` and ``next_cursor``)."""
+    return artifacts.page(ctx, actor, kind, window)
 
 
 @router.get("/artifacts/{artifact_id}")

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
-from enclave.api.deps import ActorDep, CtxDep
+from enclave.api.deps import ActorDep, CtxDep, WindowDep
 from enclave.api.routes.artifacts import BINARY_BODY, stream_content
 from enclave.services import datasets
 
@@ -35,11 +35,9 @@ async def upload(
 
 
 @router.get("/datasets")
-def list_(
-    ctx: CtxDep, actor: ActorDep, limit: Annotated[int, Query(ge=1, le=10000)] = 1000
-) -> dict[str, Any]:
-    items = datasets.list_visible(ctx, actor, limit)
-    return {"items": items, "count": len(items)}
+def list_(ctx: CtxDep, actor: ActorDep, window: WindowDep) -> dict[str, Any]:
+    """Dataset versions the session may read, newest first, a page at a time."""
+    return datasets.page(ctx, actor, window)
 
 
 @router.get("/datasets/{dataset_id}")

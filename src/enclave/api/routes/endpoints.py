@@ -4,7 +4,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from enclave.api.deps import ActorDep, CtxDep
+from enclave.api.deps import ActorDep, CtxDep, WindowDep
 from enclave.api.schemas import DeployIn, ScaleIn
 from enclave.services import endpoints
 from enclave.services.endpoints import DeploySpec
@@ -19,9 +19,9 @@ def deploy(body: DeployIn, ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
 
 
 @router.get("/endpoints")
-def list_(ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
-    items = endpoints.list_visible(ctx, actor)
-    return {"items": items, "count": len(items)}
+def list_(ctx: CtxDep, actor: ActorDep, window: WindowDep) -> dict[str, Any]:
+    """Endpoints the session may read, newest first, a page at a time."""
+    return endpoints.page(ctx, actor, window)
 
 
 @router.get("/endpoints/{name}")

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request
 from pydantic import BaseModel, Field
 
-from enclave.api.deps import ActorDep, CtxDep
+from enclave.api.deps import ActorDep, CtxDep, WindowDep
 from enclave.api.routes.artifacts import BINARY_BODY
 from enclave.services import models
 from enclave.services.models import Lineage
@@ -61,11 +61,9 @@ def register_builtin(body: BuiltinIn, ctx: CtxDep, actor: ActorDep) -> dict[str,
 
 
 @router.get("/registry/models")
-def list_(
-    ctx: CtxDep, actor: ActorDep, limit: Annotated[int, Query(ge=1, le=10000)] = 1000
-) -> dict[str, Any]:
-    items = models.list_visible(ctx, actor, limit)
-    return {"items": items, "count": len(items)}
+def list_(ctx: CtxDep, actor: ActorDep, window: WindowDep) -> dict[str, Any]:
+    """Models the session may read, newest first, a page at a time."""
+    return models.page(ctx, actor, window)
 
 
 @router.get("/registry/models/{model_id}")

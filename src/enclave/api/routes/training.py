@@ -4,7 +4,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from enclave.api.deps import ActorDep, CtxDep
+from enclave.api.deps import ActorDep, CtxDep, WindowDep
 from enclave.api.schemas import TrainingIn
 from enclave.scheduler.model import QOS
 from enclave.services import training
@@ -38,11 +38,9 @@ def submit(body: TrainingIn, ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
 
 
 @router.get("/training")
-def list_(
-    ctx: CtxDep, actor: ActorDep, limit: Annotated[int, Query(ge=1, le=10000)] = 1000
-) -> dict[str, Any]:
-    items = training.list_visible(ctx, actor, limit)
-    return {"items": items, "count": len(items)}
+def list_(ctx: CtxDep, actor: ActorDep, window: WindowDep) -> dict[str, Any]:
+    """Training jobs the session may read, newest first, a page at a time."""
+    return training.page(ctx, actor, window)
 
 
 @router.get("/training/{job_id}")

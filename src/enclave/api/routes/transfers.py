@@ -4,7 +4,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from enclave.api.deps import ActorDep, CtxDep
+from enclave.api.deps import ActorDep, CtxDep, WindowDep
 from enclave.api.schemas import OverrideIn, ReviewIn, TransferIn
 from enclave.services import transfers
 from enclave.services.transfers import TransferState
@@ -19,10 +19,10 @@ def request(body: TransferIn, ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
 
 @router.get("/transfers")
 def list_(
-    ctx: CtxDep, actor: ActorDep, state: Annotated[TransferState | None, Query()] = None
+    ctx: CtxDep, actor: ActorDep, window: WindowDep, state: Annotated[TransferState | None, Query()] = None
 ) -> dict[str, Any]:
-    items = transfers.list_visible(ctx, actor, state)
-    return {"items": items, "count": len(items)}
+    """Transfers the session may read, newest first, a page at a time."""
+    return transfers.page(ctx, actor, state, window)
 
 
 @router.get("/transfers/{transfer_id}")

@@ -8,6 +8,7 @@ provides it.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,6 +27,7 @@ from sqlalchemy import create_engine, text
 from enclave.api.app import create_app
 from enclave.services.context import Context, Settings
 
+REPO = Path(__file__).resolve().parents[1]
 PG_ENV = "ENCLAVE_TEST_PG_URL"
 
 
@@ -198,6 +200,21 @@ class Server:
         if check and proc.returncode != 0:
             raise AssertionError(f"enclave {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
         return proc
+
+
+def require_slurm() -> None:
+    """The local Slurm cluster up (scripts/slurm.sh), or a skip — a failure in CI (CI=true)."""
+    missing = [tool for tool in ("slurmctld", "slurmd", "munged", "sbatch") if shutil.which(tool) is None]
+    if missing:
+        why = f"Slurm is not installed ({', '.join(missing)} missing): run `bash scripts/slurm.sh install`"
+        if os.environ.get("CI") == "true":
+            pytest.fail(why)
+        pytest.skip(why)
+    started = subprocess.run(
+        ["bash", str(REPO / "scripts" / "slurm.sh"), "start"], capture_output=True, text=True, timeout=120
+    )
+    if started.returncode != 0:
+        pytest.fail(f"scripts/slurm.sh start failed: {started.stderr}")
 
 
 @pytest.fixture

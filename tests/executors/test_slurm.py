@@ -25,7 +25,7 @@ from enclave.executors.base import NOT_ENDED, ExecSpec, RunState, Status
 from enclave.executors.registry import make_engine_executor
 from enclave.executors.slurm import SlurmExecutor, from_fallback, from_sacct
 from enclave.fleet import parse_fleet
-from tests.conftest import Server, wait_for, wait_state
+from tests.conftest import Server, require_slurm, wait_for, wait_state
 
 REPO = Path(__file__).resolve().parents[2]
 BACKEND = {"type": "slurm", "partition": "debug"}
@@ -33,17 +33,7 @@ BACKEND = {"type": "slurm", "partition": "debug"}
 
 @pytest.fixture(scope="module", autouse=True)
 def slurm() -> None:
-    missing = [tool for tool in ("slurmctld", "slurmd", "munged", "sbatch") if shutil.which(tool) is None]
-    if missing:
-        why = f"Slurm is not installed ({', '.join(missing)} missing): run `bash scripts/slurm.sh install`"
-        if os.environ.get("CI") == "true":
-            pytest.fail(why)
-        pytest.skip(why)
-    started = subprocess.run(
-        ["bash", str(REPO / "scripts" / "slurm.sh"), "start"], capture_output=True, text=True, timeout=120
-    )
-    if started.returncode != 0:
-        pytest.fail(f"scripts/slurm.sh start failed: {started.stderr}")
+    require_slurm()
 
 
 def spec(

@@ -20,13 +20,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from enclave.executors import confine, outputs
+from enclave.executors import outputs
 from enclave.executors.base import ExecSpec, RunState
 from enclave.executors.local import LocalExecutor
 from tests.conftest import Server, wait_state
 
 TERMINAL = {"completed", "failed", "cancelled", "timeout"}
-LIMITS = {key: "1" for key in confine.LIMIT_KEYS}  # argv() needs them; these tests only read it
 
 ATTACK = r"""
 import json, os, socket, sys
@@ -277,8 +276,9 @@ def test_job_output_counts_against_the_storage_quota_at_its_label(
 
 def test_the_python_installation_stays_visible_wherever_it_lies(tmp_path: Path) -> None:
     """A checkout under /tmp (as CI's may be) must not be covered by the sandbox's own /tmp."""
+    from enclave.executors import confine
 
-    jail = confine.Confinement(confine.job_uid("j"), tmp_path / "sb", env=LIMITS)
+    jail = confine.Confinement(confine.job_uid("j"), tmp_path / "sb")
     args = confine.argv(jail, ["true"])
     tmp_at = max(i for i, a in enumerate(args) if a == "/tmp" and args[i - 1] == "--tmpfs")
     for path in confine.python_paths():
@@ -286,7 +286,7 @@ def test_the_python_installation_stays_visible_wherever_it_lies(tmp_path: Path) 
         assert binds and min(binds) > tmp_at, path
     # ... and ENCLAVE_HOME never is, even where a bound folder holds it.
     hidden = confine.python_paths()[0] / "enclave-home"
-    args = confine.argv(confine.Confinement(1, tmp_path / "sb", hidden=(hidden,), env=LIMITS), ["true"])
+    args = confine.argv(confine.Confinement(1, tmp_path / "sb", hidden=(hidden,)), ["true"])
     assert ["--tmpfs", str(hidden)] == args[args.index(str(hidden)) - 1 : args.index(str(hidden)) + 1]
 
 
@@ -390,9 +390,10 @@ def test_a_gpu_job_sees_the_nodes_accelerators_and_no_other_job_does(tmp_path: P
     skipped: the same command line serves every node of an engine). A GPU job runs here, where
     there is no GPU, and sees /dev/nvidia0 exactly where the machine has one (a GPU machine's
     check: the device tool's script, not CI)."""
+    from enclave.executors import confine
 
-    asked = confine.argv(replace(confine.Confinement(1, tmp_path / "sb", env=LIMITS), gpus=True), ["true"])
-    plain = confine.argv(confine.Confinement(1, tmp_path / "sb", env=LIMITS), ["true"])
+    asked = confine.argv(replace(confine.Confinement(1, tmp_path / "sb"), gpus=True), ["true"])
+    plain = confine.argv(confine.Confinement(1, tmp_path / "sb"), ["true"])
     for device in confine.GPU_DEVICES:
         assert ["--dev-bind-try", device, device] == asked[asked.index(device) - 1 : asked.index(device) + 2]
         assert device not in plain

@@ -48,7 +48,7 @@ import shutil
 import signal
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -135,9 +135,6 @@ class Confinement:
     network: Network = "none"
     egress: tuple[str, ...] = ()  # network "allow": the destinations (enclave.egress rules)
     gpus: bool = False  # the job asked for GPUs: the node's accelerator devices are visible
-    # The sandbox's whole starting environment (privileged_env): whatever the launcher has —
-    # Slurm's copy of the submitter's, a Ray supervisor's — is cleared at the sandbox's door.
-    env: Mapping[str, str] = field(default_factory=dict)
 
 
 def job_uid(job_id: str) -> int:
@@ -155,14 +152,6 @@ def limits(spec: ExecSpec) -> dict[str, str]:
         "ENCLAVE_LIMIT_PROCS": str(MAX_PROCESSES),
         "ENCLAVE_LIMIT_FILE_BLOCKS": str(MAX_OUTPUT_BYTES // 512),
     }
-
-
-LIMIT_KEYS = (
-    "ENCLAVE_LIMIT_MEM_KB",
-    "ENCLAVE_LIMIT_CPU_S",
-    "ENCLAVE_LIMIT_PROCS",
-    "ENCLAVE_LIMIT_FILE_BLOCKS",
-)
 
 
 def privileged_env(spec: ExecSpec) -> dict[str, str]:
@@ -255,13 +244,7 @@ def argv(c: Confinement, command: list[str]) -> list[str]:
         for rule in c.egress:
             out += ["--allow", rule]
         out += ["--"]
-    missing = sorted(set(LIMIT_KEYS) - set(c.env))
-    if missing:  # fail closed: a sandbox never starts without its limits
-        raise InvalidInput(f"a confinement needs its limits: {', '.join(missing)}")
     out += base
-    out.append("--clearenv")
-    for key, value in c.env.items():
-        out += ["--setenv", key, value]
     made, binds = set(made_base), list(binds_base)
     for hidden in c.hidden:
         if any(_under(hidden, s) for s in system):

@@ -104,7 +104,6 @@ class LocalExecutor:
             (os.POSIX_SPAWN_OPEN, 2, str(folder / "stderr"), flags, 0o600),
             *((os.POSIX_SPAWN_CLOSE, fd) for fd in _inherited()),
         ]
-        privileged = confine.privileged_env(spec)
         jail = confine.Confinement(
             uid,
             workdir,
@@ -115,10 +114,10 @@ class LocalExecutor:
             network=self.network,
             egress=self.egress,
             gpus=spec.gpus_per_node > 0,
-            env=privileged,
         )
         argv = confine.argv(jail, confine.wrapped(workdir, spec.command))
         program = shutil.which(argv[0]) or argv[0]  # bubblewrap, or the egress relay that becomes it
+        privileged = confine.privileged_env(spec)
         pid = os.posix_spawn(program, argv, privileged, file_actions=actions, setsid=True)
         return {"pid": pid, "dir": str(workdir), "folder": str(folder), "start_ticks": _start_ticks(pid)}
 

@@ -90,6 +90,8 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # the supervisor died (the job may be retried elsewhere) ...
 LOST_ERRORS = frozenset({"JOB_SUPERVISOR_ACTOR_DIED", "JOB_SUPERVISOR_ACTOR_UNKNOWN_FAILURE"})
 SIGTERM, SIGKILL = 15, 9
+# What a job keeps of the Ray supervisor's environment: the accelerators Ray assigned it.
+ACCELERATOR_ENV = ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES")
 
 # The entrypoint: `sh -c` runs it on a Ray node (as a child of the job supervisor). It is
 # filled in per job: {nonce}, {exports} (shell-quoted assignments), {env_script} and {command}.
@@ -180,7 +182,9 @@ class Rank:
         os.fchown(fd, spec["uid"], -1)
         os.close(fd)
         rank_argv = [a.replace("@RANK@", str(self.rank)) for a in argv]
-        self.proc = subprocess.Popen(rank_argv, env={**os.environ, **spec["privileged"]}, cwd="/",
+        # Enclave's environment and the devices Ray gave this rank: nothing else of Ray's.
+        keep = {k: os.environ[k] for k in spec["keep"] if k in os.environ}
+        self.proc = subprocess.Popen(rank_argv, env={**spec["privileged"], **keep}, cwd="/",
                                      stdin=subprocess.DEVNULL, start_new_session=True,
                                      preexec_fn=_die_with_parent)
         rc = self.proc.wait()
@@ -317,7 +321,6 @@ class RayExecutor:
             network=self.network,
             egress=self.egress,
             gpus=spec.gpus_per_node > 0,
-            env=privileged,
         )
         confined = confine.argv(jail, confine.wrapped(sandbox, spec.command))
         body: dict[str, Any] = {
@@ -334,6 +337,7 @@ class RayExecutor:
                 "memory": memory,
                 "env": env,
                 "privileged": privileged,
+                "keep": ACCELERATOR_ENV,
                 "uid": uid,
                 "sandbox": str(sandbox),
             }
@@ -341,7 +345,11 @@ class RayExecutor:
             command += [shlex.quote(a) for a in confined]  # each rank in a session of its own
             body |= {"entrypoint_num_cpus": 0, "entrypoint_num_gpus": 0}
         else:
-            command = ["setsid", *(shlex.quote(a) for a in confined)]
+            # The supervisor's environment (Ray's own settings, the token's path) stops here:
+            # the privileged chain starts with Enclave's, plus the devices Ray gave the job.
+            keep = [f'${{{k}+"{k}=${k}"}}' for k in ACCELERATOR_ENV]
+            privileged_args = [shlex.quote(f"{k}={v}") for k, v in privileged.items()]
+            command = ["env", "-i", *privileged_args, *keep, "setsid", *(shlex.quote(a) for a in confined)]
             body |= {
                 "entrypoint_num_cpus": spec.cpus_per_node,
                 "entrypoint_num_gpus": spec.gpus_per_node,

@@ -313,7 +313,6 @@ class SlurmExecutor:
             network=self.network,
             egress=self.egress,
             gpus=spec.gpus_per_node > 0,
-            env=env,
         )
         confined = confine.argv(jail, confine.wrapped(sandbox, spec.command))
         command = shlex.join(["sh", "-c", RELAY, "enclave-relay", *confined])

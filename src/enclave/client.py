@@ -67,6 +67,26 @@ class Client:
         response = self._send(method, path, **kwargs)
         return response.json() if response.content else None
 
+    # -- any list route: a page at a time --------------------------------------------------
+    def page(
+        self, path: str, limit: int = 1000, *, offset: int = 0, cursor: str | None = None, **params: Any
+    ) -> dict[str, Any]:
+        """One page of a list route (``/v1/artifacts``, ``/v1/jobs`` ...), newest first:
+        ``{"items", "count", "total", "next_cursor"}``; pass ``next_cursor`` back as ``cursor``
+        for the next page (None on the last). ``params``: the route's filters (None: unset)."""
+        query = _present(limit=limit, offset=offset or None, cursor=cursor, **params)
+        return dict(self._json("GET", path, params=query))
+
+    def iter_pages(self, path: str, page_size: int = 1000, **params: Any) -> Iterator[dict[str, Any]]:
+        """Every item of a list route, newest first, fetched a page at a time."""
+        cursor: str | None = None
+        while True:
+            page = self.page(path, page_size, cursor=cursor, **params)
+            yield from page["items"]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return
+
     # -- auth --------------------------------------------------------------------------
     def login(self, user: str, password: str, label: str) -> dict[str, Any]:
         return dict(
@@ -261,13 +281,7 @@ class Client:
         self, state: str | None = None, page_size: int = 1000, **filters: Any
     ) -> Iterator[dict[str, Any]]:
         """Every job that matches, newest first, fetched a page at a time."""
-        cursor: str | None = None
-        while True:
-            page = self.jobs_page(state, page_size, cursor=cursor, **filters)
-            yield from page["items"]
-            cursor = page["next_cursor"]
-            if cursor is None:
-                return
+        return self.iter_pages("/v1/jobs", page_size, state=state or None, **filters)
 
     def cancel_job(self, job_id: str) -> dict[str, Any]:
         return dict(self._json("POST", f"/v1/jobs/{job_id}/cancel"))

@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from enclave.cli.common import JsonOpt, OutputOpt, WideOpt, client, emit, emit_one, write_out
+from enclave.cli import paging
+from enclave.cli.common import JsonOpt, OutputOpt, WideOpt, client, emit_one, write_out
 from enclave.errors import InvalidInput
 
 app = typer.Typer(
@@ -57,18 +58,14 @@ def get(
         write_out(output, lambda fh: api.download(artifact_id, fh))
 
 
-@app.command("list")
-def list_(
-    as_json: bool = JsonOpt,
-    kind: Annotated[str | None, typer.Option(help="Only this kind (e.g. dataset, model)")] = None,
-    output: str | None = OutputOpt,
-    wide: bool = WideOpt,
-) -> None:
-    """The artifacts you may read."""
-    with client() as api:
-        items = api.list_artifacts(kind)
-    columns = ["id", "name", "label", "agency", "size_bytes", "created_at"]
-    emit(items, columns, "Artifacts", output, as_json, wide=wide)
+paging.list_command(
+    app,
+    "/v1/artifacts",
+    ["id", "name", "label", "agency", "size_bytes", "created_at"],
+    "Artifacts",
+    "The artifacts you may read (your agency's and those shared with it), newest first, a page at a time.",
+    where=("kind", typer.Option(None, "--kind", help="Only this kind (e.g. dataset, model)")),
+)
 
 
 @app.command("show")

@@ -10,7 +10,8 @@ from typing import Annotated
 
 import typer
 
-from enclave.cli.common import JsonOpt, OutputOpt, WideOpt, client, emit, emit_one, write_out
+from enclave.cli import paging
+from enclave.cli.common import JsonOpt, OutputOpt, WideOpt, client, emit_one, write_out
 from enclave.errors import InvalidInput
 
 app = typer.Typer(
@@ -52,12 +53,13 @@ def upload(
     typer.echo(ds["id"])
 
 
-@app.command("list")
-def list_(as_json: bool = JsonOpt, output: str | None = OutputOpt, wide: bool = WideOpt) -> None:
-    """The datasets you may read, every version."""
-    with client() as api:
-        items = api.list_datasets()
-    emit(items, COLUMNS, "Datasets", output, as_json, wide=wide)
+paging.list_command(
+    app,
+    "/v1/datasets",
+    COLUMNS,
+    "Datasets",
+    "The datasets you may read, every version, newest first, a page at a time.",
+)
 
 
 @app.command("show")

@@ -12,7 +12,8 @@ from rich.live import Live
 from rich.spinner import Spinner
 from rich.text import Text
 
-from enclave.cli.common import JsonOpt, OutputOpt, WideOpt, client, emit, emit_one, print_json, print_table
+from enclave.cli import paging
+from enclave.cli.common import JsonOpt, OutputOpt, WideOpt, client, emit_one, print_json, print_table
 from enclave.errors import EnclaveError, InvalidInput
 
 app = typer.Typer(
@@ -92,12 +93,14 @@ def deploy(
     typer.echo(ep["name"])
 
 
-@app.command("list")
-def list_(as_json: bool = JsonOpt, output: str | None = OutputOpt, wide: bool = WideOpt) -> None:
-    """Endpoints you may read: state, replicas ready of desired, model."""
-    with client() as api:
-        items = api.list_endpoints()
-    emit([_flat(e) for e in items], COLUMNS, "Endpoints", output, as_json, wide=wide, raw=items)
+paging.list_command(
+    app,
+    "/v1/endpoints",
+    COLUMNS,
+    "Endpoints",
+    "Endpoints you may read: state, replicas ready of desired, model; newest first, a page at a time.",
+    flat=_flat,
+)
 
 
 @app.command("show")

@@ -15,7 +15,8 @@ from rich.spinner import Spinner
 from rich.text import Text
 
 from enclave.cli import output as out
-from enclave.cli.common import JsonOpt, OutputOpt, WideOpt, client, console, emit, emit_one
+from enclave.cli import paging
+from enclave.cli.common import JsonOpt, OutputOpt, WideOpt, client, emit_one
 from enclave.cli.humanize import duration_s
 from enclave.errors import InvalidInput
 
@@ -91,12 +92,10 @@ def list_(
     output: str | None = OutputOpt,
     wide: bool = WideOpt,
     state: Annotated[str | None, typer.Option()] = None,
-    limit: Annotated[int, typer.Option(min=1, max=10_000, help="Jobs per page")] = 100,
-    page: Annotated[int | None, typer.Option(min=1, help="Which page (1: the newest jobs)")] = None,
-    cursor: Annotated[
-        str | None, typer.Option(help="Start after this job (the 'next' a page printed)")
-    ] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Every page, not just one")] = False,
+    limit: int = paging.LimitOpt,
+    page: int | None = paging.PageOpt,
+    cursor: str | None = paging.CursorOpt,
+    all_: bool = paging.AllOpt,
     name: Annotated[str | None, typer.Option(help="Part of the name, any case")] = None,
     array: Annotated[str | None, typer.Option(help="Only the tasks of this array (an id or prefix)")] = None,
     region: Annotated[str | None, typer.Option()] = None,
@@ -110,9 +109,9 @@ def list_(
 ) -> None:
     """Jobs you may read, newest first, a page at a time (with the total that match)."""
     fmt = out.check_format(output, as_json)
-    if page is not None and (cursor is not None or all_):
-        raise InvalidInput("--page cannot be combined with --cursor or --all")
+    pages = paging.Paging(limit, page, cursor, all_)
     filters: dict[str, Any] = {
+        "state": state or None,
         "name": name,
         "array": array,
         "region": region,
@@ -122,35 +121,9 @@ def list_(
         "until": _moment(until, "--until"),
         "kind": kind,
     }
-    offset = (page - 1) * limit if page else 0
     with client() as api:
-        if all_:
-            items = list(api.iter_jobs(state, limit, **filters))
-            result: dict[str, Any] = {"items": items, "total": len(items), "next_cursor": None}
-        else:
-            result = api.jobs_page(state, limit, offset=offset, cursor=cursor, **filters)
-    items = result["items"]
-    emit(items, COLUMNS, "Jobs", fmt, wide=wide)
-    if fmt not in ("table", "wide"):
-        return
-    _footer(
-        len(items),
-        offset,
-        result["total"],
-        result["next_cursor"],
-        (page or 1) + 1 if cursor is None else None,
-    )
-
-
-def _footer(count: int, offset: int, total: int, next_cursor: str | None, next_page: int | None) -> None:
-    if count:
-        where = f"{offset + 1}-{offset + count} of {total}" if next_page else f"{count} of {total}"
-    else:
-        where = f"none of {total}"
-    more = ""
-    if next_cursor:
-        more = f"; next: --page {next_page}" if next_page else f"; next: --cursor {next_cursor}"
-    console.print(f"showing {where}, newest first{more}", style="dim", highlight=False)
+        result = pages.fetch(api, "/v1/jobs", **filters)
+    pages.emit(result, COLUMNS, "Jobs", fmt, wide=wide)
 
 
 _AGE = re.compile(r"^(\d{1,9})([smhd])$")

@@ -8,7 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from enclave.cli.common import JsonOpt, OutputOpt, WideOpt, client, emit, emit_one
+from enclave.cli import paging
+from enclave.cli.common import JsonOpt, OutputOpt, WideOpt, client, emit_one
 from enclave.cli.datasets import upload_bar
 from enclave.errors import InvalidInput
 
@@ -87,12 +88,13 @@ def register(
     typer.echo(model["id"])
 
 
-@app.command("list")
-def list_(as_json: bool = JsonOpt, output: str | None = OutputOpt, wide: bool = WideOpt) -> None:
-    """The models you may read: name, version, label, runtime."""
-    with client() as api:
-        items = api.list_models()
-    emit(items, COLUMNS, "Models", output, as_json, wide=wide)
+paging.list_command(
+    app,
+    "/v1/registry/models",
+    COLUMNS,
+    "Models",
+    "The models you may read: name, version, label, runtime; newest first, a page at a time.",
+)
 
 
 def _row(model: dict[str, Any]) -> dict[str, Any]:

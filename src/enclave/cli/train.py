@@ -15,8 +15,8 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from enclave.cli import jobs, output
-from enclave.cli.common import JsonOpt, OutputOpt, WideOpt, client, console, emit, emit_one, print_json
+from enclave.cli import jobs, output, paging
+from enclave.cli.common import JsonOpt, OutputOpt, WideOpt, client, console, emit_one, print_json
 from enclave.errors import EnclaveError, InvalidInput
 
 if TYPE_CHECKING:
@@ -163,17 +163,14 @@ def _stderr_tail(api: Client, job_id: str, lines: int = 20) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
-@app.command("list")
-def list_(
-    as_json: bool = JsonOpt,
-    limit: Annotated[int, typer.Option(help="At most this many, newest first")] = 100,
-    output: str | None = OutputOpt,
-    wide: bool = WideOpt,
-) -> None:
-    """Training jobs you may read: state, the model they register, its id once registered."""
-    with client() as api:
-        items = api.list_training(limit)
-    emit([_flat(j) for j in items], COLUMNS, "Training jobs", output, as_json, wide=wide, raw=items)
+paging.list_command(
+    app,
+    "/v1/training",
+    COLUMNS,
+    "Training jobs",
+    "Training jobs you may read: state, the model they register, its id once registered; newest first, a page at a time.",
+    flat=_flat,
+)
 
 
 @app.command("show")

@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from enclave.cli.common import JsonOpt, OutputOpt, WideOpt, client, emit, emit_one
+from enclave.cli import paging
+from enclave.cli.common import JsonOpt, OutputOpt, WideOpt, client, emit_one
 
 app = typer.Typer(
     help="Move an artifact to another label through the cross-domain guard.", no_args_is_help=True
@@ -76,14 +77,11 @@ def show(
     emit_one(transfer, [*COLUMNS, "reason"], output, as_json, wide=wide)
 
 
-@app.command("list")
-def list_(
-    as_json: bool = JsonOpt,
-    state: Annotated[str | None, typer.Option(help="Only transfers in this state")] = None,
-    output: str | None = OutputOpt,
-    wide: bool = WideOpt,
-) -> None:
-    """Transfers you requested or may review."""
-    with client() as api:
-        items = api.list_transfers(state)
-    emit(items, COLUMNS, "Transfers", output, as_json, wide=wide)
+paging.list_command(
+    app,
+    "/v1/transfers",
+    COLUMNS,
+    "Transfers",
+    "Transfers you requested or may review, newest first, a page at a time.",
+    where=("state", typer.Option(None, "--state", help="Only transfers in this state")),
+)

@@ -20,12 +20,12 @@ the other on this machine (2 CPUs here; every system gets all of them):
   polled until none of them is queued or running; ``squeue -t all`` must show them COMPLETED.
   Slurm is the one ``scripts/slurm.sh start`` runs (its tuned profile; see that script for the
   settings and why); left running if it already was, else started and stopped here.
-* **Enclave on Ray** (``region = ts-east``), and **Ray, straight**: both run inside the Ray
-  head's network namespace (``scripts/ray.sh``; this script re-runs itself there with
-  ``--inner``). Straight: N ``POST /api/jobs/`` to Ray's job submission API (entrypoint = the
-  command, ``entrypoint_num_cpus = 1``, ``entrypoint_memory`` = 256 MiB), then ``GET
-  /api/jobs/`` polled until all of them have ended. Ray is stopped after only if this script
-  started it.
+* **Enclave on Ray** (``region = ts-east``), and **Ray, straight**: the head ``scripts/ray.sh``
+  starts (its own network namespace, its job API over a veth link at 169.254.200.2 asking for
+  its token), reached from here as the README's recipe does. Straight: N ``POST /api/jobs/``
+  to Ray's job submission API with the token (entrypoint = the command,
+  ``entrypoint_num_cpus = 1``, ``entrypoint_memory`` = 256 MiB), then ``GET /api/jobs/`` polled
+  until all of them have ended. Ray is stopped after only if this script started it.
 
 The clock runs from just before the first submission until the client sees the last job end
 (Enclave: no job pending, admitted or running, polled every 50 ms; Slurm every 100 ms; Ray
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import random
 import shutil
@@ -56,8 +55,10 @@ from _common import REPO, enclave_up, git_state, machine, print_table
 
 FLEET = REPO / "examples" / "fleets" / "local-engines.toml"
 WORKER_FLEET = REPO / "examples" / "fleets" / "region-workers.toml"
+# scripts/ray.sh's defaults, as local-engines.toml names them.
 RAY_NS = os.environ.get("ENCLAVE_RAY_NETNS", "enc-ray")
-RAY_API = f"http://127.0.0.1:{os.environ.get('ENCLAVE_RAY_DASHBOARD_PORT', '8265')}"
+RAY_API = f"http://{os.environ.get('ENCLAVE_RAY_ADDR', '169.254.200.2')}:{os.environ.get('ENCLAVE_RAY_DASHBOARD_PORT', '8265')}"
+RAY_TOKEN = Path(os.environ.get("ENCLAVE_RAY_TEMP", f"/tmp/ray-{RAY_NS}")) / "auth_token"
 MEM_MB = 256
 WALLTIME_S = 60
 
@@ -229,9 +230,10 @@ def slurm_straight(cmds: list[list[str]], timeout_s: float, in_flight: int = 0) 
     return result(name, len(cmds), wall, states.count("COMPLETED"), accepted, note)
 
 
-# -- Ray (these run inside the namespace) --------------------------------------------------------
+# -- Ray -------------------------------------------------------------------------------------------
 def ray_straight(cmds: list[list[str]], timeout_s: float) -> dict[str, Any]:
-    with httpx.Client(base_url=RAY_API, timeout=60, trust_env=False) as http:
+    auth = {"Authorization": f"Bearer {RAY_TOKEN.read_text().strip()}"}
+    with httpx.Client(base_url=RAY_API, timeout=60, trust_env=False, headers=auth) as http:
         t0 = time.perf_counter()
         ids = []
         for c in cmds:
@@ -270,19 +272,6 @@ def ray_cmd(*args: str) -> list[str]:
     return ["bash", str(REPO / "scripts/ray.sh"), *args]
 
 
-def in_ray_ns(what: str, n: int, seed: int, timeout_s: float) -> dict[str, Any]:
-    """Re-run this script inside the Ray namespace for one measurement; its last line is JSON."""
-    cmd = ray_cmd("exec", sys.executable, __file__, "--inner", what, "--jobs", str(n), "--seed", str(seed),
-                  "--timeout", str(timeout_s))  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, ENCLAVE_RAY_NETNS=RAY_NS))
-    if out.returncode != 0:
-        raise RuntimeError(
-            f"{what} in namespace {RAY_NS} failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
-        )
-    found: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    return found
-
-
 # -- main --------------------------------------------------------------------------------------
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -294,21 +283,12 @@ def main() -> None:
     ap.add_argument("--skip-local", action="store_true")
     ap.add_argument("--skip-worker", action="store_true", help="no run through a region worker")
     ap.add_argument("--skip-throttled", action="store_true", help="no Slurm run with N-CPUs jobs in flight")
-    ap.add_argument("--inner", choices=["enclave-ray", "ray-straight"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     # This checkout's code, whatever `pip install -e` points at.
     os.environ["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])
     )
     cmds = workload(args.jobs, args.seed)
-    if args.inner:
-        r = (
-            enclave_run(cmds, "ts-east", args.timeout)
-            if args.inner == "enclave-ray"
-            else ray_straight(cmds, args.timeout)
-        )
-        print(json.dumps(r))
-        return
     if os.geteuid() != 0 and not (args.skip_slurm and args.skip_ray):
         sys.exit("run as root (Slurm and the Ray namespace need it), or pass --skip-slurm --skip-ray")
 
@@ -364,8 +344,8 @@ def main() -> None:
         if started:
             subprocess.run(ray_cmd("start"), env=env, check=True)
         try:
-            done(in_ray_ns("enclave-ray", args.jobs, args.seed, args.timeout))
-            done(in_ray_ns("ray-straight", args.jobs, args.seed, args.timeout))
+            done(enclave_run(cmds, "ts-east", args.timeout))
+            done(ray_straight(cmds, args.timeout))
             pairs.append(("Enclave, ts-east", "Ray, straight (job API)"))
         finally:
             if started:

@@ -94,7 +94,7 @@ def test_dataset_round_trip_and_refusals(user: User, tmp_path: Path) -> None:
     assert shown["size_bytes"] == data.stat().st_size and shown["metadata"]["description"] == "flowers"
     listed = user.json("dataset", "list")
     assert isinstance(listed, list)
-    assert [(d["id"], d["version"]) for d in listed] == [(ds, 1), (again, 2)]
+    assert [(d["id"], d["version"]) for d in listed] == [(again, 2), (ds, 1)]  # newest first
 
     out = tmp_path / "copy.csv"
     user.run("dataset", "download", ds, "-o", str(out))

@@ -11,14 +11,13 @@ server's problem+json ``detail``.
 from __future__ import annotations
 
 import hashlib
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import httpx
 
-from enclave import archive, errors
+from enclave import errors
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 UPLOAD_CHUNK_BYTES = 1 << 20
@@ -386,6 +385,10 @@ class Client:
         ):
             if value:
                 params[key] = value
+        import tempfile  # here, not at the top: every CLI call imports this module
+
+        from enclave import archive
+
         with tempfile.TemporaryFile() as fh:
             if isinstance(source, bytes):
                 fh.write(source)

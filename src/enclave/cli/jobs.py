@@ -10,8 +10,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Group
-from rich.live import Live
-from rich.spinner import Spinner
 from rich.text import Text
 
 from enclave.cli import output as out
@@ -233,6 +231,8 @@ def cancel(
 def watch(job_id: str, interval: Annotated[float, typer.Option(help="Seconds between polls")] = 0.5) -> None:
     """Show live progress until the job ends: state, time run and walltime left, the last lines
     of its output. Exits with the job's exit code (1 if none)."""
+    from rich.live import Live  # watch alone uses it: not imported by every `enclave job` call
+
     tail = _Tail()
     with client() as api:
         job = api.job(job_id)
@@ -277,6 +277,8 @@ def _watched(job: dict[str, Any], tail: _Tail, spinning: bool = True) -> Group:
         head += f", ran {duration_s(ran)}" + (
             f", {duration_s(max(0.0, left))} of walltime left" if spinning else ""
         )
+    from rich.spinner import Spinner
+
     out: list[Any] = [Spinner("dots", text=Text(head)) if spinning else Text(head)]
     out += [Text(f"  │ {line}", style="dim") for line in tail.lines()]
     return Group(*out)

@@ -9,12 +9,25 @@ by tests/cli/test_startup.py).
 
 from __future__ import annotations
 
+import copy
 import importlib
 import sys
+from difflib import get_close_matches
+from functools import cached_property
 from typing import Any
 
 import typer
 from typer.core import TyperGroup
+from typer.models import DefaultPlaceholder
+
+try:
+    from typer._click.exceptions import UsageError
+except ImportError:  # typer before it vendored click
+    from click.exceptions import UsageError  # type: ignore[assignment,no-redef]
+try:  # typer >= 0.2x converts every parameter's value through a pydantic TypeAdapter
+    from typer._coercion import RuntimeParam, TypeDescriptor, build_runtime_param
+except ImportError:  # an older typer converts through click's own types: nothing to defer
+    RuntimeParam = None  # type: ignore[assignment,misc]
 
 # name -> (module, the group's help); the order is the order `enclave --help` lists them in.
 GROUPS: dict[str, tuple[str, str]] = {
@@ -52,43 +65,205 @@ GROUPS: dict[str, tuple[str, str]] = {
 def load_group(name: str) -> Any:
     """The click command of group ``name``, importing its module now."""
     module = importlib.import_module(GROUPS[name][0])
-    command = typer.main.get_command(module.app)
+    command = command_of(module.app)
     command.name = name
     return command
 
 
-def flags_take_no_value(command: Any) -> None:
-    """Typer's help shows `<bool>` after every flag (`--json <bool>`, even `--help <bool>`),
-    as if it took a value; an empty metavar shows nothing. Applied to a whole command tree."""
+def command_of(app: typer.Typer) -> Any:
+    """``typer.main.get_command(app)``, except that a group's commands are built (by typer,
+    from their functions' signatures) when one is used rather than all at once: `enclave job
+    show` builds `show` alone, not the other commands of `job` and of `enclave` (~1 ms each).
+    An app typer would not make a group of, or one with its own group class, is built whole."""
+    callback = app.registered_callback
+    custom_cls = getattr(callback, "cls", None) if callback is not None else None
+    cls = app.info.cls
+    if isinstance(cls, DefaultPlaceholder):
+        cls = cls.value
+    is_group = bool(
+        callback or app.info.callback or app.registered_groups or len(app.registered_commands) > 1
+    )
+    if (
+        not is_group
+        or not (cls is None or issubclass(cls, LazyCommands))
+        or (custom_cls is not None and not isinstance(custom_cls, DefaultPlaceholder))
+    ):
+        return typer.main.get_command(app)
+    shell = copy.copy(app)  # the group as typer builds it (its options, help, sub-groups), no commands
+    shell.registered_commands = []
+    shell.info = copy.copy(app.info)
+    shell.info.cls = cls or LazyCommands
+    group = typer.main.get_group(shell)
+    if app._add_completion:  # as typer.main.get_command adds them to a group
+        group.params.extend(typer.main.get_install_completion_arguments())
+    group.to_build = {typer_command_name(info): info for info in app.registered_commands}
+    group.build_options = {
+        "pretty_exceptions_short": app.pretty_exceptions_short,
+        "rich_markup_mode": app.rich_markup_mode,
+    }
+    return group
+
+
+def typer_command_name(info: Any) -> str:
+    """The name typer.main.get_command_from_info gives a registered command."""
+    return str(info.name or typer.main.get_command_name(info.callback.__name__))
+
+
+def prepare(command: Any) -> None:
+    """Applied to a whole command tree before it parses or prints help:
+
+    - typer's help shows `<bool>` after every flag (`--json <bool>`, even `--help <bool>`), as
+      if it took a value; an empty metavar shows nothing;
+    - each parameter converts its value through typer's own conversion only when the value
+      needs one (see ``ConvertWhenNeeded``)."""
     for param in [*command.params, command.get_help_option(typer.Context(command))]:
-        if param is not None and getattr(param, "is_flag", False) and param.metavar is None:
+        if param is None:
+            continue
+        if getattr(param, "is_flag", False) and param.metavar is None:
             param.metavar = ""
+        if RuntimeParam is not None and getattr(param, "_runtime_param", False) is None:
+            descriptor = param.type_descriptor
+            param._runtime_param = ConvertWhenNeeded(
+                parameter_info=descriptor.parameter_info,
+                annotation=descriptor.annotation,
+                descriptor=descriptor,
+            )
     for sub in getattr(command, "commands", {}).values():
-        flags_take_no_value(sub)
+        prepare(sub)
 
 
-class LazyGroup(TyperGroup):
-    """A TyperGroup whose sub-groups are imported on first use (see the module docstring)."""
+if RuntimeParam is not None:
+
+    class ConvertWhenNeeded(RuntimeParam):  # type: ignore[misc,valid-type]
+        """Typer (0.2x) converts every value a command receives through a pydantic TypeAdapter
+        that it builds on first use: importing pydantic and building the adapters cost ~55 ms
+        per call, even when no value needs converting (a default of the right type, a string
+        option given a string, an absent option). Here typer's conversion is built only for a
+        value whose conversion is not plain (see ``plain_value``); the others get at once the
+        value typer's conversion gives them.
+
+        Typer's own ``RuntimeParam.coerce`` still handles an absent value (None) and a string
+        given to a multi-value parameter; ``_coerce_value`` sees every other value."""
+
+        descriptor: TypeDescriptor
+
+        def __init__(self, parameter_info: Any, annotation: Any, descriptor: TypeDescriptor) -> None:
+            # RuntimeParam is a frozen dataclass: fields are set as its own __init__ does
+            object.__setattr__(self, "parameter_info", parameter_info)
+            object.__setattr__(self, "annotation", annotation)
+            object.__setattr__(self, "descriptor", descriptor)
+
+        @cached_property
+        def typers(self) -> Any:
+            """Typer's conversion of this parameter (pydantic imported, the adapter built)."""
+            return build_runtime_param(self.descriptor)
+
+        def _coerce_value(self, value: Any, param: Any, ctx: Any) -> Any:
+            converted = plain_value(self.descriptor, value)
+            if converted is NOT_PLAIN:
+                return self.typers._coerce_value(value, param=param, ctx=ctx)
+            return converted
+
+
+NOT_PLAIN = object()
+MAX_PLAIN_DIGITS = 18  # a plain integer: an int64 whatever its digits
+
+
+def plain_value(descriptor: Any, value: Any) -> Any:
+    """What typer's conversion makes of a (non-None) ``value`` where that is plain, else
+    NOT_PLAIN: a ``str`` for a ``str`` parameter is itself; an ``int`` (not a bool) for an
+    ``int`` parameter, or a string of ASCII digits without a leading zero, is that integer,
+    and a ``float`` for a ``float`` parameter is itself, where within the parameter's min and
+    max. Never for a parameter with its own ``parser`` or a file. Everything else (and an
+    out-of-range number, for typer's own message) is left to typer. Checked value by value
+    against typer's conversion by tests/cli/test_startup.py."""
+    info = descriptor.parameter_info
+    if info.parser is not None or descriptor.file_annotation is not None:
+        return NOT_PLAIN
+    annotation = descriptor.annotation
+    if annotation is str:
+        return value if type(value) is str else NOT_PLAIN
+    if annotation is int and type(value) is str and _plain_digits(value):
+        value = int(value)
+    if annotation not in (int, float) or type(value) is not annotation:
+        return NOT_PLAIN
+    in_range = (info.min is None or value >= info.min) and (info.max is None or value <= info.max)
+    return value if in_range else NOT_PLAIN
+
+
+def _plain_digits(text: str) -> bool:
+    return (
+        text.isascii()
+        and text.isdigit()
+        and len(text) <= MAX_PLAIN_DIGITS
+        and (text == "0" or not text.startswith("0"))
+    )
+
+
+class LazyCommands(TyperGroup):
+    """A TyperGroup whose commands are built on first use (see ``command_of``); typer's
+    own list order, help and "Did you mean" suggestions are kept."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self.to_build: dict[str, Any] = {}  # name -> typer's CommandInfo, in typer's order
+        self.build_options: dict[str, Any] = {}
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*self.to_build, *(name for name in self.commands if name not in self.to_build)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name in self.to_build and cmd_name not in self.commands:
+            built = typer.main.get_command_from_info(self.to_build[cmd_name], **self.build_options)
+            self.commands[cmd_name] = built
+        command = self.commands.get(cmd_name)
+        if command is not None:
+            prepare(command)
+        return command
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        # typer suggests a command for a typo from those built so far; here from every one,
+        # in typer's words, as it does when it has built them all
+        suggest, self.suggest_commands = self.suggest_commands, False
+        try:
+            return super().resolve_command(ctx, args)
+        except UsageError as exc:
+            matches = get_close_matches(args[0], self.list_commands(ctx)) if suggest and args else []
+            if matches:
+                suggestions = ", ".join(f"{m!r}" for m in matches)
+                exc.message = f"{exc.message.rstrip('.')}. Did you mean {suggestions}?"
+            raise
+        finally:
+            self.suggest_commands = suggest
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        prepare(self)
+        return list(super().parse_args(ctx, args))
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        prepare(self)
+        super().format_help(ctx, formatter)
+
+
+class LazyGroup(LazyCommands):
+    """The `enclave` group: its command groups are imported on first use (see the module
+    docstring), its commands built on first use."""
 
     def __init__(self, **attrs: Any) -> None:
         super().__init__(**attrs)
         self._listing = False  # formatting help: a group's name and help line are enough
 
     def list_commands(self, ctx: Any) -> list[str]:
-        return [*GROUPS, *(name for name in self.commands if name not in GROUPS)]
+        return [*GROUPS, *(name for name in super().list_commands(ctx) if name not in GROUPS)]
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         if cmd_name in GROUPS and cmd_name not in self.commands:
             if self._listing:
                 return TyperGroup(name=cmd_name, help=GROUPS[cmd_name][1])
             self.commands[cmd_name] = load_group(cmd_name)
-        command = self.commands.get(cmd_name)
-        if command is not None and not self._listing:
-            flags_take_no_value(command)
-        return command
+        return super().get_command(ctx, cmd_name)
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
-        flags_take_no_value(self)
         self._listing = True
         try:
             super().format_help(ctx, formatter)

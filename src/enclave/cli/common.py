@@ -55,9 +55,12 @@ def token() -> str:
 
 
 def client(authenticated: bool = True) -> Client:
-    from enclave.client import Client
+    from enclave.cli.lazy import importing
 
-    return Client(server_url(), token() if authenticated else None)
+    with importing():
+        from enclave.client import Client
+
+        return Client(server_url(), token() if authenticated else None)
 
 
 def write_secret(path: Path, value: str) -> None:

@@ -1,19 +1,29 @@
-"""Start-up speed: `enclave` imports a command group's module only when that group runs.
+"""Start-up speed: `enclave` does at start-up only what the command that runs needs.
 
-Importing every group (and through them the audit log, the simulator, numpy, SQLAlchemy...)
-cost about a second per call, `--help` included. Here the top-level group knows each group by
-name, module and one-line help; `enclave job list` imports `enclave.cli.jobs` alone, and
-`enclave --help` imports none (the help lines below are checked against the groups' own help
-by tests/cli/test_startup.py).
+- A command group's module is imported only when that group runs. Importing every group
+  (and through them the audit log, the simulator, numpy, SQLAlchemy...) cost about a second
+  per call, `--help` included. Here the top-level group knows each group by name, module and
+  one-line help; `enclave job list` imports `enclave.cli.jobs` alone, and `enclave --help`
+  imports none (the help lines below are checked against the groups' own help by
+  tests/cli/test_startup.py).
+- Inside a group, typer builds a command (from its function's signature) when it is used
+  (``command_of``), not every command of the group first.
+- Typer's pydantic conversion of a parameter's value is built only for a value that needs it
+  (``ConvertWhenNeeded``): `job list` and `job show` do not import pydantic.
+- Start-up runs without the cyclic garbage collector; what it built is frozen for the rest
+  of the process (``start_up_without_collection``).
 """
 
 from __future__ import annotations
 
 import copy
+import gc
 import importlib
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from difflib import get_close_matches
-from functools import cached_property
+from functools import cached_property, wraps
 from typing import Any
 
 import typer
@@ -23,7 +33,7 @@ from typer.models import DefaultPlaceholder
 try:
     from typer._click.exceptions import UsageError
 except ImportError:  # typer before it vendored click
-    from click.exceptions import UsageError  # type: ignore[assignment,no-redef]
+    from click.exceptions import UsageError  # type: ignore[assignment]
 try:  # typer >= 0.2x converts every parameter's value through a pydantic TypeAdapter
     from typer._coercion import RuntimeParam, TypeDescriptor, build_runtime_param
 except ImportError:  # an older typer converts through click's own types: nothing to defer
@@ -94,6 +104,7 @@ def command_of(app: typer.Typer) -> Any:
     shell.info = copy.copy(app.info)
     shell.info.cls = cls or LazyCommands
     group = typer.main.get_group(shell)
+    assert isinstance(group, LazyCommands)
     if app._add_completion:  # as typer.main.get_command adds them to a group
         group.params.extend(typer.main.get_install_completion_arguments())
     group.to_build = {typer_command_name(info): info for info in app.registered_commands}
@@ -115,7 +126,9 @@ def prepare(command: Any) -> None:
     - typer's help shows `<bool>` after every flag (`--json <bool>`, even `--help <bool>`), as
       if it took a value; an empty metavar shows nothing;
     - each parameter converts its value through typer's own conversion only when the value
-      needs one (see ``ConvertWhenNeeded``)."""
+      needs one (see ``ConvertWhenNeeded``);
+    - a command's own work starts with the cyclic garbage collector back on (see
+      ``start_up_without_collection``)."""
     for param in [*command.params, command.get_help_option(typer.Context(command))]:
         if param is None:
             continue
@@ -128,13 +141,16 @@ def prepare(command: Any) -> None:
                 annotation=descriptor.annotation,
                 descriptor=descriptor,
             )
+    callback = command.callback
+    if not hasattr(command, "commands") and callback is not None and not hasattr(callback, "__after__"):
+        command.callback = after_start_up(callback)
     for sub in getattr(command, "commands", {}).values():
         prepare(sub)
 
 
 if RuntimeParam is not None:
 
-    class ConvertWhenNeeded(RuntimeParam):  # type: ignore[misc,valid-type]
+    class ConvertWhenNeeded(RuntimeParam):
         """Typer (0.2x) converts every value a command receives through a pydantic TypeAdapter
         that it builds on first use: importing pydantic and building the adapters cost ~55 ms
         per call, even when no value needs converting (a default of the right type, a string
@@ -271,6 +287,57 @@ class LazyGroup(LazyCommands):
             self._listing = False
 
 
+@contextmanager
+def start_up_without_collection() -> Iterator[None]:
+    """The `enclave` process's start-up (its entry point, never on import) without CPython's
+    cyclic garbage collector: what start-up allocates, the modules, classes and functions of
+    typer, rich, httpx and the command tree, lives as long as the process, and the collector
+    traversed it over and over while it grew (and once more at exit): ~10-25 ms of a call. At
+    the end of start-up (when a command's own function starts, see ``after_start_up``) the
+    collector runs again, with what start-up built frozen (``gc.freeze``, made for long-lived
+    start-up objects: they are out of its sight, never freed, as they would not be anyway).
+    A call that ends before any command runs (`--help`, a usage error) ends here alike."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            started()
+
+
+def started() -> None:
+    """Start-up is over: its objects frozen, the collector on (if start-up turned it off)."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
+
+
+def after_start_up(callback: Callable[..., Any]) -> Callable[..., Any]:
+    """``callback`` (a command's function) with the collector on while it runs."""
+
+    @wraps(callback)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        started()
+        return callback(*args, **kwargs)
+
+    command.__after__ = callback  # type: ignore[attr-defined]
+    return command
+
+
+@contextmanager
+def importing() -> Iterator[None]:
+    """A command's own large import (the HTTP client, ~40 ms), taken like start-up: without
+    the collector, its modules frozen after (if the collector was on)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            started()
+
+
 UNUSED_IN_CLI = ("trio", "httpx._main")
 
 
@@ -281,7 +348,7 @@ def skip_unused_imports() -> None:
     on asyncio); httpx imports its own command line (`httpx._main`: click, pygments, about
     17 ms). A None entry in sys.modules makes each import fail at once, which both expect."""
     for name in UNUSED_IN_CLI:
-        sys.modules.setdefault(name, None)  # type: ignore[assignment]
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
 
 
 def version_callback(value: bool) -> None:

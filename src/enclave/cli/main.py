@@ -27,7 +27,13 @@ from enclave.cli.common import (
     server_url,
     write_secret,
 )
-from enclave.cli.lazy import LazyGroup, command_of, skip_unused_imports, version_callback
+from enclave.cli.lazy import (
+    LazyGroup,
+    command_of,
+    skip_unused_imports,
+    start_up_without_collection,
+    version_callback,
+)
 from enclave.errors import EnclaveError, NotAuthenticated
 
 app = typer.Typer(
@@ -374,7 +380,8 @@ def main() -> None:
     try:
         # app() with its commands built on first use: typer's `app()` builds every one first
         # (its pretty exceptions are off: an unexpected error's traceback is Python's either way)
-        command_of(app)()
+        with start_up_without_collection():
+            command_of(app)()
     except EnclaveError as exc:
         typer.echo(f"error: {exc.detail}", err=True)
         sys.exit(1)

@@ -9,7 +9,12 @@ a user runs it, a new process of the `enclave` console script with its output to
 machine hits them all alike; the median and the 90th percentile are reported. `--before REV`
 extracts REV's `src/` (git archive) to a temporary folder and runs the same script with
 PYTHONPATH pointing there, so both versions are measured in the same run. `python -c pass`
-is the interpreter's own floor on this machine (its site-packages `.pth` files included).
+is the interpreter's own floor on this machine (its site-packages `.pth` files included);
+`python -S -c pass` the same without `site` (no `.pth` file, no site-packages).
+
+`--bytecode` also measures this checkout's `src/` copied to a temporary folder and compiled
+(`compileall`), as `pip install` leaves an installed package: where PYTHONDONTWRITEBYTECODE is
+set (this sandbox sets it), the checkout's own modules are compiled from source on every call.
 """
 
 from __future__ import annotations
@@ -32,6 +37,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, enclave_up, git_state, machine, median, percentile, print_table
 
 SCRIPT = Path(sys.executable).with_name("enclave")
+
+
+@contextmanager
+def compiled() -> Iterator[Path]:
+    """This checkout's src/ in a temporary folder, compiled to bytecode."""
+    tmp = Path(tempfile.mkdtemp(prefix="enclave-cli-compiled-"))
+    try:
+        shutil.copytree(REPO / "src", tmp / "src", ignore=shutil.ignore_patterns("__pycache__"))
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(tmp / "src")], check=True)
+        yield tmp / "src"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextmanager
@@ -61,6 +78,7 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--before", help="also measure this older commit (its src/) in the same run")
+    parser.add_argument("--bytecode", action="store_true", help="also measure this checkout compiled")
     args = parser.parse_args()
     print(machine(), "|", git_state())
     with enclave_up() as server, server.client() as http:
@@ -79,8 +97,13 @@ def main() -> None:
             "enclave job show ID": ["job", "show", job_id],
             "enclave regions": ["regions"],
         }
-        with checkout(args.before) if args.before else nullcontext() as old:
+        with (
+            checkout(args.before) if args.before else nullcontext() as old,
+            compiled() if args.bytecode else nullcontext() as built,
+        ):
             sides = {"now": base}
+            if built is not None:
+                sides["now, compiled"] = {**base, "PYTHONPATH": str(built)}
             if old is not None:
                 sides[f"at {args.before}"] = {**base, "PYTHONPATH": str(old)}
             cases: dict[str, tuple[list[str], dict[str, str]]] = {}
@@ -88,6 +111,7 @@ def main() -> None:
                 for name, argv in commands.items():
                     cases[f"{name} ({side})"] = ([str(SCRIPT), *argv], env)
             cases["python -c pass"] = ([sys.executable, "-c", "pass"], base)
+            cases["python -S -c pass"] = ([sys.executable, "-S", "-c", "pass"], base)
             cases["squeue"] = (["squeue"], base)
             cases["sinfo"] = (["sinfo"], base)
             times: dict[str, list[float]] = {name: [] for name in cases}

@@ -300,9 +300,11 @@ def _daemon() -> bool:
 
 
 def _child_pid(info: int) -> int:
-    """The sandbox's init, as bubblewrap reports it on its info descriptor."""
+    """The sandbox's init, as bubblewrap reports it on its info descriptor. bubblewrap writes
+    its report in several pieces (the pid, then its namespaces' ids, then the closing brace)
+    and dies of EPIPE if the reader has gone: read the whole object before closing."""
     data = b""
-    while (found := CHILD_PID.search(data)) is None:
+    while (found := CHILD_PID.search(data)) is None or not data.rstrip().endswith(b"}"):
         piece = os.read(info, 4096)
         if not piece:
             raise OSError("bubblewrap ended before it reported its sandbox")

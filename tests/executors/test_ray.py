@@ -15,6 +15,7 @@ Without ``ray`` or ``ip`` (or root) these tests skip, except in CI (CI=true), wh
 
 from __future__ import annotations
 
+import http.server
 import importlib.util
 import json
 import os
@@ -22,6 +23,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ import pytest
 from enclave.executors.base import Health
 from enclave.executors.ray_exec import RayExecutor
 from tests.conftest import Server, require_slurm
+from tests.resilience.test_egress import PROBE, _Hello
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -159,12 +162,12 @@ def ray_head() -> Iterator[Head]:
 class Remote:
     """A RayExecutor in a process of its own (a new one = a restarted server)."""
 
-    def __init__(self, head: Head, root: Path) -> None:
+    def __init__(self, head: Head, root: Path, conf: dict[str, Any] | None = None) -> None:
         script = root.parent / "ray_helper.py"
         script.write_text(HELPER)
         env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
         self.proc = subprocess.Popen(
-            [sys.executable, str(script), str(root), json.dumps(head.backend)],
+            [sys.executable, str(script), str(root), json.dumps(conf or head.backend)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -447,3 +450,32 @@ def test_one_control_plane_drives_ray_and_slurm(
     shown = ended(sleeper)
     assert (shown["state"], shown["exit_code"], shown["attempts"]) == ("failed", 5, 0)
     assert server.run("job", "logs", sleeper, token=token).stdout == "started\ndone\n"
+
+
+def test_a_ray_job_reaches_only_what_its_region_lists(ray_head: Head, root: Path) -> None:
+    """`network = "allow"` on Ray: the egress relay runs on the Ray node (in Ray's namespace
+    here) and the job reaches the listed service on the host's end of the link, nothing else."""
+    host_end = ray_head.addr.rsplit(".", 1)[0] + f".{int(ray_head.addr.rsplit('.', 1)[1]) - 1}"
+    started = [http.server.ThreadingHTTPServer((host_end, 0), _Hello) for _ in range(2)]
+    for server in started:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    listed, unlisted = (s.server_address[1] for s in started)
+    conf = {**ray_head.backend, "network": "allow", "network_allow": [f"{host_end}:{listed}"]}
+    remote = Remote(ray_head, root, conf)
+    try:
+        probe = ["python3", "-c", PROBE, str(listed), str(unlisted), host_end]
+        handle = remote.call("start", spec("n1", probe, memory_mb=1024))
+        assert remote.call("wait", handle, 90)["exit_code"] == 0, remote.call("logs", handle)
+        out = remote.call("logs", handle)["stdout"]
+        got = json.loads(out.strip().splitlines()[-1])
+        assert got["proxy"] == "http://127.0.0.1:3128"
+        assert got["listed"] == f"hello {listed} /a"
+        assert got["tunnel"] == ["HTTP/1.1 200 Connection established", f"hello {listed} /tunnel"]
+        assert got["unlisted"] == 403 and got["connect-metadata"] == "HTTP/1.1 403 Forbidden"
+        assert got["direct-host"].startswith("error") and got["direct-loopback"].startswith("error")
+        assert f"refused CONNECT 127.0.0.1:{unlisted}" in out
+    finally:
+        remote.close()
+        for server in started:
+            server.shutdown()
+            server.server_close()

@@ -70,14 +70,14 @@ class Client:
     def page(
         self, path: str, limit: int = 1000, *, offset: int = 0, cursor: str | None = None, **params: Any
     ) -> dict[str, Any]:
-        """One page of a list route (``/v1/artifacts``, ``/v1/jobs`` ...), newest first:
+        """One page of a list route (``/v1/artifacts``, ``/v1/jobs`` ...), in its order:
         ``{"items", "count", "total", "next_cursor"}``; pass ``next_cursor`` back as ``cursor``
         for the next page (None on the last). ``params``: the route's filters (None: unset)."""
         query = _present(limit=limit, offset=offset or None, cursor=cursor, **params)
         return dict(self._json("GET", path, params=query))
 
     def iter_pages(self, path: str, page_size: int = 1000, **params: Any) -> Iterator[dict[str, Any]]:
-        """Every item of a list route, newest first, fetched a page at a time."""
+        """Every item of a list route, in its order, fetched a page at a time."""
         cursor: str | None = None
         while True:
             page = self.page(path, page_size, cursor=cursor, **params)
@@ -109,7 +109,7 @@ class Client:
         return dict(self._json("POST", "/v1/agencies", json={"name": name, "quotas": quotas or {}}))
 
     def list_agencies(self) -> list[dict[str, Any]]:
-        return list(self._json("GET", "/v1/agencies")["items"])
+        return list(self.iter_pages("/v1/agencies"))
 
     def set_quotas(self, agency: str, quotas: dict[str, Any]) -> dict[str, Any]:
         return dict(self._json("PUT", f"/v1/agencies/{agency}/quotas", json=quotas))
@@ -121,7 +121,7 @@ class Client:
         return dict(self._json("POST", f"/v1/agencies/{agency}/projects", json={"name": name}))
 
     def list_projects(self, agency: str) -> list[dict[str, Any]]:
-        return list(self._json("GET", f"/v1/agencies/{agency}/projects")["items"])
+        return list(self.iter_pages(f"/v1/agencies/{agency}/projects"))
 
     def create_user(
         self, name: str, agency: str, clearance: str, roles: list[str], password: str | None = None
@@ -132,7 +132,7 @@ class Client:
         return dict(self._json("POST", "/v1/users", json=body))
 
     def list_users(self) -> list[dict[str, Any]]:
-        return list(self._json("GET", "/v1/users")["items"])
+        return list(self.iter_pages("/v1/users"))
 
     def update_user(self, name: str, **changes: Any) -> dict[str, Any]:
         return dict(self._json("PATCH", f"/v1/users/{name}", json=changes))
@@ -142,8 +142,7 @@ class Client:
         return dict(self._json("POST", f"/v1/users/{name}/clearance", json={"clearance": clearance}))
 
     def list_clearance_requests(self, state: str | None = None) -> list[dict[str, Any]]:
-        params = {"state": state} if state else None
-        return list(self._json("GET", "/v1/clearance-requests", params=params)["items"])
+        return list(self.iter_pages("/v1/clearance-requests", state=state or None))
 
     def approve_clearance(self, request_id: str) -> dict[str, Any]:
         return dict(self._json("POST", f"/v1/clearance-requests/{request_id}/approve"))
@@ -474,7 +473,7 @@ class Client:
         return dict(self._json("POST", "/v1/worker-credentials", json=body))
 
     def list_worker_credentials(self) -> list[dict[str, Any]]:
-        return list(self._json("GET", "/v1/worker-credentials")["items"])
+        return list(self.iter_pages("/v1/worker-credentials"))
 
     def revoke_worker_credential(self, credential_id: str) -> dict[str, Any]:
         return dict(self._json("DELETE", f"/v1/worker-credentials/{credential_id}"))

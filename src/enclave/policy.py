@@ -228,16 +228,24 @@ def region_accredited_for_session(s: Subject, a: Action, r: Resource) -> Decisio
 PRIVILEGED_ROLES = frozenset({Role.OPERATOR, Role.AUDITOR, Role.ADMIN, Role.RELEASE_AUTHORITY})
 
 
+def administered_agency(s: Subject) -> str | None:
+    """The one agency whose users, projects and requests ``s`` administers (its own), or None
+    for every agency (an operator). :func:`admin_scope` decides by it, and the administrative
+    listings filter their query by it, so a page never holds, nor counts, what it refuses."""
+    return None if Role.OPERATOR in s.roles else s.agency
+
+
 def admin_scope(s: Subject, a: Action, r: Resource) -> Decision | None:
     """An operator administers the whole deployment, an agency admin its own agency only.
     Another agency's users, tokens and requests are invisible to an agency admin (answered as
     missing); deployment-wide objects (``agency`` None: agencies, quotas, worker credentials)
     are the operator's, and asking for them reveals nothing, so the refusal is open."""
-    if Role.OPERATOR in s.roles:
+    scope = administered_agency(s)
+    if scope is None:
         return None
     if r.agency is None:
         return _deny("operator_only", "needs the operator role", visible=True)
-    if r.agency != s.agency:
+    if r.agency != scope:
         return _deny("admin_scope", "object belongs to another agency", visible=False)
     return None
 

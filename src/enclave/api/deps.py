@@ -45,7 +45,7 @@ ActorDep = Annotated[Actor, Depends(current_actor)]
 
 def page_window(
     limit: Annotated[
-        int, Query(ge=1, le=listing.MAX_LIMIT, description="At most this many, newest first")
+        int, Query(ge=1, le=listing.MAX_LIMIT, description="At most this many, in the listing's order")
     ] = 1000,
     offset: Annotated[int, Query(ge=0, le=listing.MAX_OFFSET, description="How many to skip (a page)")] = 0,
     cursor: Annotated[

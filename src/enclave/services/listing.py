@@ -1,5 +1,7 @@
-"""One page of a labelled listing (artifacts, datasets, models, transfers, endpoints), newest
-first, with the total and a cursor (issue 13).
+"""One page of a listing, with the total and a cursor (issue 13): a labelled one (artifacts,
+datasets, models, transfers, endpoints) newest first (:func:`page`), or one of rows that carry
+no label (agencies, projects, users, clearance requests, worker credentials) in its own order
+(:func:`page_unlabelled`).
 
 Rows are read through :mod:`enclave.services.readable`: only those at labels the session may
 read (its agency's, or shared with it), one index range of ``(label, created_at, id)`` per
@@ -10,6 +12,10 @@ A page is asked for by ``offset`` or by ``cursor``: the id of the last row of th
 page (``next_cursor``), which keeps its place while rows are added. A cursor is an id the
 session may read, never a number that would count rows it may not; any other cursor is
 refused with the same words, whether it is missing, above the session or not an id.
+
+Rows without a label are read through the same :class:`Source`: whose rows the caller may see
+is the source's ``scope``, a clause of the query (for administration, the agency it
+administers: :func:`enclave.policy.administered_agency`), never a filter after reading.
 """
 
 from __future__ import annotations
@@ -94,16 +100,45 @@ def page(
     """One page of the rows of ``sources`` (objects of ``kind``) at the labels the session may
     read, newest first by ``keys`` (the last of them the row's id, which a cursor names)."""
     window.check()
-    readable_at = markings(u, actor, kind, sources)
-    total = readable.count_rows(u.session, sources, readable_at)
+    return _window(u, keys, sources, markings(u, actor, kind, sources), window, newest_first=True)
+
+
+def page_unlabelled(
+    u: Unit,
+    keys: Sequence[InstrumentedAttribute[Any]],
+    sources: Sequence[Source],
+    window: Window,
+    *,
+    newest_first: bool = False,
+) -> Page:
+    """One page of rows that carry no label (sources with ``label`` None), ordered by ``keys``
+    (ascending unless ``newest_first``; the last of them an id, which a cursor names). Which
+    rows the caller may see is each source's scope, in the query, so the page, the total and
+    a cursor never count, nor find, another row."""
+    window.check()
+    return _window(u, keys, sources, [None], window, newest_first=newest_first)
+
+
+def _window(
+    u: Unit,
+    keys: Sequence[InstrumentedAttribute[Any]],
+    sources: Sequence[Source],
+    at_markings: Sequence[str | None],
+    window: Window,
+    *,
+    newest_first: bool,
+) -> Page:
+    total = readable.count_rows(u.session, sources, at_markings)
     if window.cursor is not None:
         at = None
         if len(window.cursor) <= MAX_CURSOR_CHARS:
-            at = readable.key_of(u.session, keys, sources, readable_at, keys[-1] == window.cursor)
+            at = readable.key_of(u.session, keys, sources, at_markings, keys[-1] == window.cursor)
         if at is None:
             raise InvalidInput(CURSOR_REFUSED)
-        after = tuple_(*keys) < tuple_(*(literal(v, k.type) for k, v in zip(keys, at, strict=True)))
-        sources = [src.narrowed(after) for src in sources]
-    rows = readable.page_keys(u.session, keys, sources, readable_at, window.offset, window.limit + 1)
+        here, there = tuple_(*keys), tuple_(*(literal(v, k.type) for k, v in zip(keys, at, strict=True)))
+        sources = [src.narrowed(here < there if newest_first else here > there) for src in sources]
+    rows = readable.page_keys(
+        u.session, keys, sources, at_markings, window.offset, window.limit + 1, newest_first=newest_first
+    )
     ids = [str(row[-1]) for row in rows]
     return Page(ids[: window.limit], total, len(ids) > window.limit)

@@ -11,7 +11,8 @@ there are: its time tells the session about objects it may not see (SECURITY.md 
   is read, so neither the answer nor its time depends on one;
 * :func:`page_keys` does the same for any order key (``(created_at, id)``) and for listings
   read from more than one :class:`Source` (an agency's own artifacts and those shared with
-  it), with :func:`count_rows` for their total and :func:`key_of` for where a cursor stands.
+  it), with :func:`count_rows` for their total and :func:`key_of` for where a cursor stands;
+  a source of rows that carry no label (agencies, users) is read at the one marking None.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, FromClause, Row, Select, func, select, union_all
+from sqlalchemy import ColumnElement, FromClause, Row, Select, func, select, true, union_all
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from enclave.labels import Label, LabelScheme
@@ -64,12 +65,17 @@ class Source:
     """Where a listing's rows come from: a table, or a join read through another table's label
     (an artifact shared with the agency, through its share). ``scope`` says whose rows they
     are (an agency's), ``filters`` what the listing asks for; ``label`` is read one index range
-    per marking."""
+    per marking. Rows that carry no label (``label`` None: agencies, users) are read from
+    ``joined``, their table, at the one marking None."""
 
-    label: InstrumentedAttribute[Any]
+    label: InstrumentedAttribute[Any] | None
     scope: Sequence[ColumnElement[bool]]
     filters: Sequence[ColumnElement[bool]] = ()
     joined: FromClause | None = None
+
+    def __post_init__(self) -> None:
+        if self.label is None and self.joined is None:
+            raise ValueError("a source of unlabelled rows names the table they are read from")
 
     def narrowed(self, *clauses: ColumnElement[bool]) -> Source:
         return dataclasses.replace(self, filters=[*self.filters, *clauses])
@@ -152,7 +158,7 @@ def readable_markings(
     markings = dominated_markings(scheme, session)
     if markings is None:
         found: set[str] = set()
-        for src in sources:
+        for src in (src for src in sources if src.label is not None):
             found.update(
                 m for m in db.execute(src.select(src.label).distinct().where(*src.scope)).scalars() if m
             )
@@ -160,7 +166,9 @@ def readable_markings(
     return [m for m in markings if allowed(m)]
 
 
-def _at(label: InstrumentedAttribute[Any], markings: Sequence[str | None]) -> ColumnElement[bool]:
+def _at(label: InstrumentedAttribute[Any] | None, markings: Sequence[str | None]) -> ColumnElement[bool]:
+    if label is None:  # rows without a label: the listing's scope alone says which
+        return true()
     named = [m for m in markings if m is not None]
     if len(named) == len(markings):
         return label == named[0] if len(named) == 1 else label.in_(named)

@@ -5,6 +5,12 @@ agency admin its own agency's users and projects, an operator the whole deployme
 agency's users are invisible to an agency admin: every answer about them is the answer for a
 name that does not exist. A clearance raise is a request that a second admin approves
 (:func:`request_clearance`, :func:`approve_clearance`); nobody changes their own.
+
+The lists page (issue 13: ``limit``, ``offset`` or ``cursor``; ``total`` and ``next_cursor``,
+the name or id of a page's last row) through :mod:`enclave.services.listing`. Which rows an
+admin sees is a clause of the query (:func:`administered_rows`), so a page, its total and its
+cursor hold nothing of an agency the admin does not administer. These tables are small and
+carry no label: unlike the labelled listings, they need no per-label index ranges.
 """
 
 from __future__ import annotations
@@ -15,16 +21,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, join, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from enclave.audit.events import AuditEvent
 from enclave.errors import Conflict, Forbidden, InvalidInput, NotAuthenticated, NotFound
 from enclave.labels import Label
-from enclave.policy import Action, Resource, Role, decide, lowers_clearance
+from enclave.policy import Action, Resource, Role, administered_agency, decide, lowers_clearance
+from enclave.services import listing
 from enclave.services.auth import hash_password, password_ok
 from enclave.services.context import Context
+from enclave.services.listing import Window
+from enclave.services.readable import Source
 from enclave.services.unit import Actor, Unit, entry_for, unit
 from enclave.store.models import Agency, ClearanceRequest, Project, User
 
@@ -129,6 +138,13 @@ def user_view(user: User, agency: Agency) -> dict[str, Any]:
     }
 
 
+def administered_rows(actor: Actor, agency_id: Any) -> list[ColumnElement[bool]]:
+    """The query's clause for rows (``agency_id``: their agency's id) of the agencies ``actor``
+    administers (:func:`enclave.policy.administered_agency`): its own agency's, or, for an
+    operator, every agency's (no clause)."""
+    return [] if administered_agency(actor.subject) is None else [agency_id == actor.agency_id]
+
+
 def _insert(session: Session, row: object, clash: str) -> None:
     """Add and flush ``row``; a clash with a unique name inserted concurrently is a Conflict.
 
@@ -186,10 +202,14 @@ def update_quotas(ctx: Context, actor: Actor, name: str, quotas: Quotas) -> dict
         return agency_view(agency)
 
 
-def list_agencies(ctx: Context, actor: Actor) -> list[dict[str, Any]]:
+def list_agencies(ctx: Context, actor: Actor, window: Window = Window()) -> dict[str, Any]:
+    """A page of the agencies (an operator's list), by name; the cursor is a name."""
+    sources = [Source(None, administered_rows(actor, Agency.id), joined=Agency.__table__)]
     with unit(ctx) as u:
         u.require(actor, Action.ADMINISTER, ADMIN)
-        return [agency_view(a) for a in u.session.execute(select(Agency).order_by(Agency.name)).scalars()]
+        found = listing.page_unlabelled(u, [Agency.name], sources, window)
+        rows = u.session.execute(select(Agency).where(Agency.name.in_(found.ids))).scalars().all()
+        return found.answer([agency_view(a) for a in found.ordered(rows, lambda a: a.name)])
 
 
 def get_agency(ctx: Context, actor: Actor, name: str) -> dict[str, Any]:
@@ -234,13 +254,16 @@ def create_project(ctx: Context, actor: Actor, agency_name: str, name: str) -> d
         return {"agency": agency_name, "name": name}
 
 
-def list_projects(ctx: Context, actor: Actor, agency_name: str) -> list[dict[str, Any]]:
+def list_projects(ctx: Context, actor: Actor, agency_name: str, window: Window = Window()) -> dict[str, Any]:
+    """A page of an agency's projects (its members' and its administrators'), by name; the
+    cursor is a name."""
     with unit(ctx) as u:
         if agency_name != actor.subject.agency:
             u.require(actor, Action.ADMINISTER, agency_resource(agency_name), agency_name)
         agency = agency_by_name(u.session, agency_name)
-        rows = u.session.execute(select(Project).where(Project.agency_id == agency.id).order_by(Project.name))
-        return [{"agency": agency_name, "name": p.name} for p in rows.scalars()]
+        sources = [Source(None, [Project.agency_id == agency.id], joined=Project.__table__)]
+        found = listing.page_unlabelled(u, [Project.name], sources, window)
+        return found.answer([{"agency": agency_name, "name": name} for name in found.ids])
 
 
 # -- users ---------------------------------------------------------------------------------
@@ -358,18 +381,18 @@ def update_user(
         return user_view(user, agency)
 
 
-def list_users(ctx: Context, actor: Actor) -> list[dict[str, Any]]:
-    """An operator lists every user, an agency admin its own agency's."""
+def list_users(ctx: Context, actor: Actor, window: Window = Window()) -> dict[str, Any]:
+    """A page of the users ``actor`` administers (an operator: every user; an agency admin:
+    its own agency's), by name; the cursor is a name."""
+    sources = [Source(None, administered_rows(actor, User.agency_id), joined=User.__table__)]
     with unit(ctx) as u:
         u.require(actor, Action.ADMINISTER, Resource(kind="user", agency=actor.subject.agency))
+        found = listing.page_unlabelled(u, [User.name], sources, window)
         rows = u.session.execute(
-            select(User, Agency).join(Agency, User.agency_id == Agency.id).order_by(User.name)
-        )
-        return [
-            user_view(user, agency)
-            for user, agency in rows
-            if decide(actor.subject, Action.ADMINISTER, user_resource(user, agency)).allowed
-        ]
+            select(User, Agency).join(Agency, User.agency_id == Agency.id).where(User.name.in_(found.ids))
+        ).all()
+        ordered = found.ordered(rows, lambda row: str(row[0].name))
+        return found.answer([user_view(user, agency) for user, agency in ordered])
 
 
 def get_user(ctx: Context, actor: Actor, name: str) -> dict[str, Any]:
@@ -563,20 +586,27 @@ def refuse_clearance(ctx: Context, actor: Actor, request_id: str) -> dict[str, A
         return clearance_view(row, user)
 
 
-def list_clearance_requests(ctx: Context, actor: Actor, state: str | None = None) -> list[dict[str, Any]]:
-    """The requests an admin may see: its own agency's (an operator's: every agency's)."""
+def list_clearance_requests(
+    ctx: Context, actor: Actor, state: str | None = None, window: Window = Window()
+) -> dict[str, Any]:
+    """A page of the requests an admin may see: those of the users it administers (its own
+    agency's; an operator's: every agency's), oldest first; the cursor is a request's id."""
+    sources = [
+        Source(
+            None,
+            administered_rows(actor, User.agency_id),
+            [] if state is None else [ClearanceRequest.state == state],
+            joined=join(ClearanceRequest, User, ClearanceRequest.user_id == User.id),
+        )
+    ]
+    keys = [ClearanceRequest.requested_at, ClearanceRequest.id]
     with unit(ctx) as u:
         u.require(actor, Action.ADMINISTER, Resource(kind=CLEARANCE_REQUEST, agency=actor.subject.agency))
-        query = (
-            select(ClearanceRequest, User, Agency)
+        found = listing.page_unlabelled(u, keys, sources, window)
+        rows = u.session.execute(
+            select(ClearanceRequest, User)
             .join(User, ClearanceRequest.user_id == User.id)
-            .join(Agency, User.agency_id == Agency.id)
-            .order_by(ClearanceRequest.requested_at, ClearanceRequest.id)
-        )
-        if state is not None:
-            query = query.where(ClearanceRequest.state == state)
-        return [
-            clearance_view(row, user)
-            for row, user, agency in u.session.execute(query)
-            if decide(actor.subject, Action.ADMINISTER, user_resource(user, agency)).allowed
-        ]
+            .where(ClearanceRequest.id.in_(found.ids))
+        ).all()
+        ordered = found.ordered(rows, lambda row: str(row[0].id))
+        return found.answer([clearance_view(request, user) for request, user in ordered])

@@ -49,7 +49,10 @@ from enclave.policy import (
     worker_may_adopt,
     worker_name_decision,
 )
+from enclave.services import listing
 from enclave.services.context import Context
+from enclave.services.listing import Window
+from enclave.services.readable import Source
 from enclave.services.regions import executor_for
 from enclave.services.unit import Actor, Unit, entry_for, unit
 from enclave.store.models import Dispatch, RegionWorker, WorkerCredential
@@ -150,11 +153,15 @@ def create_credential(
         return _credential_view(row), secret
 
 
-def list_credentials(ctx: Context, actor: Actor) -> list[dict[str, Any]]:
+def list_credentials(ctx: Context, actor: Actor, window: Window = Window()) -> dict[str, Any]:
+    """A page of the worker credentials (an operator's list), oldest first; the cursor is an id."""
+    sources = [Source(None, [], joined=WorkerCredential.__table__)]
+    keys = [WorkerCredential.created_at, WorkerCredential.id]
     with unit(ctx) as u:
         u.require(actor, Action.ADMINISTER, Resource(kind="worker-credential"))
-        rows = u.session.execute(select(WorkerCredential).order_by(WorkerCredential.created_at)).scalars()
-        return [_credential_view(r) for r in rows]
+        found = listing.page_unlabelled(u, keys, sources, window)
+        rows = u.session.execute(select(WorkerCredential).where(WorkerCredential.id.in_(found.ids))).scalars()
+        return found.answer([_credential_view(r) for r in found.ordered(rows.all(), lambda r: r.id)])
 
 
 def revoke_credential(ctx: Context, actor: Actor, credential_id: str) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter
 
-from enclave.api.deps import ActorDep, CtxDep
+from enclave.api.deps import ActorDep, CtxDep, WindowDep
 from enclave.api.schemas import AgencyIn, ClearanceIn, PasswordIn, ProjectIn, QuotasIn, UserIn, UserPatch
 from enclave.services import accounting, tenancy
 
@@ -23,9 +23,9 @@ def create_agency(body: AgencyIn, ctx: CtxDep, actor: ActorDep) -> dict[str, Any
 
 
 @router.get("/agencies")
-def list_agencies(ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
-    items = tenancy.list_agencies(ctx, actor)
-    return {"items": items, "count": len(items)}
+def list_agencies(ctx: CtxDep, actor: ActorDep, window: WindowDep) -> dict[str, Any]:
+    """Every agency (operators), by name, a page at a time (``next_cursor``: a name)."""
+    return tenancy.list_agencies(ctx, actor, window)
 
 
 @router.get("/agencies/{name}")
@@ -50,9 +50,9 @@ def create_project(name: str, body: ProjectIn, ctx: CtxDep, actor: ActorDep) -> 
 
 
 @router.get("/agencies/{name}/projects")
-def list_projects(name: str, ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
-    items = tenancy.list_projects(ctx, actor, name)
-    return {"items": items, "count": len(items)}
+def list_projects(name: str, ctx: CtxDep, actor: ActorDep, window: WindowDep) -> dict[str, Any]:
+    """The agency's projects, by name, a page at a time (``next_cursor``: a name)."""
+    return tenancy.list_projects(ctx, actor, name, window)
 
 
 @router.post("/users", status_code=201)
@@ -61,9 +61,10 @@ def create_user(body: UserIn, ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
 
 
 @router.get("/users")
-def list_users(ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
-    items = tenancy.list_users(ctx, actor)
-    return {"items": items, "count": len(items)}
+def list_users(ctx: CtxDep, actor: ActorDep, window: WindowDep) -> dict[str, Any]:
+    """The users the caller administers (an agency admin: its agency's; an operator: all), by
+    name, a page at a time (``next_cursor``: a name)."""
+    return tenancy.list_users(ctx, actor, window)
 
 
 @router.get("/users/{name}")
@@ -90,10 +91,14 @@ def request_clearance(name: str, body: ClearanceIn, ctx: CtxDep, actor: ActorDep
 
 @router.get("/clearance-requests")
 def list_clearance_requests(
-    ctx: CtxDep, actor: ActorDep, state: Literal["pending", "approved", "refused", "applied"] | None = None
+    ctx: CtxDep,
+    actor: ActorDep,
+    window: WindowDep,
+    state: Literal["pending", "approved", "refused", "applied"] | None = None,
 ) -> dict[str, Any]:
-    items = tenancy.list_clearance_requests(ctx, actor, state)
-    return {"items": items, "count": len(items)}
+    """Clearance changes of the users the caller administers, oldest first, a page at a time
+    (``next_cursor``: a request's id)."""
+    return tenancy.list_clearance_requests(ctx, actor, state, window)
 
 
 @router.post("/clearance-requests/{request_id}/approve")

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from enclave.api.deps import ActorDep, CtxDep, bearer
+from enclave.api.deps import ActorDep, CtxDep, WindowDep, bearer
 from enclave.api.schemas import WorkerCredentialIn, WorkerSyncIn
 from enclave.services import workers
 from enclave.services.context import Context
@@ -35,9 +35,10 @@ def create_credential(body: WorkerCredentialIn, ctx: CtxDep, actor: ActorDep) ->
 
 
 @router.get("/worker-credentials")
-def list_credentials(ctx: CtxDep, actor: ActorDep) -> dict[str, Any]:
-    items = workers.list_credentials(ctx, actor)
-    return {"items": items, "count": len(items)}
+def list_credentials(ctx: CtxDep, actor: ActorDep, window: WindowDep) -> dict[str, Any]:
+    """Region worker credentials (operators; never their secrets), oldest first, a page at a
+    time (``next_cursor``: a credential's id)."""
+    return workers.list_credentials(ctx, actor, window)
 
 
 @router.delete("/worker-credentials/{credential_id}")

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from enclave.cli import paging
 from enclave.cli.common import (
     JsonOpt,
     OutputOpt,
@@ -51,12 +52,14 @@ def agency_create(
     typer.echo(agency["name"])
 
 
-@agency_app.command("list")
-def agency_list(as_json: bool = JsonOpt, output: str | None = OutputOpt, wide: bool = WideOpt) -> None:
-    """Agencies you administer, with their quotas."""
-    with client() as api:
-        items = api.list_agencies()
-    emit(items, ["name", "quotas", "created_at"], "Agencies", output, as_json, wide=wide)
+paging.list_command(
+    agency_app,
+    "/v1/agencies",
+    ["name", "quotas", "created_at"],
+    "Agencies",
+    "Agencies you administer, with their quotas; by name, a page at a time.",
+    order="by name",
+)
 
 
 @agency_app.command("quotas")
@@ -115,14 +118,15 @@ def project_create(agency: str, name: str) -> None:
     typer.echo(name)
 
 
-@project_app.command("list")
-def project_list(
-    agency: str, as_json: bool = JsonOpt, output: str | None = OutputOpt, wide: bool = WideOpt
-) -> None:
-    """Projects of an agency."""
-    with client() as api:
-        items = api.list_projects(agency)
-    emit(items, ["agency", "name"], "Projects", output, as_json, wide=wide)
+paging.list_command(
+    project_app,
+    "/v1/agencies/{agency}/projects",
+    ["agency", "name"],
+    "Projects",
+    "Projects of an agency, by name, a page at a time.",
+    order="by name",
+    within=("agency", typer.Argument(..., metavar="AGENCY", help="The agency")),
+)
 
 
 @user_app.command("create")
@@ -142,12 +146,14 @@ def user_create(
     typer.echo(user["name"])
 
 
-@user_app.command("list")
-def user_list(as_json: bool = JsonOpt, output: str | None = OutputOpt, wide: bool = WideOpt) -> None:
-    """Users you administer: agency, clearance, roles."""
-    with client() as api:
-        items = api.list_users()
-    emit(items, ["name", "agency", "clearance", "roles", "disabled"], "Users", output, as_json, wide=wide)
+paging.list_command(
+    user_app,
+    "/v1/users",
+    ["name", "agency", "clearance", "roles", "disabled"],
+    "Users",
+    "Users you administer: agency, clearance, roles; by name, a page at a time.",
+    order="by name",
+)
 
 
 @user_app.command("set")
@@ -188,18 +194,16 @@ def user_clearance(
         typer.echo(f"{made['id']} {made['state']}")
 
 
-@user_app.command("clearance-requests")
-def user_clearance_requests(
-    state: Annotated[str | None, typer.Option(help="pending, approved, refused or applied")] = "pending",
-    as_json: bool = JsonOpt,
-    output: str | None = OutputOpt,
-    wide: bool = WideOpt,
-) -> None:
-    """Clearance changes of the users you administer (pending ones by default)."""
-    with client() as api:
-        items = api.list_clearance_requests(state)
-    columns = ["id", "user", "from", "to", "state", "requested_by"]
-    emit(items, columns, "Clearance requests", output, as_json, wide=wide)
+paging.list_command(
+    user_app,
+    "/v1/clearance-requests",
+    ["id", "user", "from", "to", "state", "requested_by"],
+    "Clearance requests",
+    "Clearance changes of the users you administer (pending ones by default), oldest first, a page at a time.",
+    where=("state", typer.Option("pending", "--state", help="pending, approved, refused or applied")),
+    order="oldest first",
+    command="clearance-requests",
+)
 
 
 @user_app.command("approve-clearance")
@@ -272,15 +276,14 @@ def worker_credential_create(
     )
 
 
-@worker_app.command("list")
-def worker_credential_list(
-    as_json: bool = JsonOpt, output: str | None = OutputOpt, wide: bool = WideOpt
-) -> None:
-    """Region worker credentials (never their secrets)."""
-    with client() as api:
-        items = api.list_worker_credentials()
-    columns = ["id", "region", "worker", "created_by", "created_at", "revoked_at"]
-    emit(items, columns, "Worker credentials", output, as_json, wide=wide)
+paging.list_command(
+    worker_app,
+    "/v1/worker-credentials",
+    ["id", "region", "worker", "created_by", "created_at", "revoked_at"],
+    "Worker credentials",
+    "Region worker credentials (never their secrets), oldest first, a page at a time.",
+    order="oldest first",
+)
 
 
 @worker_app.command("revoke")

@@ -1,7 +1,7 @@
 """What every `list` command shares: `--limit`, `--page`, `--cursor` and `--all`, and the
-footer under a table ("showing 1-100 of 2010, newest first; next: --page 2"); and
-:func:`list_command`, the whole `list` command of a group whose list route has at most one
-filter."""
+footer under a table ("showing 1-100 of 2010, newest first; next: --page 2", or "by name"
+where the list is in that order); and :func:`list_command`, the whole `list` command of a
+group whose list route has at most one filter."""
 
 from __future__ import annotations
 
@@ -19,18 +19,21 @@ if TYPE_CHECKING:
     from enclave.client import Client
 
 LimitOpt = typer.Option(100, "--limit", min=1, max=10_000, help="How many a page")
-PageOpt = typer.Option(None, "--page", min=1, help="Which page (1: the newest)")
+PageOpt = typer.Option(None, "--page", min=1, help="Which page (1: the first)")
 CursorOpt = typer.Option(None, "--cursor", help="Start after this one (the 'next' a page printed)")
 AllOpt = typer.Option(False, "--all", help="Every page, not just one")
 
 
 class Paging:
-    """Which page a `list` command asks for (from its options)."""
+    """Which page a `list` command asks for (from its options); ``order``: the list's, as the
+    footer says it."""
 
-    def __init__(self, limit: int, page: int | None, cursor: str | None, every: bool) -> None:
+    def __init__(
+        self, limit: int, page: int | None, cursor: str | None, every: bool, order: str = "newest first"
+    ) -> None:
         if page is not None and (cursor is not None or every):
             raise InvalidInput("--page cannot be combined with --cursor or --all")
-        self.limit, self.page, self.cursor, self.every = limit, page, cursor, every
+        self.limit, self.page, self.cursor, self.every, self.order = limit, page, cursor, every, order
         self.offset = (page - 1) * limit if page else 0
 
     def fetch(self, api: Client, path: str, **params: Any) -> dict[str, Any]:
@@ -54,7 +57,7 @@ class Paging:
         more = ""
         if next_cursor:
             more = f"; next: --page {next_page}" if next_page else f"; next: --cursor {next_cursor}"
-        console.print(f"showing {where}, newest first{more}", style="dim", highlight=False)
+        console.print(f"showing {where}, {self.order}{more}", style="dim", highlight=False)
 
     def emit(
         self,
@@ -92,18 +95,23 @@ def list_command(
     *,
     flat: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     where: tuple[str, Any] | None = None,
+    order: str = "newest first",
+    command: str = "list",
+    within: tuple[str, Any] | None = None,
 ) -> None:
-    """Add ``app``'s `list` command: a page of the list route ``path`` (``flat``: an item as a
-    table row), with the paging options and, with ``where`` (the route's filter, the option
-    that sets it), that filter."""
+    """Add ``app``'s `list` command (or ``command``): a page of the list route ``path``
+    (``flat``: an item as a table row; ``order``: the route's), with the paging options and,
+    with ``where`` (the route's filter, the option that sets it), that filter; with
+    ``within`` (a name in ``path``, the argument that gives it), that argument."""
 
-    def show(as_json: bool, output: str | None, wide: bool, pages: Paging, **params: Any) -> None:
+    def show(as_json: bool, output: str | None, wide: bool, pages: Paging, of: str, **params: Any) -> None:
         with client() as api:
-            result = pages.fetch(api, path, **params)
+            result = pages.fetch(api, path.format(**{within[0]: of}) if within else path, **params)
         rows = None if flat is None else [flat(item) for item in result["items"]]
         pages.emit(result, columns, title, output, as_json, wide=wide, rows=rows)
 
     name, option = where or ("", typer.Option(None))
+    argument = within[1] if within else typer.Argument("")
 
     def list_(
         as_json: bool = JsonOpt,
@@ -114,13 +122,16 @@ def list_command(
         cursor: str | None = CursorOpt,
         all_: bool = AllOpt,
         only: str | None = option,
+        of: str = argument,
     ) -> None:
         params = {name: only or None} if name else {}
-        show(as_json, output, wide, Paging(limit, page, cursor, all_), **params)
+        show(as_json, output, wide, Paging(limit, page, cursor, all_, order), of, **params)
 
-    if not name:  # no filter: no option for one
+    unused = {"only"} if not name else set()  # no filter: no option for one; no argument likewise
+    unused |= {"of"} if not within else set()
+    if unused:
         signature = inspect.signature(list_)
-        kept = [p for p in signature.parameters.values() if p.name != "only"]
+        kept = [p for p in signature.parameters.values() if p.name not in unused]
         list_.__signature__ = signature.replace(parameters=kept)  # type: ignore[attr-defined]
     list_.__doc__ = doc
-    app.command("list")(list_)
+    app.command(command)(list_)

@@ -4,6 +4,7 @@ passwords, slow clients, deeply nested JSON, and a flood of pending jobs."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import re
 import socket
 import statistics
@@ -12,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -112,8 +114,11 @@ def test_the_address_throttle_counts_failures_and_attempts_in_flight() -> None:
 
 
 # -- password floods -----------------------------------------------------------------------------
-def _login_flood(url: str, sources: list[str], stop: threading.Event, answers: list[int]) -> None:
-    """Wrong passwords as fast as possible, from each of ``sources`` (loopback addresses)."""
+def _login_flood(url: str, sources: list[str], started: Any, stop: Any, out: Any) -> None:
+    """Wrong passwords as fast as possible, from each of ``sources`` (loopback addresses);
+    the status codes go to ``out`` at the end. Run in a process of its own: its threads must
+    not hold the measuring client's GIL (that would time the test, not the server)."""
+    answers: list[int] = []
 
     def flood(source: str) -> None:
         transport = httpx.HTTPTransport(local_address=source)
@@ -125,9 +130,11 @@ def _login_flood(url: str, sources: list[str], stop: threading.Event, answers: l
     threads = [threading.Thread(target=flood, args=(s,)) for s in sources for _ in range(2)]
     for t in threads:
         t.start()
+    started.set()
     stop.wait()
     for t in threads:
         t.join()
+    out.put(answers)
 
 
 def _latencies(url: str, token: str, seconds: float) -> list[float]:
@@ -161,17 +168,19 @@ def test_a_password_flood_does_not_starve_authenticated_requests(
 ) -> None:
     server, token = flood_server
     quiet = _latencies(server.url, token, 1.5)
-    stop = threading.Event()
-    answers: list[int] = []
+    spawn = multiprocessing.get_context("spawn")
+    started, stop, out = spawn.Event(), spawn.Event(), spawn.Queue()
     sources = [f"127.0.0.{i + 2}" for i in range(addresses)]
-    flooder = threading.Thread(target=_login_flood, args=(server.url, sources, stop, answers))
+    flooder = spawn.Process(target=_login_flood, args=(server.url, sources, started, stop, out))
     flooder.start()
     try:
+        assert started.wait(60), "the flood did not start"
         time.sleep(0.5)
         busy = _latencies(server.url, token, 4.0)
     finally:
         stop.set()
-        flooder.join()
+    answers: list[int] = out.get(timeout=60)
+    flooder.join(timeout=30)
     assert set(answers) <= {401, 429}, set(answers)
     assert answers.count(429) > answers.count(401) / 2, answers  # refused before any hashing
     # At most 20 failures per address in the window reach a hash at all.

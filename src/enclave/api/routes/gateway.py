@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -111,6 +112,16 @@ def prometheus(request: Request, actor: ActorDep) -> Response:
 
 
 # -- one call ------------------------------------------------------------------------------------
+def _loads(raw: bytes) -> Any:
+    """orjson where it can (a replica's embeddings answer parses ~5x faster), the standard
+    parser's verdict where it cannot (NaN, integers beyond 64 bits): what json accepted, and
+    what it refused, stay so."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
+
+
 def _texts(route: str, body: dict[str, Any]) -> list[str]:
     """The prompt texts a route carries, in order (what the guardrails read)."""
     if route == "chat/completions":
@@ -159,7 +170,7 @@ async def _call(request: Request, route: str) -> Response:
     actor = await gateway_actor(request)
     gw: Gateway = request.app.state.gateway
     try:
-        body = json.loads(await request.body())
+        body = _loads(await request.body())
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise InvalidInput("the body must be a JSON object") from None
     if not isinstance(body, dict):
@@ -260,7 +271,7 @@ async def _answer(
     started: float,
 ) -> Response:
     try:
-        data = json.loads(raw)
+        data = _loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
         data = {
             "error": {"message": "the replica answered with something that is not JSON", "type": "upstream"}

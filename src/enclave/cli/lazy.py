@@ -325,17 +325,9 @@ def after_start_up(callback: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-@contextmanager
-def importing() -> Iterator[None]:
-    """A command's own large import (the HTTP client, ~40 ms), taken like start-up: without
-    the collector, its modules frozen after (if the collector was on)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            started()
+# A command's own large import (the HTTP client, ~40 ms) is taken like start-up: without the
+# collector, its modules frozen after (if the collector was on).
+importing = start_up_without_collection
 
 
 UNUSED_IN_CLI = ("trio", "httpx._main")

@@ -121,8 +121,34 @@ class LocalExecutor:
         pid = os.posix_spawn(program, argv, privileged, file_actions=actions, setsid=True)
         return {"pid": pid, "dir": str(workdir), "folder": str(folder), "start_ticks": _start_ticks(pid)}
 
+    def recover(self, job_id: str, label_key: str, since: float) -> Handle | None:
+        """The handle of a start whose handle was never recorded (the control plane died
+        between starting the process and committing its handle), or None if the process was
+        never started — so that a restarted control plane adopts the job instead of running it
+        a second time. The spawn opened ``stdout`` before bubblewrap ran: without it nothing
+        ran. With it: the job's bubblewrap if it still runs (found by its sandbox's path), else
+        a handle whose process is gone (its wrapper's ``.exit`` tells how it ended). ``since``:
+        when this attempt was committed as started — an older ``stdout`` is an earlier
+        attempt's, whose folder this one never got to replace."""
+        folder = self.root / label_key / job_id
+        workdir = folder / "work"
+        try:
+            if (folder / "stdout").stat().st_ctime < since:
+                return None
+        except FileNotFoundError:
+            return None
+        handle: Handle = {"pid": 0, "dir": str(workdir), "folder": str(folder), "start_ticks": None}
+        for pid in confine.sandboxes_of(workdir):
+            ticks = _start_ticks(pid)
+            if ticks is not None:
+                handle |= {"pid": pid, "start_ticks": ticks}
+                break
+        return handle
+
     def poll(self, handle: Handle) -> Status:
         pid = int(handle["pid"])
+        if pid <= 0:  # recovered after its process had gone
+            return self._poll_adopted(handle)
         try:
             waited, status, usage = os.wait4(pid, os.WNOHANG)
         except ChildProcessError:

@@ -207,6 +207,13 @@ class JobRunner:
                 if row.state == JobState.ADMITTED and not handed_over:
                     self.queue[row.id] = (row.seq, job)
                     continue
+                if placement is not None and row.handle is None and not handed_over:
+                    # Stopped between starting the process and recording its handle: adopt
+                    # what was started rather than run the job a second time.
+                    recover = getattr(self.executors.get(placement.region), "recover", None)
+                    if recover is not None and row.started_at is not None:
+                        since = row.started_at.replace(tzinfo=row.started_at.tzinfo or UTC).timestamp()
+                        row.handle = recover(row.id, label_key(row.label), since)
                 if placement is None or row.handle is None:
                     self._requeue(
                         u, row, "lost: the control plane stopped before the job's process started", now

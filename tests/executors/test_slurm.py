@@ -293,6 +293,22 @@ def test_handle_round_trip_a_new_instance_adopts_running_and_ended_jobs(tmp_path
     assert wait_done(second, stored[1]).exit_code == 5
 
 
+def test_a_submission_whose_handle_was_lost_is_found_not_submitted_again(tmp_path: Path) -> None:
+    """The control plane died between sbatch and recording the handle: its successor finds
+    the Slurm job of that attempt (and nothing for an attempt Slurm never took)."""
+    first = SlurmExecutor(tmp_path / "sandboxes", BACKEND)
+    since = time.time()
+    handle = first.start(spec("j-lost-handle", ["sh", "-c", "sleep 1; echo once"]))
+    second = SlurmExecutor(tmp_path / "sandboxes", BACKEND)  # a restarted control plane
+    found = second.recover("j-lost-handle", "label-a", since)
+    assert found == json.loads(json.dumps(handle))
+    assert wait_done(second, found).exit_code == 0
+    assert second.log_paths(found)["stdout"].read_text() == "once\n"
+    # An attempt that began after this submission (or never reached sbatch) finds nothing.
+    assert second.recover("j-lost-handle", "label-a", time.time() + 5) is None
+    assert second.recover("j-never-submitted", "label-a", since) is None
+
+
 def test_a_job_slurm_does_not_know_is_lost(ex: SlurmExecutor, tmp_path: Path) -> None:
     (tmp_path / "gone").mkdir()
     assert wait_done(ex, {"slurm_id": "99999999", "dir": str(tmp_path / "gone")}).state is RunState.LOST

@@ -256,6 +256,45 @@ class SlurmExecutor:
             self._watch[slurm_id] = workdir
         return {"slurm_id": slurm_id, "dir": str(workdir)}
 
+    def recover(self, job_id: str, label_key: str, since: float) -> Handle | None:
+        """The handle of a submission whose handle was never recorded (the control plane died
+        between sbatch and committing it), or None if Slurm never took it: so that a restarted
+        control plane adopts the job instead of submitting it again. This attempt's script
+        (written after ``since``, when the attempt was committed as started) must exist; the
+        Slurm job is the one named for this job, submitted since then (``squeue -t all``: one
+        that ended longer ago than Slurm's MinJobAge is no longer listed)."""
+        workdir = self.root / label_key / job_id
+        try:
+            if (workdir / "job.sh").stat().st_ctime < since:
+                return None
+        except FileNotFoundError:
+            return None
+        out = subprocess.run(
+            [self.cmd["squeue"], "-h", "-t", "all", "-n", f"enclave-{job_id}", "-o", "%i %V"],
+            capture_output=True,
+            text=True,
+            env=_submit_env(),
+            timeout=CALL_TIMEOUT_S,
+            check=False,
+        )
+        if out.returncode != 0:
+            raise Unavailable(f"squeue could not run to recover job {job_id}: {_one_line(out.stderr)}")
+        taken = []
+        for line in out.stdout.splitlines():
+            sid, _, submitted = line.strip().partition(" ")
+            try:
+                at = time.mktime(time.strptime(submitted.strip(), "%Y-%m-%dT%H:%M:%S"))
+            except ValueError:
+                continue
+            if sid.isdigit() and at >= int(since):  # Slurm keeps whole seconds
+                taken.append(sid)
+        if not taken:
+            return None
+        slurm_id = max(taken, key=int)
+        with self._lock:
+            self._watch[slurm_id] = workdir
+        return {"slurm_id": slurm_id, "dir": str(workdir)}
+
     def sbatch_args(self, spec: ExecSpec, workdir: Path) -> list[str]:
         minutes = -(-max(1, spec.walltime_s) // 60) + 1
         out_dir = str(workdir).replace("%", "%%")  # sbatch expands %j and friends in paths

@@ -213,7 +213,10 @@ class JobRunner:
                     recover = getattr(self.executors.get(placement.region), "recover", None)
                     if recover is not None and row.started_at is not None:
                         since = row.started_at.replace(tzinfo=row.started_at.tzinfo or UTC).timestamp()
-                        row.handle = recover(row.id, label_key(row.label), since)
+                        try:
+                            row.handle = recover(row.id, label_key(row.label), since)
+                        except EnclaveError as exc:  # the engine cannot tell now: start again
+                            log.warning("job %s: could not look for its started process: %s", row.id, exc)
                 if placement is None or row.handle is None:
                     self._requeue(
                         u, row, "lost: the control plane stopped before the job's process started", now

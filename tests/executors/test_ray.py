@@ -92,6 +92,8 @@ for line in sys.stdin:
             out = wait(*args)
         elif op == "wait_output":
             out = wait_output(*args)
+        elif op == "recover":
+            out = ex.recover(*args)
         elif op == "health":
             out = asdict(ex.health())
         else:
@@ -313,6 +315,27 @@ def test_resources_are_mapped_and_a_new_instance_adopts_jobs(ex: Remote, ray_hea
         # Ray no longer knows the job once cleaned up: a stale handle reads as lost.
         stale = {**slow, "dir": str(root / "gone")}
         assert ex.call("wait", stale, 10)["state"] == "lost"
+    finally:
+        other.close()
+
+
+def test_a_submission_whose_handle_was_lost_is_found_not_submitted_again(
+    ex: Remote, ray_head: Head, root: Path
+) -> None:
+    """The control plane died between Ray taking the job and recording its handle: its
+    successor finds that submission (and nothing for an attempt Ray never took)."""
+    since = time.time()
+    handle = ex.call("start", spec("h1", ["sh", "-c", "sleep 1; echo once"]))
+    other = Remote(ray_head, root)  # a restarted control plane
+    try:
+        found = other.call("recover", "h1", "label-a", since)
+        assert {k: found[k] for k in ("submission_id", "nonce", "dir", "nodes")} == {
+            k: handle[k] for k in ("submission_id", "nonce", "dir", "nodes")
+        }
+        assert other.call("wait", found, 60) == {"state": "exited", "exit_code": 0, "signal": None}
+        assert other.call("logs", found)["stdout"] == "once\n"
+        assert other.call("recover", "h1", "label-a", time.time() + 5) is None
+        assert other.call("recover", "never-started", "label-a", since) is None
     finally:
         other.close()
 

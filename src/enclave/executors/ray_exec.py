@@ -90,6 +90,9 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # the supervisor died (the job may be retried elsewhere) ...
 LOST_ERRORS = frozenset({"JOB_SUPERVISOR_ACTOR_DIED", "JOB_SUPERVISOR_ACTOR_UNKNOWN_FAILURE"})
 SIGTERM, SIGKILL = 15, 9
+# What a recovered handle is read back from: the entrypoint's nonce and a gang's width.
+NONCE = re.compile(r"n=([0-9a-f]{16});")
+GANG_NODES = re.compile(r'"nodes": (\d+)')
 # What a job keeps of the Ray supervisor's environment: the accelerators Ray assigned it.
 ACCELERATOR_ENV = ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES")
 
@@ -392,6 +395,48 @@ class RayExecutor:
         with self._lock:
             self._known[submission_id] = _Known(handle, Status(RunState.RUNNING), time.monotonic())
         return handle
+
+    def recover(self, job_id: str, label_key: str, since: float) -> Handle | None:
+        """The handle of a submission whose handle was never recorded (the control plane died
+        between Ray taking the job and committing its handle), or None if Ray never took it:
+        so that a restarted control plane adopts the job instead of submitting it again. This
+        attempt's output folder (made after ``since``, before the submission) must exist; the
+        Ray job is the one whose metadata names this job and whose submission id and nonce
+        this executor wrote, submitted since then."""
+        workdir = self.root / label_key / job_id
+        try:
+            if (workdir / "stdout").stat().st_ctime < since:
+                return None
+        except FileNotFoundError:
+            return None
+        try:
+            resp = self._http.get("/api/jobs/")
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"Ray job API at {self.dashboard} is unreachable: {exc}") from exc
+        if resp.status_code != 200:
+            raise Unavailable(f"Ray's job list answered {resp.status_code}")
+        found = []
+        for info in resp.json():
+            sid, entrypoint = str(info.get("submission_id") or ""), str(info.get("entrypoint") or "")
+            nonce, gang = NONCE.match(entrypoint), GANG_NODES.search(entrypoint)
+            if (
+                (info.get("metadata") or {}).get("enclave_job") == job_id
+                and sid.startswith(f"enclave-{job_id}-")
+                and nonce is not None
+                and (info.get("start_time") or 0) >= since * 1000
+            ):
+                nodes = int(gang.group(1)) if gang else 1
+                found.append((info.get("start_time") or 0, sid, nonce.group(1), nodes))
+        if not found:
+            return None
+        _at, sid, nonce, nodes = max(found)
+        return {
+            "submission_id": sid,
+            "nonce": nonce,
+            "dir": str(workdir),
+            "nodes": nodes,
+            "grace_s": self.grace_s,
+        }
 
     # -- status ------------------------------------------------------------------------------
     def poll(self, handle: Handle) -> Status:
